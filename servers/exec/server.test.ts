@@ -1,0 +1,163 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { RunResult } from "./run-process.js";
+
+const serverPath = fileURLToPath(new URL("./server.ts", import.meta.url));
+
+let client: Client;
+
+before(async () => {
+  client = new Client({ name: "exec-test", version: "0.0.0" });
+  await client.connect(new StdioClientTransport({ command: process.execPath, args: ["--import", "tsx", serverPath] }));
+  // Listing caches the output schemas, so every callTool below also checks structuredContent against them.
+  await client.listTools();
+});
+
+after(async () => {
+  await client.close();
+});
+
+async function call(name: string, args: Record<string, unknown>): Promise<{ result: CallToolResult; run: RunResult }> {
+  const result = (await client.callTool({ name, arguments: args })) as CallToolResult;
+  return { result, run: result.structuredContent as RunResult };
+}
+
+function textOf(result: CallToolResult): string {
+  return result.content.map((block) => (block.type === "text" ? block.text : "")).join("");
+}
+
+/** kill -0 also succeeds on a zombie, which a container's init may never reap; a zombie counts as gone. */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pid: number): Promise<boolean> {
+  for (let i = 0; i < 20; i++) {
+    if (!isAlive(pid)) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+describe("exec server", () => {
+  test("lists both tools with output schemas and annotations", async () => {
+    const { tools } = await client.listTools();
+    assert.deepEqual(tools.map((t) => t.name).sort(), ["run", "run_js"]);
+    for (const tool of tools) {
+      assert.equal(tool.outputSchema?.type, "object");
+      assert.equal(tool.annotations?.readOnlyHint, false);
+      assert.equal(tool.annotations?.openWorldHint, false);
+    }
+    assert.equal(client.getServerVersion()?.name, "mcpvisor-exec");
+  });
+
+  test("run returns stdout, stderr and a non-zero exit code as a normal result", async () => {
+    const { result, run } = await call("run", { command: "echo out; echo err >&2; pwd; exit 3" });
+    assert.equal(result.isError, false);
+    assert.equal(run.stdout, "out\n/tmp\n");
+    assert.equal(run.stderr, "err\n");
+    assert.equal(run.exitCode, 3);
+    assert.equal(run.signal, null);
+    assert.equal(run.timedOut, false);
+    assert.equal(run.truncated, false);
+    assert.match(textOf(result), /Exit code 3/);
+  });
+
+  test("run passes stdin and a fixed environment", async () => {
+    const { run } = await call("run", { command: 'tr a-z A-Z; echo "$HOME $PATH"', stdin: "hello\n" });
+    assert.equal(run.stdout, "HELLO\n/tmp /usr/local/bin:/usr/bin:/bin:/sbin\n");
+    assert.equal(run.exitCode, 0);
+  });
+
+  test("a timeout kills the whole process group and returns the partial output", async () => {
+    const started = Date.now();
+    const { result, run } = await call("run", { command: "echo started; sleep 30 & echo $!; sleep 30", timeoutMs: 1000 });
+    assert.ok(Date.now() - started < 5000, "returned within about the timeout");
+    assert.equal(result.isError, true);
+    assert.equal(run.timedOut, true);
+    assert.equal(run.signal, "SIGKILL");
+    assert.match(textOf(result), /Timed out after 1000 ms/);
+    const [first, pid] = run.stdout.trim().split("\n");
+    assert.equal(first, "started");
+    assert.ok(await waitGone(Number(pid)), `background sleep ${pid} is gone`);
+  });
+
+  test("background jobs die when the command exits instead of holding the call open", async () => {
+    const started = Date.now();
+    const { run } = await call("run", { command: "sleep 30 & echo $!" });
+    assert.ok(Date.now() - started < 3000);
+    assert.equal(run.exitCode, 0);
+    assert.ok(await waitGone(Number(run.stdout.trim())));
+  });
+
+  test("output is capped at 1 MiB per stream", async () => {
+    const { result, run } = await call("run", { command: "head -c 3000000 /dev/zero | tr '\\0' a; echo done >&2" });
+    assert.equal(result.isError, false);
+    assert.equal(run.exitCode, 0);
+    assert.equal(run.truncated, true);
+    assert.equal(run.stdout.length, 1024 * 1024);
+    assert.equal(run.stderr, "done\n");
+  });
+
+  test("run_js runs a module snippet and returns its output", async () => {
+    const { result, run } = await call("run_js", {
+      code: "const x = await Promise.resolve(21); console.log(x * 2); console.error('note');",
+    });
+    assert.equal(result.isError, false);
+    assert.equal(run.stdout, "42\n");
+    assert.equal(run.stderr, "note\n");
+    assert.equal(run.exitCode, 0);
+  });
+
+  test("run_js reports a thrown error as a non-zero exit", async () => {
+    const { result, run } = await call("run_js", { code: "throw new Error('boom')" });
+    assert.equal(result.isError, false);
+    assert.equal(run.exitCode, 1);
+    assert.match(run.stderr, /boom/);
+  });
+
+  test("run_js times out", async () => {
+    const { result, run } = await call("run_js", { code: "console.log('spin'); for (;;) {}", timeoutMs: 1000 });
+    assert.equal(result.isError, true);
+    assert.equal(run.timedOut, true);
+    assert.equal(run.stdout, "spin\n");
+  });
+
+  test("each run_js call gets a fresh process with fresh random state", async () => {
+    const code = "console.log(crypto.randomUUID())";
+    const [a, b] = await Promise.all([call("run_js", { code }), call("run_js", { code })]);
+    assert.match(a.run.stdout, /^[0-9a-f-]{36}\n$/);
+    assert.notEqual(a.run.stdout, b.run.stdout);
+  });
+
+  test("bad input is an error result, and the server keeps serving", async () => {
+    for (const [name, args] of [
+      ["run", { command: "" }],
+      ["run", {}],
+      ["run", { command: "true", timeoutMs: 120_001 }],
+      ["run", { command: "true", timeoutMs: 1.5 }],
+      ["run_js", { code: 42 }],
+    ] as const) {
+      const result = (await client.callTool({ name, arguments: args })) as CallToolResult;
+      assert.equal(result.isError, true, `${name} ${JSON.stringify(args)}`);
+      assert.match(textOf(result), /Input validation error/);
+    }
+    const { run } = await call("run", { command: "echo still here" });
+    assert.equal(run.stdout, "still here\n");
+  });
+});

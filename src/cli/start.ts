@@ -1,0 +1,42 @@
+import { startGateway } from "../main.js";
+import { createLogger } from "../telemetry/log.js";
+import { COMMON_OPTIONS, configFrom, parse, progressPrinter } from "./common.js";
+
+export const START_USAGE = `mcpvisor start [--host H] [--port P] [--servers a,b] [--accel auto|kvm|tcg] [--cache-dir D]
+  Serves each hosted server at http://HOST:PORT/servers/<name>/mcp (Streamable HTTP),
+  with GET /healthz and GET /readyz. Builds whatever is missing first, showing progress.`;
+
+export async function startCommand(argv: string[]): Promise<void> {
+  const { values } = parse(argv, {
+    ...COMMON_OPTIONS,
+    host: { type: "string" },
+    port: { type: "string" },
+    servers: { type: "string" },
+  });
+  if (values.help) return void console.log(START_USAGE);
+  const config = configFrom(values, {
+    ...(values.host ? { host: values.host } : {}),
+    ...(values.port ? { port: Number(values.port) } : {}),
+    ...(values.servers ? { servers: values.servers.split(",").filter(Boolean) } : {}),
+  });
+  const log = createLogger(config.logLevel);
+  const progress = progressPrinter();
+  const gateway = await startGateway(config, log, progress);
+  const base = `http://${config.host}:${gateway.port}`;
+  progress(`listening on ${base}; readiness at ${base}/readyz`);
+  for (const m of gateway.manifests) progress(`  ${m.name}: ${base}/servers/${m.name}/mcp`);
+  void gateway.settled.then(() => {
+    const report = gateway.readiness.report();
+    progress(report.ready ? "ready: every template is built and every pool is filled" : `not ready: ${report.reasons.join("; ")}`);
+  });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    progress(`${signal}: shutting down (ending every sandbox)`);
+    await gateway.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+}

@@ -1,0 +1,30 @@
+import type { ServerPoolStats } from "../sandbox/pool.js";
+
+/** What /readyz reports: the start-up phase (images being built) and then each server's pool. */
+export class Readiness {
+  private phase: string | undefined = "starting";
+  private failure: string | undefined;
+  private pools: () => ServerPoolStats[] = () => [];
+
+  setPhase(phase: string): void {
+    this.phase = phase;
+  }
+
+  setFailed(reason: string): void {
+    this.failure = reason;
+  }
+
+  watchPools(stats: () => ServerPoolStats[]): void {
+    this.phase = undefined;
+    this.pools = stats;
+  }
+
+  report(): { ready: boolean; reasons: string[]; servers: ServerPoolStats[] } {
+    const servers = this.pools();
+    const reasons: string[] = [];
+    if (this.failure) reasons.push(this.failure);
+    if (this.phase) reasons.push(this.phase);
+    for (const s of servers) if (s.status !== "ready") reasons.push(`${s.server}: ${s.reason ?? s.status}`);
+    return { ready: reasons.length === 0, reasons, servers };
+  }
+}

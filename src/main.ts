@@ -1,0 +1,104 @@
+import { fileURLToPath } from "node:url";
+import type { Logger } from "pino";
+import type { GatewayConfig } from "./config/gateway.js";
+import { loadManifests } from "./config/load.js";
+import type { ServerManifest } from "./config/manifest.js";
+import { HttpGateway } from "./gateway/http.js";
+import { Readiness } from "./gateway/readiness.js";
+import { Router } from "./router/router.js";
+import type { VmSpec } from "./sandbox/driver.js";
+import { prepareGuests } from "./sandbox/guest-images.js";
+import { SandboxPool } from "./sandbox/pool.js";
+import { QemuDriver } from "./sandbox/qemu/qemu-driver.js";
+import { TemplateStore } from "./sandbox/template.js";
+
+export const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+export interface Runtime {
+  manifests: ServerManifest[];
+  pool: SandboxPool;
+  router: Router;
+  readiness: Readiness;
+  /** Resolves when every server's template exists and its pool was filled once (or failed). */
+  settled: Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * The composition root below the faces: config -> driver -> template store -> pool -> router. Image
+ * builds and template boots run in the background; callers see progress through `readiness`.
+ */
+export interface RuntimeOptions {
+  /** Overrides every manifest's pool sizes (the CLI's one-off commands need no standing pool). */
+  pool?: ServerManifest["pool"];
+}
+
+export async function createRuntime(
+  config: GatewayConfig,
+  log: Logger,
+  progress: (line: string) => void,
+  options: RuntimeOptions = {},
+): Promise<Runtime> {
+  const loaded = await loadManifests(config.serversDir, config.servers);
+  const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
+  const driver = new QemuDriver({ runDir: config.runDir });
+  const pool = new SandboxPool(driver, new TemplateStore(driver, config.cacheDir, log), log);
+  const router = new Router(pool, log);
+  const readiness = new Readiness();
+  readiness.setPhase("building guest images (first start can take a few minutes)");
+
+  const plan = prepareGuests(manifests, {
+    build: { cacheDir: config.cacheDir, repoRoot: REPO_ROOT, progress },
+    driver,
+    accel: config.accel,
+    runDir: config.runDir,
+    log,
+  });
+  plan.catch((err: Error) => {
+    readiness.setFailed(`guest image build failed: ${err.message}`);
+    log.error({ err }, "guest image build failed");
+  });
+  for (const manifest of manifests) {
+    const spec: Promise<VmSpec> = plan.then((p) => p.specs.get(manifest.name)!);
+    pool.add(manifest, spec, progress);
+  }
+  readiness.watchPools(() => pool.stats());
+  const settled = Promise.allSettled(manifests.map((m) => pool.template(m.name))).then(() => waitForPools(pool));
+
+  return {
+    manifests,
+    pool,
+    router,
+    readiness,
+    settled,
+    async close() {
+      await router.close();
+      await pool.close();
+    },
+  };
+}
+
+async function waitForPools(pool: SandboxPool): Promise<void> {
+  while (pool.stats().some((s) => s.status === "building")) await new Promise((r) => setTimeout(r, 50));
+}
+
+export interface Gateway extends Runtime {
+  http: HttpGateway;
+  port: number;
+}
+
+export async function startGateway(config: GatewayConfig, log: Logger, progress: (line: string) => void): Promise<Gateway> {
+  const runtime = await createRuntime(config, log, progress);
+  const http = new HttpGateway(runtime.router, runtime.readiness, log, config);
+  const port = await http.listen();
+  log.info({ host: config.host, port, servers: runtime.manifests.map((m) => m.name) }, "gateway listening");
+  return {
+    ...runtime,
+    http,
+    port,
+    async close() {
+      await http.close();
+      await runtime.close();
+    },
+  };
+}

@@ -1,0 +1,37 @@
+import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
+import { SandboxError } from "../sandbox/errors.js";
+
+export interface JsonRpcErrorObject {
+  code: number;
+  message: string;
+  data?: Record<string, unknown>;
+}
+
+/**
+ * The one place internal errors become JSON-RPC errors: a code a client library understands, a message
+ * a person can act on, and `data` a program can branch on (`retryable`).
+ */
+export function toJsonRpcError(error: unknown, server: string): JsonRpcErrorObject {
+  if (error instanceof SandboxError) {
+    const data = { server, retryable: error.retryable, reason: error.code };
+    switch (error.code) {
+      case "CALL_TIMEOUT":
+        return { code: ErrorCode.RequestTimeout, message: error.message, data };
+      case "TEMPLATE_FAILED":
+        return { code: ErrorCode.InternalError, message: `Server '${server}' is unavailable: ${error.message}`, data };
+      case "POOL_CLOSED":
+        return { code: ErrorCode.InternalError, message: `Server '${server}' is not accepting calls: ${error.message}`, data };
+      default:
+        return {
+          code: ErrorCode.InternalError,
+          message: `The sandbox for server '${server}' failed: ${error.message}. The next request gets a fresh sandbox; retry it.`,
+          data,
+        };
+    }
+  }
+  return {
+    code: ErrorCode.InternalError,
+    message: `Internal gateway error while serving '${server}': ${error instanceof Error ? error.message : String(error)}`,
+    data: { server, retryable: false },
+  };
+}

@@ -1,0 +1,86 @@
+import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
+
+export type Accel = "kvm" | "tcg";
+
+/** The guest's disks and boot files, all content-addressed artefacts of the image build. */
+export interface VmImage {
+  kernelPath: string;
+  initrdPath: string;
+  rootfsPath: string;
+  layerPath: string;
+}
+
+export interface VmSpec {
+  image: VmImage;
+  memoryMiB: number;
+  vcpus: number;
+  accel: Accel;
+  /** Run node in the guest with --jitless: under TCG fewer code pages need retranslating after resume. */
+  jitless: boolean;
+}
+
+/** A template snapshot: guest RAM in a file plus the device state; together they are one snapshot. */
+export interface SnapshotFiles {
+  ramPath: string;
+  statePath: string;
+}
+
+export interface VmExit {
+  code: number | null;
+  signal: string | null;
+  /** Why the host considers the VM gone, when the host ended it. */
+  reason: string;
+  /** The last lines the guest printed on its console, and the VMM's own stderr. */
+  consoleTail: string;
+  vmmStderrTail: string;
+  /** What the guest agent reported about the hosted server's exit, if it did. */
+  serverExit?: { code: number | null; signal: string | null; stderrTail: string };
+}
+
+/** MCP messages to and from the server inside the guest, unchanged. */
+export interface GuestChannel {
+  send(message: JsonRpcMessage): void;
+  onMessage(listener: (message: JsonRpcMessage) => void): () => void;
+  ping(timeoutMs: number): Promise<{ serverAlive: boolean; uptimeMs: number; stderrTail: string }>;
+}
+
+/** A running guest. */
+export interface Vm {
+  readonly id: string;
+  readonly pid: number;
+  readonly channel: GuestChannel;
+  /** Guest kernel release, as the agent reported it at boot. */
+  readonly exited: Promise<VmExit>;
+  /** Ends the VM at once; resolves when the VMM process is gone. Idempotent. */
+  kill(reason: string): Promise<void>;
+}
+
+export interface BootedVm extends Vm {
+  readonly kernelRelease: string;
+}
+
+/** A VMM process started ahead of demand, waiting for a snapshot to load. */
+export interface PendingVm {
+  readonly id: string;
+  readonly pid: number;
+  readonly exited: Promise<VmExit>;
+  kill(reason: string): Promise<void>;
+}
+
+/**
+ * What the sandbox layer needs from a virtual machine monitor. It deals in VMs, snapshots and a byte
+ * channel to the guest agent; it knows nothing of MCP beyond carrying its messages.
+ */
+export interface SandboxDriver {
+  readonly name: string;
+  /** Cold-boots a guest whose RAM lives in `ramPath` (shared with the file), and waits for the agent. */
+  boot(spec: VmSpec, ramPath: string, timeoutMs: number): Promise<BootedVm>;
+  /** Pauses the VM and saves its device state to `statePath`; the VM is ended afterwards. */
+  snapshot(vm: Vm, statePath: string): Promise<void>;
+  /** Starts a VMM that will load `snapshot` into a private copy-on-write view of its RAM. */
+  prestart(spec: VmSpec, snapshot: SnapshotFiles): Promise<PendingVm>;
+  /** Loads the snapshot into a prestarted VMM, runs it, and completes the agent's resume handshake. */
+  resume(pending: PendingVm, timeoutMs: number): Promise<Vm>;
+  /** Identifies the VMM build, for snapshot invalidation. */
+  version(): Promise<string>;
+}

@@ -1,0 +1,63 @@
+import type { Logger } from "pino";
+import { buildBaseImage, buildServerLayer, ensureHostPackages, type BaseImage, type BuildContext } from "../../sandbox/image/index.js";
+import type { ServerManifest } from "../config/manifest.js";
+import type { SandboxDriver, VmSpec } from "./driver.js";
+import { chooseAccel, type AccelDecision, type AccelSetting } from "./qemu/accel-probe.js";
+
+export interface GuestPlan {
+  base: BaseImage;
+  accel: AccelDecision;
+  /** One spec per server, in manifest order; each resolves when that server's layer is built. */
+  specs: Map<string, Promise<VmSpec>>;
+}
+
+export interface PrepareOptions {
+  build: BuildContext;
+  driver: SandboxDriver;
+  accel: AccelSetting;
+  runDir: string;
+  log: Logger;
+}
+
+/**
+ * Everything a server needs before its template can boot: host packages, the shared base image, the
+ * accelerator verdict (probed on the real base image), then each server's layer. Every step is cached
+ * by content, so on a warm machine this is a few hashes.
+ */
+export async function prepareGuests(manifests: ServerManifest[], options: PrepareOptions): Promise<GuestPlan> {
+  const { build, driver, log } = options;
+  await ensureHostPackages(build);
+  const base = await buildBaseImage(build);
+  const layers = new Map(manifests.map((m) => [m.name, buildServerLayer(build, m)] as const));
+  const first = manifests[0];
+  const probeLayer = first ? (await layers.get(first.name)!).diskPath : base.rootfsPath;
+  const accel = await chooseAccel({
+    setting: options.accel,
+    spec: {
+      image: { kernelPath: base.kernelPath, initrdPath: base.initrdPath, rootfsPath: base.rootfsPath, layerPath: probeLayer },
+      memoryMiB: 256,
+      vcpus: 1,
+      jitless: false,
+    },
+    qemuVersion: await driver.version(),
+    cacheDir: build.cacheDir,
+    runDir: options.runDir,
+  });
+  log.info({ accel: accel.accel, reason: accel.reason }, `accelerator: ${accel.accel}`);
+  build.progress(`accelerator: ${accel.accel} (${accel.reason})`);
+  const specs = new Map<string, Promise<VmSpec>>();
+  for (const manifest of manifests) {
+    specs.set(
+      manifest.name,
+      layers.get(manifest.name)!.then((layer) => ({
+        image: { kernelPath: base.kernelPath, initrdPath: base.initrdPath, rootfsPath: base.rootfsPath, layerPath: layer.diskPath },
+        memoryMiB: manifest.guest.memoryMiB,
+        vcpus: manifest.guest.vcpus,
+        accel: accel.accel,
+        // Under TCG every page of JIT output must be retranslated after a resume; the interpreter's are shared.
+        jitless: accel.accel === "tcg",
+      })),
+    );
+  }
+  return { base, accel, specs };
+}

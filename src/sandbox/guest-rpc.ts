@@ -1,0 +1,48 @@
+import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
+import type { GuestChannel } from "./driver.js";
+import { SandboxError } from "./errors.js";
+
+/**
+ * Requests the host itself makes to the server in a guest (initialize, warm-up). Their ids live in a
+ * namespace of their own (`mcpvisor:<purpose>:<n>`), so they never collide with a client's ids.
+ */
+let counter = 0;
+
+export async function guestRequest(
+  channel: GuestChannel,
+  purpose: string,
+  method: string,
+  params: Record<string, unknown> | undefined,
+  timeoutMs: number,
+): Promise<Record<string, unknown>> {
+  const id = `mcpvisor:${purpose}:${++counter}`;
+  let stop = (): void => undefined;
+  const reply = new Promise<JsonRpcMessage>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new SandboxError("CALL_TIMEOUT", `${method} got no answer from the guest within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const unlisten = channel.onMessage((message) => {
+      if (message.id === id && !("method" in message)) resolve(message);
+    });
+    stop = () => {
+      clearTimeout(timer);
+      unlisten();
+    };
+  });
+  channel.send({ jsonrpc: "2.0", id, method, ...(params ? { params } : {}) });
+  try {
+    const message = await reply;
+    if (message.error) {
+      const error = message.error as { code?: number; message?: string };
+      throw new SandboxError("TEMPLATE_FAILED", `${method} failed in the guest: ${error.message ?? "error"} (${error.code ?? "?"})`);
+    }
+    return (message.result ?? {}) as Record<string, unknown>;
+  } finally {
+    stop();
+  }
+}
+
+export function guestNotify(channel: GuestChannel, method: string, params?: Record<string, unknown>): void {
+  channel.send({ jsonrpc: "2.0", method, ...(params ? { params } : {}) });
+}

@@ -1,0 +1,266 @@
+import type { Logger } from "pino";
+import type { ServerManifest } from "../config/manifest.js";
+import type { PendingVm, SandboxDriver, Vm, VmSpec } from "./driver.js";
+import { SandboxError } from "./errors.js";
+import { Sandbox, type SandboxTimings } from "./sandbox.js";
+import { warmUp, type Template, type TemplateMeta, type TemplateStore } from "./template.js";
+
+export interface ServerPoolStats {
+  server: string;
+  status: "building" | "ready" | "failed";
+  reason?: string;
+  prestarted: number;
+  warm: number;
+  leased: number;
+}
+
+interface WarmClone {
+  vm: Vm;
+  resumeMs: number;
+}
+
+/**
+ * Keeps one server's clones coming: VMM processes started ahead and waiting for state (`prestarted`),
+ * and clones already resumed and warmed (`warm`), refilled in the background after every take.
+ */
+class ServerPool {
+  status: ServerPoolStats["status"] = "building";
+  reason: string | undefined = "building the guest image";
+  private spec!: VmSpec;
+  private template: Template | undefined;
+  private templateReady: Promise<Template>;
+  private readonly prestarted: PendingVm[] = [];
+  private readonly warm: WarmClone[] = [];
+  private readonly leased = new Set<Sandbox>();
+  private refilling = false;
+  private closed = false;
+
+  constructor(
+    readonly manifest: ServerManifest,
+    private readonly specReady: Promise<VmSpec>,
+    private readonly driver: SandboxDriver,
+    private readonly templates: TemplateStore,
+    private readonly log: Logger,
+    private readonly progress: (line: string) => void,
+  ) {
+    this.templateReady = this.loadTemplate();
+    this.templateReady.catch(() => undefined);
+  }
+
+  private async loadTemplate(): Promise<Template> {
+    try {
+      this.spec = await this.specReady;
+      this.reason = "building the template";
+      const template = await this.templates.ensure(this.manifest, this.spec, this.progress);
+      this.template = template;
+      this.refill();
+      return template;
+    } catch (err) {
+      this.status = "failed";
+      this.reason = `template build failed: ${(err as Error).message}`;
+      this.log.error({ server: this.manifest.name, err }, "template build failed");
+      throw err;
+    }
+  }
+
+  get templateMeta(): TemplateMeta | undefined {
+    return this.template?.meta;
+  }
+
+  whenTemplateReady(): Promise<Template> {
+    return this.templateReady;
+  }
+
+  stats(): ServerPoolStats {
+    const stats: ServerPoolStats = {
+      server: this.manifest.name,
+      status: this.status,
+      prestarted: this.prestarted.length,
+      warm: this.warm.length,
+      leased: this.leased.size,
+    };
+    if (this.reason) stats.reason = this.reason;
+    return stats;
+  }
+
+  async acquire(): Promise<Sandbox> {
+    if (this.closed) throw new SandboxError("POOL_CLOSED", "the gateway is shutting down");
+    const template = await this.templateReady;
+    const warm = this.warm.shift();
+    if (warm) {
+      this.refill();
+      return this.lease(warm.vm, { source: "warm-pool", resumeMs: warm.resumeMs });
+    }
+    const { vm, timings } = await this.resumeClone(template);
+    this.refill();
+    return this.lease(vm, timings);
+  }
+
+  private lease(vm: Vm, timings: SandboxTimings): Sandbox {
+    const sandbox = new Sandbox(this.manifest.name, vm, timings, this.manifest.timeouts.callMs);
+    this.leased.add(sandbox);
+    sandbox.on("closed", () => this.leased.delete(sandbox));
+    return sandbox;
+  }
+
+  /**
+   * Resumes a clone from the template. A failed resume is retried once on a fresh VMM; if that fails
+   * too, the template is verified and, when damaged, rebuilt before a last try: a corrupt snapshot is
+   * never trusted, and never left in place.
+   */
+  private async resumeClone(template: Template): Promise<{ vm: Vm; timings: SandboxTimings }> {
+    for (let attempt = 1; ; attempt++) {
+      const t0 = performance.now();
+      const pending = this.prestarted.shift();
+      const source: SandboxTimings["source"] = pending ? "prestarted" : "cold-vmm";
+      try {
+        const vm = await this.driver.resume(pending ?? (await this.driver.prestart(this.spec, template.snapshot)), this.manifest.timeouts.resumeMs);
+        return { vm, timings: { source, resumeMs: performance.now() - t0 } };
+      } catch (err) {
+        this.log.warn({ server: this.manifest.name, attempt, err: (err as Error).message }, "clone resume failed");
+        if (attempt === 1) continue;
+        if (attempt === 2) {
+          template = await this.recheckTemplate(template);
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  private async recheckTemplate(template: Template): Promise<Template> {
+    const problem = await this.templates.verify(template);
+    this.log.warn({ server: this.manifest.name, problem: problem ?? "none found" }, "rebuilding template after failed resumes");
+    for (const pending of this.prestarted.splice(0)) void pending.kill("template replaced");
+    for (const clone of this.warm.splice(0)) void clone.vm.kill("template replaced");
+    await this.templates.discard(template);
+    this.status = "building";
+    this.reason = `rebuilding the template (${problem ?? "clones failed to resume"})`;
+    this.templateReady = this.loadTemplate();
+    const rebuilt = await this.templateReady;
+    this.status = "ready";
+    this.reason = undefined;
+    return rebuilt;
+  }
+
+  /** Tops up prestarted VMMs and warm clones in the background; one refill loop per server at a time. */
+  refill(): void {
+    if (this.refilling || this.closed || !this.template) return;
+    this.refilling = true;
+    void this.refillLoop()
+      .catch((err) => this.log.warn({ server: this.manifest.name, err: (err as Error).message }, "pool refill failed"))
+      .finally(() => {
+        this.refilling = false;
+      });
+  }
+
+  private async refillLoop(): Promise<void> {
+    const { prestarted: wantPrestarted, warm: wantWarm } = this.manifest.pool;
+    let failures = 0;
+    while (!this.closed && this.template && failures < 3) {
+      const template = this.template;
+      try {
+        if (this.warm.length < wantWarm) {
+          const { vm, timings } = await this.resumeClone(template);
+          await warmUp(vm.channel, this.manifest, template.meta.initialize, this.manifest.timeouts.callMs);
+          this.keep(this.warm, { vm, resumeMs: timings.resumeMs }, vm);
+        } else if (this.prestarted.length < wantPrestarted) {
+          const pending = await this.driver.prestart(this.spec, template.snapshot);
+          this.keep(this.prestarted, pending, pending);
+        } else {
+          break;
+        }
+      } catch (err) {
+        failures++;
+        this.log.warn({ server: this.manifest.name, err: (err as Error).message }, "could not add a clone to the pool");
+      }
+    }
+    if (this.status === "building" && this.template) {
+      this.status = "ready";
+      this.reason = undefined;
+    }
+  }
+
+  /** Adds to a pool list, and drops the entry if its VM dies while waiting there. */
+  private keep<T>(list: T[], entry: T, vm: { exited: Promise<unknown>; kill(reason: string): Promise<void> }): void {
+    if (this.closed) {
+      void vm.kill("pool closed");
+      return;
+    }
+    list.push(entry);
+    void vm.exited.then(() => {
+      const index = list.indexOf(entry);
+      if (index >= 0) {
+        list.splice(index, 1);
+        this.refill();
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const kills = [
+      ...this.prestarted.splice(0).map((p) => p.kill("gateway shutting down")),
+      ...this.warm.splice(0).map((w) => w.vm.kill("gateway shutting down")),
+      ...[...this.leased].map((s) => s.destroy("gateway shutting down")),
+    ];
+    await Promise.allSettled(kills);
+  }
+}
+
+/** Every hosted server's pool; the router's only way to a sandbox. */
+export class SandboxPool {
+  private readonly servers = new Map<string, ServerPool>();
+  private closed = false;
+
+  constructor(
+    private readonly driver: SandboxDriver,
+    private readonly templates: TemplateStore,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Starts building (or loading) the server's template and filling its pool, in the background, as soon
+   * as its guest spec (image paths, accelerator) is known.
+   */
+  add(manifest: ServerManifest, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
+    if (this.closed) throw new SandboxError("POOL_CLOSED", "the pool is closed");
+    this.servers.set(manifest.name, new ServerPool(manifest, spec, this.driver, this.templates, this.log, progress));
+  }
+
+  has(server: string): boolean {
+    return this.servers.has(server);
+  }
+
+  serverNames(): string[] {
+    return [...this.servers.keys()];
+  }
+
+  manifest(server: string): ServerManifest | undefined {
+    return this.servers.get(server)?.manifest;
+  }
+
+  /** Resolves once the server's template exists (built, or loaded and verified). */
+  async template(server: string): Promise<TemplateMeta> {
+    return (await this.get(server).whenTemplateReady()).meta;
+  }
+
+  acquire(server: string): Promise<Sandbox> {
+    return this.get(server).acquire();
+  }
+
+  stats(): ServerPoolStats[] {
+    return [...this.servers.values()].map((s) => s.stats());
+  }
+
+  private get(server: string): ServerPool {
+    const pool = this.servers.get(server);
+    if (!pool) throw new SandboxError("POOL_CLOSED", `no server named '${server}' is hosted`);
+    return pool;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([...this.servers.values()].map((s) => s.close()));
+  }
+}

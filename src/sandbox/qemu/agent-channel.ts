@@ -1,0 +1,173 @@
+import { randomBytes } from "node:crypto";
+import { connect, type Socket } from "node:net";
+import {
+  encodeFrame,
+  FrameDecoder,
+  type GuestFrame,
+  type HostFrame,
+  type JsonRpcMessage,
+} from "../../../sandbox/agent/protocol.js";
+import type { GuestChannel } from "../driver.js";
+import { SandboxError } from "../errors.js";
+
+type Hello = Extract<GuestFrame, { t: "hello" }>;
+type Resumed = Extract<GuestFrame, { t: "resumed" }>;
+type Pong = Extract<GuestFrame, { t: "pong" }>;
+export type ServerExit = Extract<GuestFrame, { t: "exit" }>;
+
+/**
+ * The host end of the guest agent's virtio-serial port (a unix socket QEMU listens on). Carries MCP
+ * messages unchanged and the agent's control frames (sandbox/agent/protocol.ts).
+ */
+export class AgentChannel implements GuestChannel {
+  private readonly decoder = new FrameDecoder();
+  private readonly mcpListeners = new Set<(message: JsonRpcMessage) => void>();
+  private readonly waiters = new Map<string, (frame: GuestFrame) => void>();
+  private nextControlId = 1;
+  private hello: Hello | undefined;
+  private helloWaiter: ((hello: Hello) => void) | undefined;
+  private closedError: Error | undefined;
+  private readonly closeListeners = new Set<(error: Error) => void>();
+  /** Set when the agent reports that the hosted server exited. */
+  serverExit: ServerExit | undefined;
+
+  private constructor(private readonly socket: Socket) {
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (err) => this.fail(new SandboxError("AGENT_PROTOCOL", `agent socket: ${err.message}`, { cause: err })));
+    socket.on("close", () => this.fail(new SandboxError("GUEST_EXITED", "agent channel closed")));
+  }
+
+  /** QEMU creates the socket a moment after it starts, so connecting retries until the deadline. */
+  static async connect(path: string, timeoutMs: number): Promise<AgentChannel> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const socket = await new Promise<Socket>((resolve, reject) => {
+          const s = connect(path);
+          s.once("connect", () => resolve(s));
+          s.once("error", reject);
+        });
+        return new AgentChannel(socket);
+      } catch (err) {
+        if (Date.now() > deadline) {
+          throw new SandboxError("AGENT_PROTOCOL", `cannot connect to the agent socket ${path}`, { cause: err });
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    let frames: unknown[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.fail(new SandboxError("AGENT_PROTOCOL", "guest sent an oversized frame", { cause: err }));
+      return;
+    }
+    for (const frame of frames) this.dispatch(frame as GuestFrame);
+  }
+
+  private dispatch(frame: GuestFrame): void {
+    switch (frame.t) {
+      case "mcp":
+        for (const listener of this.mcpListeners) listener(frame.msg);
+        return;
+      case "hello":
+        this.hello = frame;
+        this.helloWaiter?.(frame);
+        return;
+      case "resumed":
+      case "pong":
+        this.waiters.get(`${frame.t}:${frame.id}`)?.(frame);
+        return;
+      case "exit":
+        this.serverExit = frame;
+        return;
+      default:
+        return;
+    }
+  }
+
+  private fail(error: Error): void {
+    if (this.closedError) return;
+    this.closedError = error;
+    this.socket.destroy();
+    for (const listener of this.closeListeners) listener(error);
+  }
+
+  onClose(listener: (error: Error) => void): void {
+    if (this.closedError) listener(this.closedError);
+    else this.closeListeners.add(listener);
+  }
+
+  private write(frame: HostFrame): void {
+    if (this.closedError) throw this.closedError;
+    this.socket.write(encodeFrame(frame));
+  }
+
+  send(message: JsonRpcMessage): void {
+    this.write({ t: "mcp", msg: message });
+  }
+
+  onMessage(listener: (message: JsonRpcMessage) => void): () => void {
+    this.mcpListeners.add(listener);
+    return () => this.mcpListeners.delete(listener);
+  }
+
+  waitForHello(timeoutMs: number): Promise<Hello> {
+    if (this.hello) return Promise.resolve(this.hello);
+    return this.withDeadline("hello", timeoutMs, (resolve) => {
+      this.helloWaiter = resolve;
+    });
+  }
+
+  /** After a restore: set the guest clock and give it fresh entropy before anything else happens. */
+  async resume(timeoutMs: number): Promise<Resumed> {
+    const id = this.nextControlId++;
+    const reply = this.expect<Resumed>(`resumed:${id}`, timeoutMs);
+    this.write({ t: "resume", id, timeMs: Date.now(), seed: randomBytes(64).toString("base64") });
+    return reply;
+  }
+
+  async ping(timeoutMs: number): Promise<{ serverAlive: boolean; uptimeMs: number; stderrTail: string }> {
+    const id = this.nextControlId++;
+    const reply = this.expect<Pong>(`pong:${id}`, timeoutMs);
+    this.write({ t: "ping", id });
+    const { serverAlive, uptimeMs, stderrTail } = await reply;
+    return { serverAlive, uptimeMs, stderrTail };
+  }
+
+  private expect<T extends GuestFrame>(key: string, timeoutMs: number): Promise<T> {
+    return this.withDeadline<T>(key, timeoutMs, (resolve) => {
+      this.waiters.set(key, (frame) => {
+        this.waiters.delete(key);
+        resolve(frame as T);
+      });
+    }).finally(() => this.waiters.delete(key));
+  }
+
+  private withDeadline<T>(what: string, timeoutMs: number, arm: (resolve: (v: T) => void) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.closedError) return reject(this.closedError);
+      const timer = setTimeout(
+        () => reject(new SandboxError("AGENT_PROTOCOL", `guest agent did not send ${what.split(":")[0]} within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const onClose = (error: Error) => {
+        clearTimeout(timer);
+        reject(error);
+      };
+      this.closeListeners.add(onClose);
+      arm((value) => {
+        clearTimeout(timer);
+        this.closeListeners.delete(onClose);
+        resolve(value);
+      });
+    });
+  }
+
+  close(): void {
+    this.fail(new SandboxError("GUEST_EXITED", "agent channel closed by the host"));
+  }
+}

@@ -1,0 +1,215 @@
+import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { open, rename, truncate, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type { BootedVm, GuestChannel, PendingVm, SandboxDriver, SnapshotFiles, Vm, VmExit, VmSpec } from "../driver.js";
+import { SandboxError } from "../errors.js";
+import { AgentChannel } from "./agent-channel.js";
+import { QEMU_BINARY, qemuArgs, type QemuLaunch } from "./argv.js";
+import { QmpClient } from "./qmp.js";
+import { VmmProcess } from "./vmm-process.js";
+
+const run = promisify(execFile);
+/** QMP and the agent socket appear within ~200 ms of QEMU starting; this bound is for a loaded host. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
+export interface QemuDriverOptions {
+  /** Directory for per-VM sockets; unix socket paths are limited to 108 bytes, so keep it short. */
+  runDir: string;
+  tcgTbSizeMiB?: number;
+}
+
+/** A VM that runs: the QEMU process, its QMP connection and the agent channel. */
+class QemuVm implements BootedVm {
+  constructor(
+    readonly process: VmmProcess,
+    readonly qmp: QmpClient,
+    readonly agent: AgentChannel,
+    readonly kernelRelease: string,
+  ) {}
+
+  get id(): string {
+    return this.process.id;
+  }
+
+  get pid(): number {
+    return this.process.pid;
+  }
+
+  get channel(): GuestChannel {
+    return this.agent;
+  }
+
+  get exited(): Promise<VmExit> {
+    return this.process.exited.then((exit) => {
+      const server = this.agent.serverExit;
+      return server ? { ...exit, serverExit: { code: server.code, signal: server.signal, stderrTail: server.stderrTail } } : exit;
+    });
+  }
+
+  async kill(reason: string): Promise<void> {
+    this.agent.close();
+    this.qmp.close();
+    await this.process.kill(reason);
+  }
+}
+
+class QemuPendingVm implements PendingVm {
+  constructor(
+    readonly process: VmmProcess,
+    readonly qmp: QmpClient,
+    readonly agent: AgentChannel,
+    readonly snapshot: SnapshotFiles,
+  ) {}
+
+  get id(): string {
+    return this.process.id;
+  }
+
+  get pid(): number {
+    return this.process.pid;
+  }
+
+  get exited(): Promise<VmExit> {
+    return this.process.exited;
+  }
+
+  async kill(reason: string): Promise<void> {
+    this.agent.close();
+    this.qmp.close();
+    await this.process.kill(reason);
+  }
+}
+
+/** Races a step against the VMM's exit, so a QEMU that dies mid-step fails the step at once. */
+async function whileAlive<T>(proc: VmmProcess, step: Promise<T>, what: string): Promise<T> {
+  const died = proc.exited.then((exit) => {
+    throw new SandboxError(
+      "VMM_EXITED",
+      `QEMU exited during ${what} (${exit.reason}): ${lastLine(exit.vmmStderrTail) || lastLine(exit.consoleTail) || "no output"}`,
+    );
+  });
+  return Promise.race([step, died]);
+}
+
+function lastLine(text: string): string {
+  return text.trim().split("\n").slice(-3).join(" | ");
+}
+
+export class QemuDriver implements SandboxDriver {
+  readonly name = "qemu";
+  private cachedVersion: Promise<string> | undefined;
+
+  constructor(private readonly options: QemuDriverOptions) {}
+
+  version(): Promise<string> {
+    this.cachedVersion ??= run(QEMU_BINARY, ["--version"]).then(({ stdout }) => stdout.split("\n")[0]!.trim());
+    return this.cachedVersion;
+  }
+
+  private launch(spec: VmSpec, ramPath: string, ramShared: boolean, incoming: boolean) {
+    return (runDir: string): string[] => {
+      const launch: QemuLaunch = {
+        spec,
+        ramPath,
+        ramShared,
+        incoming,
+        qmpSocket: join(runDir, "qmp.sock"),
+        agentSocket: join(runDir, "agent.sock"),
+      };
+      if (this.options.tcgTbSizeMiB !== undefined) launch.tcgTbSizeMiB = this.options.tcgTbSizeMiB;
+      return qemuArgs(launch);
+    };
+  }
+
+  /** Connects QMP and the agent socket; on any failure the QEMU process is killed, never leaked. */
+  private async connect(proc: VmmProcess): Promise<{ qmp: QmpClient; agent: AgentChannel }> {
+    try {
+      const qmp = await whileAlive(proc, connectRetrying(join(proc.runDir, "qmp.sock")), "QMP connect");
+      const agent = await whileAlive(proc, AgentChannel.connect(join(proc.runDir, "agent.sock"), CONNECT_TIMEOUT_MS), "agent connect");
+      return { qmp, agent };
+    } catch (err) {
+      await proc.kill("start-up failed");
+      throw err;
+    }
+  }
+
+  async boot(spec: VmSpec, ramPath: string, timeoutMs: number): Promise<BootedVm> {
+    await writeFile(ramPath, "");
+    await truncate(ramPath, spec.memoryMiB * 1024 * 1024);
+    const proc = await VmmProcess.start(`boot-${randomUUID().slice(0, 8)}`, this.options.runDir, this.launch(spec, ramPath, true, false));
+    const { qmp, agent } = await this.connect(proc);
+    try {
+      const hello = await whileAlive(proc, agent.waitForHello(timeoutMs), "cold boot");
+      return new QemuVm(proc, qmp, agent, hello.kernel);
+    } catch (err) {
+      await proc.kill("cold boot failed");
+      if (err instanceof SandboxError && err.code === "AGENT_PROTOCOL") {
+        throw new SandboxError("BOOT_TIMEOUT", `guest did not come up within ${timeoutMs} ms; console: ${lastLine(proc.console.toString()) || "(empty)"}`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  async snapshot(vm: Vm, statePath: string): Promise<void> {
+    if (!(vm instanceof QemuVm)) throw new TypeError("QemuDriver.snapshot needs a VM it started");
+    const tmp = `${statePath}.tmp-${process.pid}`;
+    try {
+      // RAM lives in the shared file, so only device state goes into the stream (x-ignore-shared).
+      await vm.qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] });
+      await vm.qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 * 1024 * 1024 });
+      await vm.qmp.execute("stop");
+      await vm.qmp.execute("migrate", { uri: `exec:cat > '${tmp}'` });
+      await whileAlive(vm.process, vm.qmp.waitForMigration(60_000), "snapshot");
+      const fh = await open(tmp, "r");
+      await fh.sync();
+      await fh.close();
+    } catch (err) {
+      await vm.kill("snapshot failed");
+      throw err instanceof SandboxError ? err : new SandboxError("SNAPSHOT_FAILED", `snapshot failed: ${String(err)}`, { cause: err });
+    }
+    await vm.kill("snapshot taken");
+    await rename(tmp, statePath);
+  }
+
+  async prestart(spec: VmSpec, snapshot: SnapshotFiles): Promise<PendingVm> {
+    const proc = await VmmProcess.start(`vm-${randomUUID().slice(0, 8)}`, this.options.runDir, this.launch(spec, snapshot.ramPath, false, true));
+    const { qmp, agent } = await this.connect(proc);
+    try {
+      await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] });
+    } catch (err) {
+      await proc.kill("prestart failed");
+      throw err;
+    }
+    return new QemuPendingVm(proc, qmp, agent, snapshot);
+  }
+
+  async resume(pending: PendingVm, timeoutMs: number): Promise<Vm> {
+    if (!(pending instanceof QemuPendingVm)) throw new TypeError("QemuDriver.resume needs a VMM it prestarted");
+    const { process: proc, qmp, agent, snapshot } = pending;
+    try {
+      await whileAlive(proc, qmp.execute("migrate-incoming", { uri: `exec:cat '${snapshot.statePath}'` }), "state load");
+      // Without -S QEMU runs the guest as soon as the state is loaded: no `cont` round trip needed.
+      const status = await whileAlive(proc, qmp.waitWhileStatus("inmigrate", timeoutMs), "state load");
+      if (status !== "running") await qmp.execute("cont");
+      await whileAlive(proc, agent.resume(timeoutMs), "agent resume");
+      return new QemuVm(proc, qmp, agent, "");
+    } catch (err) {
+      await proc.kill("resume failed");
+      throw new SandboxError("RESUME_FAILED", `could not resume from snapshot: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+}
+
+async function connectRetrying(path: string): Promise<QmpClient> {
+  const deadline = Date.now() + CONNECT_TIMEOUT_MS;
+  for (;;) {
+    try {
+      return await QmpClient.connect(path, CONNECT_TIMEOUT_MS);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}
