@@ -87,8 +87,13 @@ export interface Gateway extends Runtime {
   port: number;
 }
 
-export async function startGateway(config: GatewayConfig, log: Logger, progress: (line: string) => void): Promise<Gateway> {
-  const runtime = await createRuntime(config, log, progress);
+export async function startGateway(
+  config: GatewayConfig,
+  log: Logger,
+  progress: (line: string) => void,
+  options: RuntimeOptions = {},
+): Promise<Gateway> {
+  const runtime = await createRuntime(config, log, progress, options);
   const http = new HttpGateway(runtime.router, runtime.readiness, log, config);
   const port = await http.listen();
   log.info({ host: config.host, port, servers: runtime.manifests.map((m) => m.name) }, "gateway listening");

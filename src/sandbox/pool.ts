@@ -12,6 +12,8 @@ export interface ServerPoolStats {
   prestarted: number;
   warm: number;
   leased: number;
+  /** The clones leased to sessions right now. */
+  sandboxes: { id: string; pid: number; state: string; source: string }[];
 }
 
 interface WarmClone {
@@ -78,6 +80,7 @@ class ServerPool {
       prestarted: this.prestarted.length,
       warm: this.warm.length,
       leased: this.leased.size,
+      sandboxes: [...this.leased].map((s) => ({ id: s.id, pid: s.vm.pid, state: s.state, source: s.timings.source })),
     };
     if (this.reason) stats.reason = this.reason;
     return stats;

@@ -1,0 +1,22 @@
+import { join } from "node:path";
+import { loadManifests } from "../../config/load.js";
+import { REPO_ROOT } from "../../main.js";
+import { createLogger } from "../../telemetry/log.js";
+import { runDriverSuite } from "../driver.case.js";
+import { prepareGuests } from "../guest-images.js";
+import { QemuDriver } from "./qemu-driver.js";
+import { testConfig } from "../../../test/helpers.js";
+
+runDriverSuite("qemu", async () => {
+  const config = testConfig();
+  const driver = new QemuDriver({ runDir: config.runDir });
+  const manifests = await loadManifests(join(REPO_ROOT, "servers"), ["memory"]);
+  const plan = await prepareGuests(manifests, {
+    build: { cacheDir: config.cacheDir, repoRoot: REPO_ROOT, progress: () => undefined },
+    driver,
+    accel: config.accel,
+    runDir: config.runDir,
+    log: createLogger("silent"),
+  });
+  return { driver, spec: await plan.specs.get("memory")! };
+});

@@ -1,0 +1,61 @@
+import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { resolveGatewayConfig, type GatewayConfig } from "../src/config/gateway.js";
+import type { ServerManifest } from "../src/config/manifest.js";
+import { REPO_ROOT, startGateway, type Gateway } from "../src/main.js";
+import { createLogger } from "../src/telemetry/log.js";
+
+/** Tests share the default cache, which `npm test` fills first with `mcpvisor build`. */
+export function testConfig(overrides: Partial<GatewayConfig> = {}): GatewayConfig {
+  return resolveGatewayConfig({
+    serversDir: join(REPO_ROOT, "servers"),
+    port: 0,
+    logLevel: process.env.MCPVISOR_TEST_LOG ?? "silent",
+    ...overrides,
+  });
+}
+
+/** A servers directory holding copies of repo manifests, each changed by `edit`. */
+export async function serversDirWith(edits: Record<string, (m: ServerManifest) => Partial<ServerManifest>>): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "mcpv-servers-"));
+  for (const [name, edit] of Object.entries(edits)) {
+    const manifest = JSON.parse(await readFile(join(REPO_ROOT, "servers", `${name}.json`), "utf8")) as ServerManifest;
+    await writeFile(join(dir, `${name}.json`), JSON.stringify({ ...manifest, ...edit(manifest) }, null, 2));
+  }
+  return dir;
+}
+
+/** A gateway whose templates exist and whose pools were filled once. */
+export async function startReadyGateway(overrides: Partial<GatewayConfig> = {}): Promise<Gateway & { url: (server: string) => string }> {
+  const config = testConfig(overrides);
+  const gateway = await startGateway(config, createLogger(config.logLevel), () => undefined);
+  await gateway.settled;
+  const report = gateway.readiness.report();
+  if (!report.ready) {
+    await gateway.close();
+    throw new Error(`gateway not ready: ${report.reasons.join("; ")}`);
+  }
+  return Object.assign(gateway, { url: (server: string) => `http://127.0.0.1:${gateway.port}/servers/${server}/mcp` });
+}
+
+export async function connect(url: string): Promise<Client> {
+  const client = new Client({ name: "mcpvisor-test", version: "0.0.0" });
+  await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+  return client;
+}
+
+/** Runs a shell command with the `exec` server and returns its structured result. */
+export async function sh(client: Client, command: string, timeoutMs?: number) {
+  const result = (await client.callTool({ name: "run", arguments: { command, ...(timeoutMs ? { timeoutMs } : {}) } })) as CallToolResult;
+  return result.structuredContent as { stdout: string; stderr: string; exitCode: number | null; timedOut: boolean };
+}
+
+export async function copyCache(from: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "mcpv-cache-"));
+  await cp(from, dir, { recursive: true });
+  return dir;
+}
