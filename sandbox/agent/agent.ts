@@ -1,0 +1,185 @@
+/**
+ * mcpvisor guest agent: runs inside the microVM (stage 2 init starts it), bridges the host's agent
+ * channel and the hosted MCP server's stdio. Protocol: ./protocol.ts.
+ *
+ * Environment (for tests on the host; a guest sets none of them):
+ *   MCPVISOR_AGENT_DEVICE=stdio   use stdin/stdout as the channel instead of the virtio-serial port
+ *   MCPVISOR_SERVER_SPEC=PATH     server spec instead of /srv/.mcpvisor/server.json
+ *   MCPVISOR_RESUME_HELPER=PATH   resume helper instead of /usr/libexec/mcpvisor/resume-helper
+ *
+ * Power-off: when the server exits the agent sends `exit`, flushes it, and ends itself. The agent's
+ * parent is the stage 2 init (PID 1), which then runs `poweroff -f`; QEMU sees the ACPI power-off and
+ * exits. (Were PID 1 to end instead, the kernel panics and panic=-1 plus -no-reboot end QEMU too.)
+ * With the virtio port, "ends itself" is SIGKILL to itself: a thread-pool thread sits in a blocking
+ * read() on the port, and node's process.exit() joins the thread pool, so it would hang forever.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import { logAgent, openDeviceChannel, openStdioChannel, type Channel } from "./channel.js";
+import { HostedServer, loadServerSpec, type ServerSpec } from "./hosted-server.js";
+import { AGENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, encodeFrame, type GuestFrame } from "./protocol.js";
+import { ResyncingDecoder } from "./resync-decoder.js";
+import { DEFAULT_RESUME_HELPER, ResumeHelper } from "./resume.js";
+
+const DEFAULT_SPEC = "/srv/.mcpvisor/server.json";
+/** Above this many bytes queued for the host, stop reading the server's stdout until it drains. */
+const CHANNEL_HIGH_WATER = 1024 * 1024;
+const EXIT_FLUSH_MS = 3_000;
+
+function uptimeMs(): number {
+  try {
+    const secs = Number.parseFloat(fs.readFileSync("/proc/uptime", "utf8").split(" ")[0] ?? "");
+    if (Number.isFinite(secs)) return Math.round(secs * 1000);
+  } catch {
+    // not Linux: fall through
+  }
+  return Math.round(os.uptime() * 1000);
+}
+
+function kernelCmdline(): string {
+  try {
+    return fs.readFileSync("/proc/cmdline", "utf8");
+  } catch {
+    return "";
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+const stdio = process.env.MCPVISOR_AGENT_DEVICE === "stdio";
+
+/** Ends the agent; see the header for why the device mode cannot use process.exit(). */
+function terminate(code: number): never {
+  if (!stdio) process.kill(process.pid, "SIGKILL");
+  process.exit(code);
+}
+
+async function main(): Promise<void> {
+  const channel: Channel = stdio ? openStdioChannel() : await openDeviceChannel();
+  const send = (frame: GuestFrame) => channel.write(encodeFrame(frame));
+  const resumeHelper = new ResumeHelper(process.env.MCPVISOR_RESUME_HELPER || DEFAULT_RESUME_HELPER);
+  const jitless = /(^|\s)mcpvisor\.jitless=1(\s|$)/.test(kernelCmdline());
+
+  let shuttingDown = false;
+  const shutdown = async (frame: GuestFrame) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    void send(frame);
+    await channel.flush(EXIT_FLUSH_MS);
+    terminate(0);
+  };
+
+  let spec: ServerSpec;
+  try {
+    spec = loadServerSpec(process.env.MCPVISOR_SERVER_SPEC || DEFAULT_SPEC);
+  } catch (err) {
+    logAgent(`cannot load server spec: ${(err as Error).message}`);
+    await shutdown({ t: "exit", code: null, signal: null, stderrTail: `mcpvisor-agent: ${(err as Error).message}` });
+    return;
+  }
+
+  const server: HostedServer = new HostedServer({
+    message(msg) {
+      void send({ t: "mcp", msg });
+      if (channel.pendingBytes() > CHANNEL_HIGH_WATER) pauseServerOutput();
+    },
+    badOutput(description) {
+      void send({ t: "error", message: description });
+    },
+    exit(code, signal, error) {
+      let tail = server.stderrTail.toString();
+      if (error) tail += `${tail && !tail.endsWith("\n") ? "\n" : ""}mcpvisor-agent: ${error.message}`;
+      void shutdown({ t: "exit", code, signal, stderrTail: tail });
+    },
+  });
+
+  let outputPaused = false;
+  const pauseServerOutput = () => {
+    if (outputPaused) return;
+    outputPaused = true;
+    server.pauseOutput();
+    void channel.flush(60_000).then(() => {
+      outputPaused = false;
+      server.resumeOutput();
+    });
+  };
+
+  // Started before the server and before `hello`, so it is already running in the template snapshot.
+  resumeHelper.start();
+  const pid = server.start(spec, jitless);
+  if (pid === undefined) return; // spawn failed: the exit event reports it
+  void send({ t: "hello", v: AGENT_PROTOCOL_VERSION, kernel: os.release(), serverPid: pid, uptimeMs: uptimeMs() });
+
+  process.on("SIGTERM", () => server.kill("SIGTERM"));
+
+  const decoder = new ResyncingDecoder();
+  const onChunk = async (chunk: Buffer) => {
+    const { frames, dropped } = decoder.push(chunk);
+    if (dropped) void send({ t: "error", message: `host frame larger than ${MAX_FRAME_BYTES} bytes dropped` });
+    // Frames are handled in order; only `resume` and a full server stdin make the next one wait.
+    for (const frame of frames) await handleFrame(frame);
+  };
+
+  const handleFrame = async (frame: unknown): Promise<void> => {
+    if (!isObject(frame)) {
+      void send({ t: "error", message: "frame is not a JSON object" });
+      return;
+    }
+    switch (frame.t) {
+      case "mcp": {
+        if (!isObject(frame.msg)) {
+          void send({ t: "error", message: "mcp frame without an object `msg`" });
+          return;
+        }
+        const ok = await server.send(frame.msg);
+        if (!ok) void send({ t: "error", message: "server is not running; mcp message dropped" });
+        return;
+      }
+      case "ping": {
+        if (typeof frame.id !== "number") {
+          void send({ t: "error", message: "ping frame without a numeric `id`" });
+          return;
+        }
+        void send({
+          t: "pong",
+          id: frame.id,
+          serverAlive: server.isAlive(),
+          uptimeMs: uptimeMs(),
+          stderrTail: server.stderrTail.toString(),
+        });
+        return;
+      }
+      case "resume": {
+        const { id, timeMs, seed } = frame;
+        if (typeof id !== "number" || typeof timeMs !== "number" || typeof seed !== "string") {
+          void send({ t: "error", message: "resume frame needs numeric `id`, `timeMs` and a base64 `seed`" });
+          return;
+        }
+        const result = await resumeHelper.resume(timeMs, Buffer.from(seed, "base64"));
+        if (result.error) void send({ t: "error", message: result.error });
+        void send({ t: "resumed", id, clockMs: Date.now(), reseeded: result.reseeded });
+        return;
+      }
+      case "unparsable":
+        void send({ t: "error", message: `unparsable frame: ${String(frame.line ?? "")}` });
+        return;
+      default:
+        return; // unknown types are ignored (forward compatibility)
+    }
+  };
+
+  // In stdio mode the host closing stdin means it is gone: stop the server, which ends the agent.
+  channel.start(onChunk, () => server.kill("SIGTERM"));
+}
+
+process.on("uncaughtException", (err) => {
+  // Last resort: a bug here must not take the channel down silently.
+  logAgent(`uncaught: ${err.stack ?? err.message}`);
+});
+
+main().catch((err: unknown) => {
+  logAgent(`fatal: ${(err as Error).stack ?? String(err)}`);
+  terminate(1);
+});

@@ -1,0 +1,51 @@
+/**
+ * Guest image builds: the base image (kernel, initramfs, root filesystem) shared by every sandbox, and
+ * one layer disk per hosted server. Every artefact is content-addressed in the cache, so a rebuild with
+ * nothing changed only recomputes hashes.
+ */
+import * as path from "node:path";
+import { type ServerManifest } from "../../src/config/manifest.js";
+import { hostBusybox } from "./busybox.js";
+import { type BuildContext } from "./context.js";
+import { elapsed, hashOf, sweepStaleTemps } from "./hash.js";
+import { ensureInitramfs } from "./initramfs.js";
+import { ensureKernel } from "./kernel.js";
+import { buildServerLayer as buildLayer, type ServerLayer } from "./layer.js";
+import { ensureRootfs } from "./rootfs.js";
+
+export type { BuildContext } from "./context.js";
+export type { ServerLayer } from "./layer.js";
+export { ensureHostPackages } from "./host-packages.js";
+export { BASE_LABEL } from "./rootfs.js";
+export { LAYER_LABEL } from "./layer.js";
+
+export interface BaseImage {
+  hash: string;
+  kernelPath: string;
+  kernelRelease: string;
+  initrdPath: string;
+  rootfsPath: string;
+}
+
+export async function buildBaseImage(ctx: BuildContext): Promise<BaseImage> {
+  const started = Date.now();
+  await sweepStaleTemps(path.join(ctx.cacheDir, "images"));
+  await sweepStaleTemps(path.join(ctx.cacheDir, "downloads"));
+  const busybox = await hostBusybox();
+  const kernel = await ensureKernel(ctx);
+  const [initrd, rootfs] = await Promise.all([ensureInitramfs(ctx, kernel, busybox), ensureRootfs(ctx, busybox)]);
+  const image: BaseImage = {
+    hash: hashOf({ kernel: `${kernel.pkg}=${kernel.version}`, initrd: initrd.hash, rootfs: rootfs.hash }),
+    kernelPath: kernel.vmlinuzPath,
+    kernelRelease: kernel.release,
+    initrdPath: initrd.path,
+    rootfsPath: rootfs.path,
+  };
+  ctx.progress(`base image ${image.hash}: kernel ${kernel.release}, ready in ${elapsed(started)}`);
+  return image;
+}
+
+export async function buildServerLayer(ctx: BuildContext, manifest: ServerManifest): Promise<ServerLayer> {
+  await sweepStaleTemps(path.join(ctx.cacheDir, "images", "layers"));
+  return buildLayer(ctx, manifest);
+}

@@ -1,0 +1,77 @@
+/**
+ * One read-only ext4 image per hosted server (label mcpv-srv), mounted at /srv in the guest: the
+ * server's code plus /.mcpvisor/server.json, the spec the guest agent spawns.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { type ServerManifest } from "../../src/config/manifest.js";
+import { bundleEsm } from "./bundle.js";
+import { type BuildContext } from "./context.js";
+import { makeExt4 } from "./ext4.js";
+import { run } from "./exec.js";
+import { elapsed, exists, formatBytes, hashOf, IMAGE_BUILD_VERSION, publishAtomically, sha256 } from "./hash.js";
+
+export const LAYER_LABEL = "mcpv-srv";
+/** Where the layer is mounted in the guest, and the server's working directory. */
+export const GUEST_SERVER_DIR = "/srv";
+
+export interface ServerLayer {
+  hash: string;
+  diskPath: string;
+}
+
+/** What the guest agent reads from /srv/.mcpvisor/server.json (sandbox/agent/hosted-server.ts). */
+export function serverSpec(manifest: ServerManifest): { command: string; args: string[]; env: Record<string, string>; cwd: string } {
+  return { command: manifest.command, args: manifest.args, env: manifest.env, cwd: GUEST_SERVER_DIR };
+}
+
+export async function buildServerLayer(ctx: BuildContext, manifest: ServerManifest): Promise<ServerLayer> {
+  const source = manifest.source;
+  // For a bundle the output is the input that matters (it changes with any imported file); for npm
+  // the exact package@version (ranges are refused by the manifest schema) plus the node that installs it.
+  const bundle = source.kind === "bundle" ? await bundleEsm(path.resolve(ctx.repoRoot, source.entry), { requireBanner: true }) : null;
+  const hash = hashOf({
+    v: IMAGE_BUILD_VERSION,
+    source,
+    bundle: bundle ? sha256(bundle) : undefined,
+    node: source.kind === "npm" ? process.version : undefined,
+    spec: serverSpec(manifest),
+  });
+  const diskPath = path.join(ctx.cacheDir, "images", "layers", `${manifest.name}-${hash}.ext4`);
+  if (exists(diskPath)) return { hash, diskPath };
+
+  const started = Date.now();
+  let size = 0;
+  await publishAtomically(diskPath, async (tmp) => {
+    const root = `${tmp}.root`;
+    try {
+      await fs.promises.mkdir(path.join(root, ".mcpvisor"), { recursive: true });
+      if (source.kind === "npm") await npmInstall(ctx, root, source.package, source.version);
+      else await fs.promises.writeFile(path.join(root, "server.mjs"), bundle!);
+      await fs.promises.writeFile(
+        path.join(root, ".mcpvisor", "server.json"),
+        JSON.stringify(serverSpec(manifest), null, 2) + "\n",
+      );
+      size = (await makeExt4(root, tmp, LAYER_LABEL)).bytes;
+    } finally {
+      await fs.promises.rm(root, { recursive: true, force: true });
+    }
+  });
+  const what = source.kind === "npm" ? `${source.package}@${source.version}` : source.entry;
+  ctx.progress(`layer ${manifest.name}: ${what}, ${formatBytes(size)}, built in ${elapsed(started)}`);
+  return { hash, diskPath };
+}
+
+async function npmInstall(ctx: BuildContext, root: string, pkg: string, version: string): Promise<void> {
+  ctx.progress(`layer: npm install ${pkg}@${version}`);
+  // A package.json of its own keeps npm from walking up to a parent project (the cache may sit inside one).
+  await fs.promises.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "mcpvisor-layer", private: true }) + "\n");
+  await run(
+    "npm",
+    ["install", "--prefix", root, "--omit=dev", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=error", `${pkg}@${version}`],
+    { cwd: root, env: { ...process.env, npm_config_yes: "true" } },
+  );
+  if (!exists(path.join(root, "node_modules", ...pkg.split("/")))) {
+    throw new Error(`layer: npm install ${pkg}@${version} did not produce node_modules/${pkg}`);
+  }
+}
