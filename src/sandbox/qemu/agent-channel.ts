@@ -123,27 +123,27 @@ export class AgentChannel implements GuestChannel {
   }
 
   /** After a restore: set the guest clock and give it fresh entropy before anything else happens. */
-  async resume(timeoutMs: number): Promise<Resumed> {
+  resume(timeoutMs: number): Promise<Resumed> {
     const id = this.nextControlId++;
-    const reply = this.expect<Resumed>(`resumed:${id}`, timeoutMs);
-    this.write({ t: "resume", id, timeMs: Date.now(), seed: randomBytes(64).toString("base64") });
-    return reply;
+    return this.request<Resumed>(`resumed:${id}`, timeoutMs, {
+      t: "resume",
+      id,
+      timeMs: Date.now(),
+      seed: randomBytes(64).toString("base64"),
+    });
   }
 
   async ping(timeoutMs: number): Promise<{ serverAlive: boolean; uptimeMs: number; stderrTail: string }> {
     const id = this.nextControlId++;
-    const reply = this.expect<Pong>(`pong:${id}`, timeoutMs);
-    this.write({ t: "ping", id });
-    const { serverAlive, uptimeMs, stderrTail } = await reply;
+    const { serverAlive, uptimeMs, stderrTail } = await this.request<Pong>(`pong:${id}`, timeoutMs, { t: "ping", id });
     return { serverAlive, uptimeMs, stderrTail };
   }
 
-  private expect<T extends GuestFrame>(key: string, timeoutMs: number): Promise<T> {
+  /** Sends a control frame and waits for the reply keyed `key`; a closed channel rejects at once. */
+  private request<T extends GuestFrame>(key: string, timeoutMs: number, frame: HostFrame): Promise<T> {
     return this.withDeadline<T>(key, timeoutMs, (resolve) => {
-      this.waiters.set(key, (frame) => {
-        this.waiters.delete(key);
-        resolve(frame as T);
-      });
+      this.waiters.set(key, (reply) => resolve(reply as T));
+      this.write(frame);
     }).finally(() => this.waiters.delete(key));
   }
 
@@ -159,11 +159,15 @@ export class AgentChannel implements GuestChannel {
         reject(error);
       };
       this.closeListeners.add(onClose);
-      arm((value) => {
-        clearTimeout(timer);
-        this.closeListeners.delete(onClose);
-        resolve(value);
-      });
+      try {
+        arm((value) => {
+          clearTimeout(timer);
+          this.closeListeners.delete(onClose);
+          resolve(value);
+        });
+      } catch (err) {
+        onClose(err as Error);
+      }
     });
   }
 
