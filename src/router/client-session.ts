@@ -73,7 +73,7 @@ export class ClientSession {
   }
 
   private ensureSandbox(): Promise<Sandbox> {
-    if (this.sandbox) return Promise.resolve(this.sandbox);
+    if (this.sandbox && this.sandbox.state !== "destroyed") return Promise.resolve(this.sandbox);
     this.acquiring ??= this.pool
       .acquire(this.server)
       .then((sandbox) => this.attach(sandbox))

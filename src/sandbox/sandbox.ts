@@ -115,7 +115,8 @@ export class Sandbox {
     }
     this.inFlight.clear();
     this.lifecycle.transition("destroyed");
-    await this.vm.kill(reason);
+    // Owners learn at once, so a next request never lands on a sandbox that is on its way out.
     this.emit("closed", error);
+    await this.vm.kill(reason);
   }
 }

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { connect, copyCache, sh, startReadyGateway, testConfig } from "./helpers.js";
+
+// Each case damages a private copy of the cache, so the shared templates stay intact.
+const copies: string[] = [];
+after(async () => {
+  await Promise.all(copies.map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+async function damagedCache(damage: (templateDir: string) => Promise<void>): Promise<{ cacheDir: string; oldKey: string }> {
+  const cacheDir = await copyCache(testConfig().cacheDir);
+  copies.push(cacheDir);
+  const root = join(cacheDir, "templates", "exec");
+  const [key] = (await readdir(root)).filter((d) => !d.includes(".build-"));
+  assert.ok(key, "the shared cache has an exec template");
+  await damage(join(root, key));
+  return { cacheDir, oldKey: key };
+}
+
+async function callsWork(cacheDir: string): Promise<string> {
+  const gateway = await startReadyGateway({ servers: ["exec"], cacheDir });
+  try {
+    const client = await connect(gateway.url("exec"));
+    const out = await sh(client, "echo still-works");
+    assert.equal(out.stdout.trim(), "still-works");
+    await client.close();
+    const meta = JSON.parse(await readFile(join(cacheDir, "templates", "exec", (await gateway.pool.template("exec")).key, "meta.json"), "utf8"));
+    return meta.createdAt as string;
+  } finally {
+    await gateway.close();
+  }
+}
+
+test("a corrupt device state is detected, the template rebuilt, and calls work", { timeout: 180_000 }, async () => {
+  let createdBefore = "";
+  const { cacheDir } = await damagedCache(async (dir) => {
+    createdBefore = JSON.parse(await readFile(join(dir, "meta.json"), "utf8")).createdAt;
+    const state = await readFile(join(dir, "state"));
+    const at = state.length >> 1;
+    state[at] = state[at]! ^ 0xff;
+    await writeFile(join(dir, "state"), state);
+  });
+  const createdAfter = await callsWork(cacheDir);
+  assert.notEqual(createdAfter, createdBefore, "the damaged template must be rebuilt, not trusted");
+});
+
+test("a missing RAM file is detected, the template rebuilt, and calls work", { timeout: 180_000 }, async () => {
+  let createdBefore = "";
+  const { cacheDir } = await damagedCache(async (dir) => {
+    createdBefore = JSON.parse(await readFile(join(dir, "meta.json"), "utf8")).createdAt;
+    await rm(join(dir, "ram"));
+  });
+  assert.notEqual(await callsWork(cacheDir), createdBefore);
+});
+
+test("a call past the manifest's time limit gets a timeout error, and the session's next call works", { timeout: 120_000 }, async () => {
+  const { serversDirWith } = await import("./helpers.js");
+  const serversDir = await serversDirWith({ exec: () => ({ timeouts: { callMs: 1500, bootMs: 120_000, resumeMs: 10_000 } }) });
+  const gateway = await startReadyGateway({ servers: ["exec"], serversDir });
+  try {
+    const client = await connect(gateway.url("exec"));
+    const started = Date.now();
+    const slow = client.callTool({ name: "run", arguments: { command: "sleep 30", timeoutMs: 60_000 } }) as Promise<CallToolResult>;
+    await assert.rejects(slow, (err: Error & { code?: number }) => {
+      assert.equal(err.code, -32001);
+      assert.match(err.message, /took longer than 1500 ms/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 10_000, "the client is told promptly, not left hanging");
+    assert.equal((await sh(client, "echo next")).stdout.trim(), "next");
+    await client.close();
+  } finally {
+    await gateway.close();
+  }
+});
