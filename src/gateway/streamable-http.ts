@@ -42,7 +42,7 @@ export class StreamableHttpFace {
   }
 
   async handle(c: Context, server: string): Promise<Response> {
-    if (!this.router.hasServer(server)) {
+    if (!this.router.hasRoute(server)) {
       return jsonRpcHttpError(404, ErrorCode.InvalidRequest, `No hosted server named '${server}'`);
     }
     const sessionId = c.req.header("mcp-session-id");

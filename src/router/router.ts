@@ -16,13 +16,18 @@ export class Router {
     private readonly log: Logger,
   ) {}
 
-  hasServer(server: string): boolean {
-    return this.pool.has(server);
+  /** Whether `route` can be connected: a hosted server's name, or AGGREGATE. */
+  hasRoute(route: Route): boolean {
+    return route === AGGREGATE || this.pool.has(route);
   }
 
-  /** Takes over the transport's callbacks and starts it. */
-  async connect(server: string, transport: Transport): Promise<ClientSession> {
-    const session = new ClientSession(server, transport, this.pool, this.log);
+  /**
+   * Takes over the transport's callbacks and starts it. `route` is one hosted server (names unchanged)
+   * or `"*"`, every server aggregated with namespaced names.
+   */
+  async connect(route: Route, transport: Transport): Promise<ClientSession> {
+    if (route === AGGREGATE) throw new Error("the aggregated endpoint is not implemented yet");
+    const session = new ClientSession(route, transport, this.pool, this.log);
     this.sessions.add(session);
     session.onClosed(() => this.sessions.delete(session));
     await transport.start();
@@ -39,3 +44,8 @@ export class Router {
 }
 
 export type { JSONRPCMessage };
+
+/** Every hosted server at once, names namespaced as `<server>__<name>`. */
+export const AGGREGATE = "*";
+/** A hosted server's name, or AGGREGATE. */
+export type Route = string;

@@ -29,7 +29,10 @@ class QemuVm implements BootedVm {
     readonly qmp: QmpClient,
     readonly agent: AgentChannel,
     readonly kernelRelease: string,
-  ) {}
+  ) {
+    // A guest that breaks the channel (an oversized frame, a closed port) cannot be talked to any more.
+    agent.onClose((error) => void this.kill(`agent channel failed: ${error.message}`));
+  }
 
   get id(): string {
     return this.process.id;
