@@ -19,6 +19,8 @@ export const GatewayConfigSchema = z
     sessionIdleMs: z.coerce.number().int().positive().default(30 * 60_000),
     /** Largest accepted HTTP request body. */
     maxBodyBytes: z.coerce.number().int().positive().default(4 * 1024 * 1024),
+    /** Host names (besides loopback and the bound address) that requests may be addressed to. */
+    allowedHosts: z.array(z.string()).default([]),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();
@@ -41,6 +43,7 @@ export function resolveGatewayConfig(flags: Partial<Record<keyof GatewayConfig, 
   const fromEnv: Record<string, unknown> = {};
   for (const [name, key] of Object.entries(ENV)) if (env[name] !== undefined && env[name] !== "") fromEnv[key] = env[name];
   if (env.MCPVISOR_SERVERS) fromEnv.servers = env.MCPVISOR_SERVERS.split(",").filter(Boolean);
+  if (env.MCPVISOR_ALLOWED_HOSTS) fromEnv.allowedHosts = env.MCPVISOR_ALLOWED_HOSTS.split(",").filter(Boolean);
   const merged = Object.fromEntries(
     Object.entries({ ...fromEnv, ...flags }).filter(([, value]) => value !== undefined),
   );

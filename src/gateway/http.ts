@@ -4,6 +4,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
 import type { Router } from "../router/router.js";
+import { HostPolicy } from "./host-check.js";
 import type { Readiness } from "./readiness.js";
 import { jsonRpcHttpError, StreamableHttpFace } from "./streamable-http.js";
 
@@ -12,6 +13,7 @@ export interface HttpGatewayOptions {
   port: number;
   maxBodyBytes: number;
   sessionIdleMs: number;
+  allowedHosts: string[];
 }
 
 /** The HTTP listener: health endpoints and the MCP faces, on one port. */
@@ -33,6 +35,9 @@ export class HttpGateway {
       const report = this.readiness.report();
       return c.json(report, report.ready ? 200 : 503);
     });
+    // Health endpoints stay reachable by probes that address the gateway by any name.
+    const hosts = new HostPolicy(options.host, options.allowedHosts).middleware();
+    app.use("*", (c, next) => (c.req.path === "/healthz" || c.req.path === "/readyz" ? next() : hosts(c, next)));
     app.use(
       "/servers/*",
       bodyLimit({

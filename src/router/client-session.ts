@@ -12,6 +12,7 @@ import type { SandboxError } from "../sandbox/errors.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import { toJsonRpcError, type JsonRpcErrorObject } from "./to-wire.js";
+import { ToolArgumentChecker } from "./tool-arguments.js";
 
 /**
  * One client's MCP session on one hosted server. The gateway answers `initialize` and `ping` itself
@@ -24,6 +25,7 @@ export class ClientSession {
   /** Client requests in flight, in arrival order, with their progress tokens. */
   private readonly inFlight = new Map<RequestId, string | number | undefined>();
   private readonly closedListeners = new Set<() => void>();
+  private argumentChecker: Promise<ToolArgumentChecker> | undefined;
   private closed = false;
 
   constructor(
@@ -48,6 +50,7 @@ export class ClientSession {
     if (method === "ping" && id !== undefined) return this.reply({ jsonrpc: "2.0", id, result: {} });
     if (method === "notifications/initialized") return;
     if (method === undefined && !this.sandbox) return; // a reply to a server request of a dead clone
+    if (method === "tools/call" && id !== undefined && !(await this.argumentsAcceptable(id, message))) return;
     if (method !== undefined && id !== undefined) {
       const meta = (message.params as { _meta?: { progressToken?: string | number } } | undefined)?._meta;
       this.inFlight.set(id, meta?.progressToken);
@@ -58,6 +61,45 @@ export class ClientSession {
     } catch (error) {
       if (id !== undefined && method !== undefined) this.fail(id, error);
     }
+  }
+
+  /**
+   * Rejects a call to a tool the server never listed, or with arguments its inputSchema refuses, before
+   * any VM is involved. A tool missing from the template's list is still forwarded once the session has
+   * a live sandbox, since a server may add tools at run time.
+   */
+  private async argumentsAcceptable(id: RequestId, message: JsonRpcMessage): Promise<boolean> {
+    const params = (message.params ?? {}) as { name?: unknown; arguments?: unknown };
+    let checker: ToolArgumentChecker;
+    try {
+      checker = await this.checker();
+    } catch (error) {
+      this.fail(id, error);
+      return false;
+    }
+    if (typeof params.name !== "string") {
+      this.replyError(id, ErrorCode.InvalidParams, "tools/call needs params.name, the tool's name (a string)");
+      return false;
+    }
+    const verdict = checker.check(params.name, params.arguments);
+    if (verdict.ok || (verdict.reason === "unknown-tool" && this.sandbox)) return true;
+    if (verdict.reason === "unknown-tool") {
+      this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${params.name}' on server '${this.server}'; tools/list shows the tools it has`);
+    } else {
+      this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${params.name}': ${verdict.message}`, {
+        tool: params.name,
+      });
+    }
+    return false;
+  }
+
+  private checker(): Promise<ToolArgumentChecker> {
+    this.argumentChecker ??= this.pool.template(this.server).then((t) => new ToolArgumentChecker(t.catalog));
+    return this.argumentChecker;
+  }
+
+  private replyError(id: RequestId, code: number, message: string, data?: Record<string, unknown>): void {
+    void this.reply({ jsonrpc: "2.0", id, error: { code, message, ...(data ? { data } : {}) } });
   }
 
   private async answerInitialize(id: RequestId, message: JsonRpcMessage): Promise<void> {

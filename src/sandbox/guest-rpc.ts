@@ -35,7 +35,7 @@ export async function guestRequest(
     const message = await reply;
     if (message.error) {
       const error = message.error as { code?: number; message?: string };
-      throw new SandboxError("TEMPLATE_FAILED", `${method} failed in the guest: ${error.message ?? "error"} (${error.code ?? "?"})`);
+      throw new GuestRpcError(method, error.code ?? 0, error.message ?? "error");
     }
     return (message.result ?? {}) as Record<string, unknown>;
   } finally {
@@ -45,4 +45,15 @@ export async function guestRequest(
 
 export function guestNotify(channel: GuestChannel, method: string, params?: Record<string, unknown>): void {
   channel.send({ jsonrpc: "2.0", method, ...(params ? { params } : {}) });
+}
+
+/** The server in the guest answered a host-made request with a JSON-RPC error. */
+export class GuestRpcError extends SandboxError {
+  constructor(
+    method: string,
+    readonly rpcCode: number,
+    rpcMessage: string,
+  ) {
+    super("TEMPLATE_FAILED", `${method} failed in the guest: ${rpcMessage} (${rpcCode})`);
+  }
 }

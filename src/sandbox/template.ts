@@ -1,14 +1,14 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { LATEST_PROTOCOL_VERSION } from "@modelcontextprotocol/sdk/types.js";
+import { ErrorCode, LATEST_PROTOCOL_VERSION } from "@modelcontextprotocol/sdk/types.js";
 import type { ServerManifest } from "../config/manifest.js";
 import type { SandboxDriver, SnapshotFiles, VmSpec } from "./driver.js";
 import { SandboxError } from "./errors.js";
 import { sha256File, sha256Json } from "./file-hash.js";
-import { guestNotify, guestRequest } from "./guest-rpc.js";
+import { GuestRpcError, guestNotify, guestRequest } from "./guest-rpc.js";
 
-const TEMPLATE_FORMAT = 1;
+const TEMPLATE_FORMAT = 2;
 
 export interface TemplateMeta {
   format: typeof TEMPLATE_FORMAT;
@@ -20,6 +20,8 @@ export interface TemplateMeta {
   ramSha256: string;
   /** The server's InitializeResult, answered to clients by the gateway: clones are already initialized. */
   initialize: Record<string, unknown>;
+  /** What the server listed at template time; the gateway answers lists and validates calls from it. */
+  catalog: Catalog;
   timings: { bootMs: number; initializeMs: number; warmupMs: number; snapshotMs: number };
 }
 
@@ -124,7 +126,7 @@ export class TemplateStore {
       guestNotify(vm.channel, "notifications/initialized");
       const tInit = performance.now();
       onProgress(`template ${manifest.name}: server initialized in ${Math.round(tInit - t0)} ms; warming`);
-      await warmUp(vm.channel, manifest, initialize, manifest.timeouts.bootMs);
+      const catalog = await warmUp(vm.channel, manifest, initialize, manifest.timeouts.bootMs);
       const tWarm = performance.now();
       await this.driver.snapshot(vm, statePath);
       const tSnap = performance.now();
@@ -138,6 +140,7 @@ export class TemplateStore {
         ramBytes: (await stat(ramPath)).size,
         ramSha256: await sha256File(ramPath),
         initialize,
+        catalog,
         timings: {
           bootMs: Math.round(tBoot - t0),
           initializeMs: Math.round(tInit - tBoot),
@@ -171,24 +174,54 @@ export class TemplateStore {
   }
 }
 
+export interface Catalog {
+  tools: Record<string, unknown>[];
+  prompts: Record<string, unknown>[];
+  resources: Record<string, unknown>[];
+  resourceTemplates: Record<string, unknown>[];
+}
+
+const LISTS = [
+  { method: "tools/list", capability: "tools", key: "tools" },
+  { method: "prompts/list", capability: "prompts", key: "prompts" },
+  { method: "resources/list", capability: "resources", key: "resources" },
+  { method: "resources/templates/list", capability: "resources", key: "resourceTemplates" },
+] as const;
+/** A server that pages forever must not hang the template build. */
+const MAX_PAGES = 50;
+
 /**
- * Exercises the server's code paths so that the compiled code and caches are in the snapshot: the lists
- * the server supports, then the manifest's harmless calls. Used for the template and for pooled clones.
+ * Exercises the server's code paths so that the compiled code and caches are in the snapshot: every
+ * list the server supports (all pages), then the manifest's harmless calls. Used for the template and
+ * for pooled clones; returns what the lists said.
  */
 export async function warmUp(
   channel: Parameters<typeof guestRequest>[0],
   manifest: ServerManifest,
   initialize: Record<string, unknown>,
   timeoutMs: number,
-): Promise<void> {
+): Promise<Catalog> {
   const capabilities = (initialize.capabilities ?? {}) as Record<string, unknown>;
-  const lists = [
-    capabilities.tools ? "tools/list" : undefined,
-    capabilities.resources ? "resources/list" : undefined,
-    capabilities.prompts ? "prompts/list" : undefined,
-  ].filter((m): m is string => m !== undefined);
-  for (const method of lists) await guestRequest(channel, "warm", method, undefined, timeoutMs);
+  const catalog: Catalog = { tools: [], prompts: [], resources: [], resourceTemplates: [] };
+  for (const { method, capability, key } of LISTS) {
+    if (!capabilities[capability]) continue;
+    let cursor: string | undefined;
+    for (let page = 0; page < MAX_PAGES; page++) {
+      let result: Record<string, unknown>;
+      try {
+        result = await guestRequest(channel, "warm", method, cursor ? { cursor } : undefined, timeoutMs);
+      } catch (err) {
+        // A server may offer resources without templates: an unknown method just means an empty list.
+        if (err instanceof GuestRpcError && err.rpcCode === ErrorCode.MethodNotFound) break;
+        throw err;
+      }
+      catalog[key].push(...((result[key] as Record<string, unknown>[] | undefined) ?? []));
+      cursor = typeof result.nextCursor === "string" ? result.nextCursor : undefined;
+      if (!cursor) break;
+    }
+  }
   for (const request of manifest.warmup) await guestRequest(channel, "warm", request.method, request.params, timeoutMs);
+  return catalog;
 }
 
 async function syncFile(path: string): Promise<void> {
