@@ -93,7 +93,7 @@ export class HostedServer {
     return this.alive;
   }
 
-  /** Returns the pid, or throws if the kernel refused the spawn outright. */
+  /** Returns the pid, or undefined if the spawn failed (the `exit` event then reports why). */
   start(spec: ServerSpec, jitless: boolean): number | undefined {
     const { file, args } = resolveCommand(spec, jitless);
     const child = spawn(file, args, {

@@ -11,7 +11,15 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ServerManifestSchema } from "../../src/config/manifest.js";
 import { AGENT_PROTOCOL_VERSION } from "../agent/protocol.js";
-import { buildBaseImage, buildServerLayer, ensureHostPackages, type BaseImage, type BuildContext, type ServerLayer } from "./index.js";
+import {
+  buildBaseImage,
+  buildServerLayer,
+  ensureHostPackages,
+  guestKernelArgs,
+  type BaseImage,
+  type BuildContext,
+  type ServerLayer,
+} from "./index.js";
 import { BootedVm, type BootFiles, type Frame } from "./test-boot.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -37,11 +45,13 @@ const echoManifest = ServerManifestSchema.parse({
 
 let base: BaseImage;
 let memoryLayer: ServerLayer;
+/** tsc_early_khz=…: without it a loaded host makes most TCG boots hang (see tsc.ts). */
+let kernelArgs = "";
 
-/** QEMU 7.2 hangs silently in about one boot in seven: every boot gets a deadline and one retry. */
+/** A boot that hangs anyway must not hang the test: every boot gets a deadline and one retry. */
 async function withBootRetry<T>(name: string, fn: (vm: BootedVm) => Promise<T>, files: BootFiles, append = ""): Promise<T> {
   for (let attempt = 1; ; attempt++) {
-    const vm = BootedVm.start(files, append);
+    const vm = BootedVm.start(files, [append, kernelArgs].filter(Boolean).join(" "));
     try {
       return await fn(vm);
     } catch (err) {
@@ -61,6 +71,8 @@ const isAnswer = (id: number) => (f: Frame) => f.t === "mcp" && (f.msg as Frame)
 
 before(async () => {
   await ensureHostPackages(ctx);
+  kernelArgs = (await guestKernelArgs(ctx)).join(" ");
+  log.push(`guest kernel args: ${kernelArgs}`);
 });
 
 after(() => {

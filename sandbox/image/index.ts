@@ -18,6 +18,7 @@ export type { ServerLayer } from "./layer.js";
 export { ensureHostPackages } from "./host-packages.js";
 export { BASE_LABEL } from "./rootfs.js";
 export { LAYER_LABEL } from "./layer.js";
+export { guestKernelArgs, hostTscKhz } from "./tsc.js";
 
 export interface BaseImage {
   hash: string;

@@ -143,7 +143,17 @@ export async function ensureKernel(ctx: BuildContext): Promise<Kernel> {
   if (cached) return cached;
 
   const started = Date.now();
-  const deb = await downloadDeb(ctx, pkg, version);
+  let deb: string;
+  try {
+    deb = await downloadDeb(ctx, pkg, version);
+  } catch (err) {
+    // Lists older than the mirror (the version is gone from it): refresh, resolve again, retry once.
+    ctx.progress(`kernel: download failed (${(err as Error).message.split("\n")[0]}); refreshing apt lists`);
+    await aptUpdateOnce(ctx);
+    const again = await resolveKernelPackage(ctx);
+    if (!again || (again.pkg === pkg && again.version === version)) throw err;
+    return ensureKernel(ctx);
+  }
   await publishAtomically(dir, async (tmp) => {
     const extract = `${tmp}.extract`;
     try {

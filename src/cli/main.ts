@@ -2,11 +2,13 @@ import { ConfigError } from "../config/gateway.js";
 import { BUILD_USAGE, buildCommand } from "./build.js";
 import { CALL_USAGE, callCommand } from "./call.js";
 import { START_USAGE, startCommand } from "./start.js";
+import { STDIO_USAGE, stdioCommand } from "./stdio.js";
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   start: startCommand,
   build: buildCommand,
   call: callCommand,
+  stdio: stdioCommand,
 };
 
 const USAGE = `mcpvisor: MCP servers in microVMs resumed from snapshots
@@ -15,7 +17,9 @@ ${START_USAGE}
 
 ${BUILD_USAGE}
 
-${CALL_USAGE}`;
+${CALL_USAGE}
+
+${STDIO_USAGE}`;
 
 export async function main(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;

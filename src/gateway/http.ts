@@ -1,12 +1,15 @@
-import { serve, type ServerType } from "@hono/node-server";
+import type { Server } from "node:http";
+import { serve, type HttpBindings } from "@hono/node-server";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
-import type { Router } from "../router/router.js";
+import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import { HostPolicy } from "./host-check.js";
 import type { Readiness } from "./readiness.js";
+import { SseFace } from "./sse.js";
 import { jsonRpcHttpError, StreamableHttpFace } from "./streamable-http.js";
+import { WebSocketFace } from "./ws.js";
 
 export interface HttpGatewayOptions {
   host: string;
@@ -16,11 +19,16 @@ export interface HttpGatewayOptions {
   allowedHosts: string[];
 }
 
-/** The HTTP listener: health endpoints and the MCP faces, on one port. */
+/**
+ * The HTTP listener: health endpoints and the MCP faces, on one port. `/servers/<name>/…` is one hosted
+ * server; `/sse`, `/messages` and `/ws` are every server aggregated.
+ */
 export class HttpGateway {
-  readonly app = new Hono();
-  private server: ServerType | undefined;
+  readonly app = new Hono<{ Bindings: HttpBindings }>();
+  private server: Server | undefined;
   private readonly streamable: StreamableHttpFace;
+  private readonly sse: SseFace;
+  private readonly ws: WebSocketFace;
 
   constructor(
     router: Router,
@@ -28,7 +36,10 @@ export class HttpGateway {
     private readonly log: Logger,
     private readonly options: HttpGatewayOptions,
   ) {
+    const hostPolicy = new HostPolicy(options.host, options.allowedHosts);
     this.streamable = new StreamableHttpFace(router, log, options.sessionIdleMs);
+    this.sse = new SseFace(router, log, options.sessionIdleMs);
+    this.ws = new WebSocketFace(router, log, { idleMs: options.sessionIdleMs, maxMessageBytes: options.maxBodyBytes, hosts: hostPolicy });
     const app = this.app;
     app.get("/healthz", (c) => c.json({ ok: true }));
     app.get("/readyz", (c) => {
@@ -36,36 +47,57 @@ export class HttpGateway {
       return c.json(report, report.ready ? 200 : 503);
     });
     // Health endpoints stay reachable by probes that address the gateway by any name.
-    const hosts = new HostPolicy(options.host, options.allowedHosts).middleware();
+    const hosts = hostPolicy.middleware();
     app.use("*", (c, next) => (c.req.path === "/healthz" || c.req.path === "/readyz" ? next() : hosts(c, next)));
-    app.use(
-      "/servers/*",
-      bodyLimit({
-        maxSize: options.maxBodyBytes,
-        onError: () =>
-          jsonRpcHttpError(413, ErrorCode.InvalidRequest, `Request body larger than ${options.maxBodyBytes} bytes`),
-      }),
-    );
+    const limit = bodyLimit({
+      maxSize: options.maxBodyBytes,
+      onError: () => jsonRpcHttpError(413, ErrorCode.InvalidRequest, `Request body larger than ${options.maxBodyBytes} bytes`),
+    });
+    app.use("/servers/*", limit);
+    app.use("/messages", limit);
     app.all("/servers/:name/mcp", (c) => this.streamable.handle(c, c.req.param("name")));
+    app.get("/servers/:name/sse", (c) => this.sse.open(c, c.req.param("name"), `/servers/${c.req.param("name")}/messages`));
+    app.post("/servers/:name/messages", (c) => this.sse.post(c, c.req.param("name")));
+    app.get("/sse", (c) => this.sse.open(c, AGGREGATE, "/messages"));
+    app.post("/messages", (c) => this.sse.post(c, AGGREGATE));
     app.onError((err) => {
       this.log.error({ err }, "unhandled error in an HTTP handler");
       return jsonRpcHttpError(500, ErrorCode.InternalError, "Internal gateway error; the gateway is still running");
     });
   }
 
+  /** Open client sessions, per face. */
+  sessionCounts(): { streamableHttp: number; sse: number; webSocket: number } {
+    return { streamableHttp: this.streamable.sessionCount, sse: this.sse.sessionCount, webSocket: this.ws.sessionCount };
+  }
+
   /** Starts listening; resolves with the bound port (useful with port 0). */
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
+      // Without a createServer option, serve() makes a node:http Server.
       const server = serve({ fetch: this.app.fetch, hostname: this.options.host, port: this.options.port }, (info) =>
         resolve(info.port),
-      );
+      ) as Server;
       server.once("error", reject);
+      server.on("upgrade", (req, socket, head) => this.ws.upgrade(req, socket, head, webSocketRoute(req.url)));
       this.server = server;
     });
   }
 
+  /** Ends every session of every face (so their VMs), then the listener and its open connections. */
   async close(): Promise<void> {
-    await this.streamable.close();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await Promise.all([this.streamable.close(), this.sse.close(), this.ws.close()]);
+    const server = this.server;
+    if (!server) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections(); // idle keep-alive sockets would otherwise hold close() open
+    await closed;
   }
+}
+
+/** The route a WebSocket URL names: `/ws` is the aggregate, `/servers/<name>/ws` one server. */
+function webSocketRoute(url = "/"): Route | undefined {
+  const path = new URL(url, "http://localhost").pathname;
+  if (path === "/ws") return AGGREGATE;
+  return /^\/servers\/([^/]+)\/ws$/.exec(path)?.[1];
 }

@@ -4,12 +4,7 @@ import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "hono";
 import type { Logger } from "pino";
 import type { Router } from "../router/router.js";
-
-interface HttpSession {
-  server: string;
-  transport: WebStandardStreamableHTTPServerTransport;
-  lastSeen: number;
-}
+import { SessionTable } from "./session-table.js";
 
 /** A JSON-RPC error as an HTTP response, for failures before a session's transport is involved. */
 export function jsonRpcHttpError(status: number, code: number, message: string): Response {
@@ -25,16 +20,14 @@ export function jsonRpcHttpError(status: number, code: number, message: string):
  * abandoned client cannot keep a VM alive forever.
  */
 export class StreamableHttpFace {
-  private readonly sessions = new Map<string, HttpSession>();
-  private readonly reaper: NodeJS.Timeout;
+  private readonly sessions: SessionTable<WebStandardStreamableHTTPServerTransport>;
 
   constructor(
     private readonly router: Router,
-    private readonly log: Logger,
-    private readonly idleMs: number,
+    log: Logger,
+    idleMs: number,
   ) {
-    this.reaper = setInterval(() => this.reapIdle(), Math.min(idleMs, 30_000));
-    this.reaper.unref();
+    this.sessions = new SessionTable("streamable-http", log, idleMs);
   }
 
   get sessionCount(): number {
@@ -47,11 +40,10 @@ export class StreamableHttpFace {
     }
     const sessionId = c.req.header("mcp-session-id");
     if (sessionId) {
-      const session = this.sessions.get(sessionId);
-      if (!session || session.server !== server) {
+      const session = this.sessions.touch(sessionId);
+      if (!session || session.route !== server) {
         return jsonRpcHttpError(404, ErrorCode.ConnectionClosed, "Session not found: it ended or expired; start a new one with initialize");
       }
-      session.lastSeen = Date.now();
       return session.transport.handleRequest(c.req.raw);
     }
     if (c.req.method !== "POST") {
@@ -63,36 +55,18 @@ export class StreamableHttpFace {
   private async startSession(c: Context, server: string): Promise<Response> {
     const transport: WebStandardStreamableHTTPServerTransport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
-      onsessioninitialized: (id) => {
-        this.sessions.set(id, { server, transport, lastSeen: Date.now() });
-        this.log.info({ server, session: id }, "session opened");
-      },
-      onsessionclosed: (id) => {
-        this.sessions.delete(id);
-        this.log.info({ server, session: id }, "session closed by client");
-      },
+      onsessioninitialized: (id) => this.sessions.add(id, server, transport),
+      onsessionclosed: (id) => this.sessions.delete(id, "session closed by client"),
     });
-    await this.router.connect(server, transport);
+    const session = await this.router.connect(server, transport);
+    session.onClosed(() => transport.sessionId && this.sessions.delete(transport.sessionId, "session ended"));
     const response = await transport.handleRequest(c.req.raw);
     // Anything but a valid initialize leaves the transport without a session: it has nothing to keep.
     if (!transport.sessionId) void transport.close();
     return response;
   }
 
-  private reapIdle(): void {
-    const cutoff = Date.now() - this.idleMs;
-    for (const [id, session] of this.sessions) {
-      if (session.lastSeen < cutoff) {
-        this.sessions.delete(id);
-        this.log.info({ server: session.server, session: id }, "session idle too long; closing it");
-        void session.transport.close();
-      }
-    }
-  }
-
-  async close(): Promise<void> {
-    clearInterval(this.reaper);
-    await Promise.allSettled([...this.sessions.values()].map((s) => s.transport.close()));
-    this.sessions.clear();
+  close(): Promise<void> {
+    return this.sessions.close();
   }
 }

@@ -94,7 +94,7 @@ export class ClientSession {
   }
 
   private checker(): Promise<ToolArgumentChecker> {
-    this.argumentChecker ??= this.pool.template(this.server).then((t) => new ToolArgumentChecker(t.catalog));
+    this.argumentChecker ??= this.pool.template(this.server).then((t) => ToolArgumentChecker.for(t.catalog));
     return this.argumentChecker;
   }
 

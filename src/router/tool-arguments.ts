@@ -12,10 +12,22 @@ export type ArgumentCheck =
  * only fail never costs a VM resume. Compiled validators are cached per tool.
  */
 export class ToolArgumentChecker {
+  private static readonly byCatalog = new WeakMap<Catalog, ToolArgumentChecker>();
+
+  /** One checker per template catalog: compiling schemas costs milliseconds, sessions must not repeat it. */
+  static for(catalog: Catalog): ToolArgumentChecker {
+    let checker = this.byCatalog.get(catalog);
+    if (!checker) {
+      checker = new ToolArgumentChecker(catalog);
+      this.byCatalog.set(catalog, checker);
+    }
+    return checker;
+  }
+
   private readonly ajv = new AjvJsonSchemaValidator();
   private readonly compiled = new Map<string, JsonSchemaValidator<unknown> | undefined>();
 
-  constructor(private readonly catalog: Catalog) {}
+  private constructor(private readonly catalog: Catalog) {}
 
   hasTool(name: string): boolean {
     return this.catalog.tools.some((t) => t.name === name);

@@ -38,7 +38,7 @@ export function runDriverSuite(name: string, setup: () => Promise<{ driver: Sand
     test("boots cold, answers MCP through the agent, and snapshots device state only", async () => {
       const vm = await driver.boot(spec, snapshot.ramPath, 120_000);
       assert.match(vm.kernelRelease, /\S/);
-      const init = await guestRequest(vm.channel, "t", "initialize", {
+      const init = await guestRequest(vm.channel, "initialize", {
         protocolVersion: "2025-11-25",
         capabilities: {},
         clientInfo: { name: "t", version: "0" },
@@ -57,7 +57,7 @@ export function runDriverSuite(name: string, setup: () => Promise<{ driver: Sand
       const ramBefore = await readFile(snapshot.ramPath);
       const clones = await Promise.all([0, 1].map(async () => driver.resume(await driver.prestart(spec, snapshot), 20_000)));
       for (const vm of clones) {
-        const list = await guestRequest(vm.channel, "t", "tools/list", undefined, 20_000);
+        const list = await guestRequest(vm.channel, "tools/list", undefined, 20_000);
         assert.ok(Array.isArray(list.tools) && list.tools.length > 0);
       }
       assert.notEqual(clones[0]!.pid, clones[1]!.pid);

@@ -17,6 +17,8 @@ export interface VmSpec {
   accel: Accel;
   /** Run node in the guest with --jitless: under TCG fewer code pages need retranslating after resume. */
   jitless: boolean;
+  /** Extra kernel command-line words the image build computed for this host (e.g. tsc_early_khz). */
+  kernelArgs: string[];
 }
 
 /** A template snapshot: guest RAM in a file plus the device state; together they are one snapshot. */

@@ -1,5 +1,12 @@
 import type { Logger } from "pino";
-import { buildBaseImage, buildServerLayer, ensureHostPackages, type BaseImage, type BuildContext } from "../../sandbox/image/index.js";
+import {
+  buildBaseImage,
+  buildServerLayer,
+  ensureHostPackages,
+  guestKernelArgs,
+  type BaseImage,
+  type BuildContext,
+} from "../../sandbox/image/index.js";
 import type { ServerManifest } from "../config/manifest.js";
 import type { SandboxDriver, VmSpec } from "./driver.js";
 import { chooseAccel, type AccelDecision, type AccelSetting } from "./qemu/accel-probe.js";
@@ -28,6 +35,9 @@ export async function prepareGuests(manifests: ServerManifest[], options: Prepar
   const { build, driver, log } = options;
   await ensureHostPackages(build);
   const base = await buildBaseImage(build);
+  // Under TCG the guest cannot calibrate its TSC against anything reliable on a busy host and may hang
+  // at boot; the image build measures the host's rate and the guest is told it.
+  const kernelArgs = await guestKernelArgs(build);
   const layers = new Map(manifests.map((m) => [m.name, buildServerLayer(build, m)] as const));
   const first = manifests[0];
   const probeLayer = first ? (await layers.get(first.name)!).diskPath : base.rootfsPath;
@@ -38,6 +48,7 @@ export async function prepareGuests(manifests: ServerManifest[], options: Prepar
       memoryMiB: 256,
       vcpus: 1,
       jitless: false,
+      kernelArgs,
     },
     qemuVersion: await driver.version(),
     cacheDir: build.cacheDir,
@@ -56,6 +67,7 @@ export async function prepareGuests(manifests: ServerManifest[], options: Prepar
         accel: accel.accel,
         // Under TCG every page of JIT output must be retranslated after a resume; the interpreter's are shared.
         jitless: accel.accel === "tcg",
+        kernelArgs,
       })),
     );
   }

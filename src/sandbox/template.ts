@@ -8,7 +8,7 @@ import { SandboxError } from "./errors.js";
 import { sha256File, sha256Json } from "./file-hash.js";
 import { GuestRpcError, guestNotify, guestRequest } from "./guest-rpc.js";
 
-const TEMPLATE_FORMAT = 2;
+const TEMPLATE_FORMAT = 4;
 
 export interface TemplateMeta {
   format: typeof TEMPLATE_FORMAT;
@@ -118,7 +118,7 @@ export class TemplateStore {
     const vm = await this.driver.boot(spec, ramPath, manifest.timeouts.bootMs);
     try {
       const tBoot = performance.now();
-      const initialize = await guestRequest(vm.channel, "init", "initialize", {
+      const initialize = await guestRequest(vm.channel, "initialize", {
         protocolVersion: LATEST_PROTOCOL_VERSION,
         capabilities: TEMPLATE_CLIENT_CAPABILITIES,
         clientInfo: { name: "mcpvisor", version: "0.1.0" },
@@ -209,7 +209,7 @@ export async function warmUp(
     for (let page = 0; page < MAX_PAGES; page++) {
       let result: Record<string, unknown>;
       try {
-        result = await guestRequest(channel, "warm", method, cursor ? { cursor } : undefined, timeoutMs);
+        result = await guestRequest(channel, method, cursor ? { cursor } : undefined, timeoutMs);
       } catch (err) {
         // A server may offer resources without templates: an unknown method just means an empty list.
         if (err instanceof GuestRpcError && err.rpcCode === ErrorCode.MethodNotFound) break;
@@ -220,7 +220,9 @@ export async function warmUp(
       if (!cursor) break;
     }
   }
-  for (const request of manifest.warmup) await guestRequest(channel, "warm", request.method, request.params, timeoutMs);
+  for (const request of manifest.warmup) await guestRequest(channel, request.method, request.params, timeoutMs);
+  // Some clients use string ids: give that shape a pass too.
+  await guestRequest(channel, "ping", undefined, timeoutMs, "mcpvisor-warm");
   return catalog;
 }
 

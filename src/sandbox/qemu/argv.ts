@@ -24,7 +24,7 @@ export const QEMU_BINARY = "qemu-system-x86_64";
  */
 export function qemuArgs(launch: QemuLaunch): string[] {
   const { spec } = launch;
-  const cmdline = ["console=ttyS0", "quiet", "panic=-1", spec.jitless ? "mcpvisor.jitless=1" : "", ...(launch.cmdlineExtra ?? [])].filter(Boolean);
+  const cmdline = ["console=ttyS0", "quiet", "panic=-1", spec.jitless ? "mcpvisor.jitless=1" : "", ...spec.kernelArgs, ...(launch.cmdlineExtra ?? [])].filter(Boolean);
   const accel =
     spec.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", `tcg,tb-size=${launch.tcgTbSizeMiB ?? 128}`];
   return [

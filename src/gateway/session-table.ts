@@ -1,0 +1,67 @@
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { Logger } from "pino";
+import type { Route } from "../router/router.js";
+
+export interface FaceSession<T extends Transport = Transport> {
+  route: Route;
+  transport: T;
+  lastSeen: number;
+}
+
+/**
+ * One face's open sessions by id. Sessions idle past `idleMs` are closed so an abandoned client cannot
+ * keep a VM alive forever; `close()` ends them all (gateway shutdown).
+ */
+export class SessionTable<T extends Transport = Transport> {
+  private readonly sessions = new Map<string, FaceSession<T>>();
+  private readonly reaper: NodeJS.Timeout;
+
+  constructor(
+    private readonly face: string,
+    private readonly log: Logger,
+    private readonly idleMs: number,
+  ) {
+    this.reaper = setInterval(() => this.reapIdle(), Math.min(idleMs, 30_000));
+    this.reaper.unref();
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  add(id: string, route: Route, transport: T): void {
+    this.sessions.set(id, { route, transport, lastSeen: Date.now() });
+    this.log.info({ face: this.face, route, session: id }, "session opened");
+  }
+
+  /** The session, marked as used now; undefined once it ended. */
+  touch(id: string): FaceSession<T> | undefined {
+    const session = this.sessions.get(id);
+    if (session) session.lastSeen = Date.now();
+    return session;
+  }
+
+  delete(id: string, why: string): void {
+    const session = this.sessions.get(id);
+    if (!session) return;
+    this.sessions.delete(id);
+    this.log.info({ face: this.face, route: session.route, session: id }, why);
+  }
+
+  private reapIdle(): void {
+    const cutoff = Date.now() - this.idleMs;
+    for (const [id, session] of this.sessions) {
+      if (session.lastSeen < cutoff) {
+        this.delete(id, "session idle too long; closing it");
+        void session.transport.close();
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.reaper);
+    const open = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.allSettled(open.map((s) => s.transport.close()));
+  }
+}

@@ -1,0 +1,67 @@
+import { randomUUID } from "node:crypto";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import { WebSocket, type RawData } from "ws";
+import { errorReply, parseJsonRpc } from "./json-rpc.js";
+
+/** How long a closing socket may take to answer our close frame before it is cut. */
+const CLOSE_GRACE_MS = 2_000;
+
+/**
+ * An MCP transport over one accepted WebSocket (the SDK has a client side only): one JSON-RPC message
+ * per frame. A frame that is not a message gets a JSON-RPC error reply and the socket stays open; a
+ * frame over the server's `maxPayload` is refused by `ws` itself (close code 1009).
+ */
+export class WebSocketServerTransport implements Transport {
+  readonly sessionId = randomUUID();
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: (message: JSONRPCMessage) => void;
+  private ended = false;
+
+  constructor(private readonly socket: WebSocket) {
+    // No frame may be read before the router has installed its callbacks (start()).
+    socket.pause();
+    socket.on("message", (data) => this.receive(data));
+    socket.on("close", () => this.end());
+    socket.on("error", (error) => this.onerror?.(error));
+  }
+
+  async start(): Promise<void> {
+    if (this.socket.readyState !== WebSocket.OPEN) return this.end();
+    this.socket.resume();
+  }
+
+  send(message: JSONRPCMessage): Promise<void> {
+    return this.write(JSON.stringify(message));
+  }
+
+  async close(): Promise<void> {
+    if (this.socket.readyState === WebSocket.CLOSED) return this.end();
+    const closed = new Promise((resolve) => this.socket.once("close", resolve));
+    if (this.socket.readyState === WebSocket.OPEN) this.socket.close(1000, "MCP session ended");
+    const cut = setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS);
+    await closed;
+    clearTimeout(cut);
+  }
+
+  private receive(data: RawData): void {
+    // A Buffer (binaryType "nodebuffer") of UTF-8 JSON, text and binary frames alike: some clients send binary.
+    const parsed = parseJsonRpc(data.toString());
+    if (parsed.ok) return this.onmessage?.(parsed.message);
+    this.write(errorReply(parsed)).catch((error: Error) => this.onerror?.(error));
+  }
+
+  private write(text: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.socket.readyState !== WebSocket.OPEN) return reject(new Error("WebSocket is not open"));
+      this.socket.send(text, (error) => (error ? reject(error) : resolve()));
+    });
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.onclose?.();
+  }
+}

@@ -1,0 +1,89 @@
+import { STATUS_CODES, type IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
+import type { Logger } from "pino";
+import { WebSocketServer, type WebSocket } from "ws";
+import type { Route, Router } from "../router/router.js";
+import type { HostPolicy } from "./host-check.js";
+import { SessionTable } from "./session-table.js";
+import { WebSocketServerTransport } from "./websocket-transport.js";
+
+/** The subprotocol MCP WebSocket clients ask for (the SDK's WebSocketClientTransport does). */
+const SUBPROTOCOL = "mcp";
+
+export interface WebSocketFaceOptions {
+  idleMs: number;
+  maxMessageBytes: number;
+  hosts: HostPolicy;
+}
+
+/**
+ * The WebSocket face: one MCP session per socket, living as long as the socket does. Upgrades bypass
+ * the HTTP middleware, so the Host/Origin check is made here too (browsers let any page open a
+ * WebSocket to localhost; only the Origin tells it apart).
+ */
+export class WebSocketFace {
+  private readonly wss: WebSocketServer;
+  private readonly sessions: SessionTable<WebSocketServerTransport>;
+
+  constructor(
+    private readonly router: Router,
+    private readonly log: Logger,
+    private readonly options: WebSocketFaceOptions,
+  ) {
+    this.sessions = new SessionTable("websocket", log, options.idleMs);
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: options.maxMessageBytes,
+      handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+    });
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Takes over an HTTP upgrade request for `route` (undefined: the URL names no WebSocket endpoint). */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, route: Route | undefined): void {
+    socket.on("error", (err) => this.log.debug({ err: err.message }, "WebSocket upgrade socket error"));
+    const refusal = this.options.hosts.refusal(req.headers.host, req.headers.origin);
+    if (refusal) {
+      return refuse(socket, 403, `Forbidden: ${refusal}; add the name to allowedHosts (MCPVISOR_ALLOWED_HOSTS) if it is yours`);
+    }
+    if (route === undefined) return refuse(socket, 404, "No WebSocket endpoint here; use /ws (every server) or /servers/<name>/ws");
+    if (!this.router.hasRoute(route)) return refuse(socket, 404, `No hosted server named '${route}'`);
+    this.wss.handleUpgrade(req, socket, head, (ws) => void this.open(ws, route));
+  }
+
+  private async open(ws: WebSocket, route: Route): Promise<void> {
+    const transport = new WebSocketServerTransport(ws);
+    const id = transport.sessionId;
+    this.sessions.add(id, route, transport);
+    ws.on("message", () => this.sessions.touch(id));
+    try {
+      const session = await this.router.connect(route, transport);
+      session.onClosed(() => this.sessions.delete(id, "session ended"));
+    } catch (error) {
+      this.sessions.delete(id, "session could not be opened");
+      this.log.error({ route, err: (error as Error).message }, "could not open a WebSocket session");
+      // A close reason is limited to 123 bytes of UTF-8.
+      ws.close(1011, `could not open a session: ${(error as Error).message}`.replace(/[^\x20-\x7e]/g, "?").slice(0, 123));
+    }
+  }
+
+  /** Ends every session (and so its VM), then the sockets. */
+  async close(): Promise<void> {
+    await this.sessions.close();
+    for (const ws of this.wss.clients) ws.terminate();
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}
+
+/** Answers an upgrade request with a plain HTTP error whose body is a JSON-RPC error. */
+function refuse(socket: Duplex, status: number, message: string): void {
+  const body = JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: ErrorCode.InvalidRequest, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
