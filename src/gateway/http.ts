@@ -55,6 +55,8 @@ export class HttpGateway {
     });
     app.use("/servers/*", limit);
     app.use("/messages", limit);
+    app.use("/mcp", limit);
+    app.all("/mcp", (c) => this.streamable.handle(c, AGGREGATE));
     app.all("/servers/:name/mcp", (c) => this.streamable.handle(c, c.req.param("name")));
     app.get("/servers/:name/sse", (c) => this.sse.open(c, c.req.param("name"), `/servers/${c.req.param("name")}/messages`));
     app.post("/servers/:name/messages", (c) => this.sse.post(c, c.req.param("name")));

@@ -2,14 +2,16 @@ import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import type { SandboxPool } from "../sandbox/pool.js";
-import { ClientSession } from "./client-session.js";
+import { AggregateSession } from "./aggregate-session.js";
+import { ServerSession } from "./server-session.js";
+import type { Session } from "./session.js";
 
 /**
  * Connects client transports to sandboxes: one client session gets one clone of the server's template,
  * resumed on its first request that needs the server and destroyed when the session ends.
  */
 export class Router {
-  private readonly sessions = new Set<ClientSession>();
+  private readonly sessions = new Set<Session>();
 
   constructor(
     private readonly pool: SandboxPool,
@@ -25,9 +27,11 @@ export class Router {
    * Takes over the transport's callbacks and starts it. `route` is one hosted server (names unchanged)
    * or `"*"`, every server aggregated with namespaced names.
    */
-  async connect(route: Route, transport: Transport): Promise<ClientSession> {
-    if (route === AGGREGATE) throw new Error("the aggregated endpoint is not implemented yet");
-    const session = new ClientSession(route, transport, this.pool, this.log);
+  async connect(route: Route, transport: Transport): Promise<Session> {
+    const session =
+      route === AGGREGATE
+        ? new AggregateSession(transport, this.pool, this.log)
+        : new ServerSession(route, transport, this.pool, this.log);
     this.sessions.add(session);
     session.onClosed(() => this.sessions.delete(session));
     await transport.start();

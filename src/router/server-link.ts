@@ -1,0 +1,132 @@
+import { ErrorCode, type RequestId } from "@modelcontextprotocol/sdk/types.js";
+import type { Logger } from "pino";
+import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
+import { SandboxError } from "../sandbox/errors.js";
+import type { SandboxPool } from "../sandbox/pool.js";
+import type { Sandbox } from "../sandbox/sandbox.js";
+import type { Catalog } from "../sandbox/template.js";
+import { ToolArgumentChecker, type ArgumentCheck } from "./tool-arguments.js";
+
+export interface LinkEvents {
+  /** A message from the server: response, notification or server->client request. */
+  message(message: JsonRpcMessage): void;
+  /** A forwarded request that will never be answered by the server (timeout, the VM died). */
+  requestFailed(id: RequestId, error: SandboxError): void;
+}
+
+/**
+ * A session's connection to one hosted server: the clone it leases (resumed on the first message that
+ * needs it, replaced after a failure), the template's catalog, and requests the gateway itself makes.
+ */
+export class ServerLink {
+  private sandbox: Sandbox | undefined;
+  private acquiring: Promise<Sandbox> | undefined;
+  private readonly internal = new Map<RequestId, (message: JsonRpcMessage) => void>();
+  private nextInternalId = 1;
+  private closed = false;
+  /** Messages sent to every new sandbox before anything else (e.g. the session's logging level). */
+  private readonly preamble = new Map<string, JsonRpcMessage>();
+
+  constructor(
+    readonly server: string,
+    private readonly pool: SandboxPool,
+    private readonly log: Logger,
+    private readonly events: LinkEvents,
+  ) {}
+
+  get live(): boolean {
+    return this.sandbox !== undefined && this.sandbox.state !== "destroyed";
+  }
+
+  async catalog(): Promise<Catalog> {
+    return (await this.pool.template(this.server)).catalog;
+  }
+
+  async checkToolCall(name: string, args: unknown): Promise<ArgumentCheck> {
+    const verdict = ToolArgumentChecker.for(await this.catalog()).check(name, args);
+    // A tool missing from the template's list may have been added at run time by a live server.
+    return !verdict.ok && verdict.reason === "unknown-tool" && this.live ? { ok: true } : verdict;
+  }
+
+  /** Forwards a message, resuming a sandbox first if the session has none. */
+  async send(message: JsonRpcMessage): Promise<void> {
+    const sandbox = await this.ensureSandbox();
+    sandbox.send(message);
+  }
+
+  /** Forwards only if a sandbox is live (for messages that mean nothing to a fresh clone). */
+  sendIfLive(message: JsonRpcMessage): void {
+    if (this.live) this.sandbox!.send(message);
+  }
+
+  /** Remembers a message to replay into every sandbox this link gets from now on, and sends it now. */
+  async setPreamble(key: string, message: JsonRpcMessage): Promise<void> {
+    this.preamble.set(key, message);
+    if (this.live) await this.request(message.method as string, message.params as Record<string, unknown>);
+  }
+
+  /** A request made by the gateway itself; its id never reaches the client. */
+  async request(method: string, params?: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const sandbox = await this.ensureSandbox();
+    const id = `mcpvisor:link:${this.nextInternalId++}`;
+    const reply = new Promise<JsonRpcMessage>((resolve) => this.internal.set(id, resolve));
+    const failed = new Promise<never>((_, reject) => {
+      const off = sandbox.on("requestFailed", (failedId, error) => {
+        if (failedId === id) {
+          off();
+          reject(error);
+        }
+      });
+    });
+    sandbox.send({ jsonrpc: "2.0", id, method, ...(params ? { params } : {}) });
+    const message = await Promise.race([reply, failed]).finally(() => this.internal.delete(id));
+    if (message.error) {
+      const error = message.error as { code?: number; message?: string };
+      throw Object.assign(new Error(error.message ?? "error"), { rpcCode: error.code ?? ErrorCode.InternalError });
+    }
+    return (message.result ?? {}) as Record<string, unknown>;
+  }
+
+  private ensureSandbox(): Promise<Sandbox> {
+    if (this.live) return Promise.resolve(this.sandbox!);
+    this.acquiring ??= this.pool
+      .acquire(this.server)
+      .then((sandbox) => this.attach(sandbox))
+      .finally(() => {
+        this.acquiring = undefined;
+      });
+    return this.acquiring;
+  }
+
+  private async attach(sandbox: Sandbox): Promise<Sandbox> {
+    if (this.closed) {
+      void sandbox.destroy("session ended while the sandbox was resuming");
+      throw new SandboxError("POOL_CLOSED", "the session ended");
+    }
+    this.sandbox = sandbox;
+    this.log.info({ server: this.server, sandbox: sandbox.id, ...sandbox.timings }, "sandbox attached to session");
+    sandbox.on("message", (message) => {
+      const waiter = message.id !== undefined && !("method" in message) ? this.internal.get(message.id as RequestId) : undefined;
+      if (waiter) waiter(message);
+      else this.events.message(message);
+    });
+    sandbox.on("requestFailed", (id, error) => {
+      if (!this.internal.has(id)) this.events.requestFailed(id, error);
+    });
+    sandbox.on("closed", (error) => {
+      if (this.sandbox === sandbox) this.sandbox = undefined;
+      if (error) this.log.warn({ server: this.server, sandbox: sandbox.id, err: error.message }, "sandbox lost; the next request gets a fresh one");
+    });
+    for (const message of this.preamble.values()) {
+      await this.request(message.method as string, message.params as Record<string, unknown>).catch(() => undefined);
+    }
+    return sandbox;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const sandbox = this.sandbox;
+    this.sandbox = undefined;
+    if (sandbox) await sandbox.destroy("client session ended");
+  }
+}

@@ -1,0 +1,57 @@
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { ErrorCode, type RequestId } from "@modelcontextprotocol/sdk/types.js";
+import type { Logger } from "pino";
+import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
+import type { SandboxPool } from "../sandbox/pool.js";
+import { ServerLink } from "./server-link.js";
+import { Session } from "./session.js";
+
+/**
+ * A client session on one hosted server, names unchanged: what a client configured for that server
+ * alone expects. Everything but initialize and ping passes through to the session's clone unchanged.
+ */
+export class ServerSession extends Session {
+  private readonly link: ServerLink;
+
+  constructor(
+    readonly server: string,
+    transport: Transport,
+    pool: SandboxPool,
+    log: Logger,
+  ) {
+    super(transport, pool, log);
+    this.link = new ServerLink(server, pool, log.child({ server }), {
+      message: (message) => void this.deliver(message),
+      requestFailed: (id, error) => this.fail(id, error, server),
+    });
+  }
+
+  protected links(): ServerLink[] {
+    return [this.link];
+  }
+
+  protected serverFor(): string {
+    return this.server;
+  }
+
+  protected async initializeResult(): Promise<Record<string, unknown>> {
+    return (await this.pool.template(this.server)).initialize;
+  }
+
+  protected async dispatch(message: JsonRpcMessage, method: string | undefined, id: RequestId | undefined): Promise<void> {
+    if (method === undefined && !this.link.live) return; // a reply to a server request of a dead clone
+    if (method === "tools/call" && id !== undefined) {
+      const { name, arguments: args } = (message.params ?? {}) as { name?: unknown; arguments?: unknown };
+      if (typeof name !== "string") {
+        return this.replyError(id, ErrorCode.InvalidParams, "tools/call needs params.name, the tool's name (a string)");
+      }
+      const verdict = await this.link.checkToolCall(name, args);
+      if (!verdict.ok) {
+        return verdict.reason === "unknown-tool"
+          ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${name}' on server '${this.server}'; tools/list shows the tools it has`)
+          : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${name}': ${verdict.message}`, { tool: name });
+      }
+    }
+    await this.link.send(message);
+  }
+}
