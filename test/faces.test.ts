@@ -10,6 +10,7 @@ import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { WebSocketClientTransport } from "@modelcontextprotocol/sdk/client/websocket.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { WebSocket } from "ws";
 import { REPO_ROOT } from "../src/main.js";
 import { eventually, sh, startReadyGateway } from "./helpers.js";
@@ -34,14 +35,18 @@ describe("client faces: legacy SSE, WebSocket and stdio, with real clients and r
     await gateway?.close();
   });
 
-  /** Lists tools, runs `echo hi` in a clone, closes the client, and checks the clone was destroyed. */
-  async function roundTrip(transport: Transport): Promise<void> {
+  /**
+   * Lists tools, runs `echo hi` in an exec clone, closes the client, and checks the clone was destroyed.
+   * `run` is the exec tool's name on the route: `run` on /servers/exec, `exec__run` on the aggregate.
+   */
+  async function roundTrip(transport: Transport, run = "run"): Promise<void> {
     const before = leased("exec");
     const client = new Client({ name: "mcpvisor-test", version: "0.0.0" });
     await client.connect(transport);
     const tools = await client.listTools();
-    assert.ok(tools.tools.some((t) => t.name === "run"));
-    assert.equal((await sh(client, "echo hi")).stdout, "hi\n");
+    assert.ok(tools.tools.some((t) => t.name === run));
+    const result = (await client.callTool({ name: run, arguments: { command: "echo hi" } })) as CallToolResult;
+    assert.equal((result.structuredContent as { stdout: string }).stdout, "hi\n");
     assert.equal(leased("exec"), before + 1, "the session holds one clone");
     await client.close();
     await eventually(() => leased("exec") === before, "closing the client destroyed its clone");
@@ -53,6 +58,11 @@ describe("client faces: legacy SSE, WebSocket and stdio, with real clients and r
 
   test("WebSocket: the SDK client runs a command in a clone", async () => {
     await roundTrip(new WebSocketClientTransport(new URL(`ws://127.0.0.1:${gateway.port}/servers/exec/ws`)));
+  });
+
+  test("the aggregate over legacy SSE (/sse) and WebSocket (/ws): namespaced tools, calls routed to the server", async () => {
+    await roundTrip(new SSEClientTransport(new URL(`${base}/sse`)), "exec__run");
+    await roundTrip(new WebSocketClientTransport(new URL(`ws://127.0.0.1:${gateway.port}/ws`)), "exec__run");
   });
 
   test("legacy SSE refuses malformed POSTs with 400, unknown sessions with 404, and ends the session with its stream", async () => {
@@ -144,8 +154,8 @@ describe("client faces: legacy SSE, WebSocket and stdio, with real clients and r
     await eventually(() => !alive(pid) && vms.every((vm) => !alive(vm)), "the stdio process and its VMs are gone");
   });
 
-  test("stdio: stdout carries only MCP messages, and the process exits 0 when stdin closes", async () => {
-    const child = spawn(process.execPath, [BIN, "stdio", "--server", "exec"], { cwd: REPO_ROOT, env: stdioEnv() });
+  test("stdio aggregated (no --server): stdout carries only MCP messages, and the process exits 0 when stdin closes", async () => {
+    const child = spawn(process.execPath, [BIN, "stdio", "--servers", "exec"], { cwd: REPO_ROOT, env: stdioEnv() });
     let stdout = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk));
     const exited = once(child, "exit");
@@ -154,18 +164,19 @@ describe("client faces: legacy SSE, WebSocket and stdio, with real clients and r
         { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2024-11-05", capabilities: {}, clientInfo: { name: "t", version: "0" } } },
         { jsonrpc: "2.0", method: "notifications/initialized" },
         { jsonrpc: "2.0", id: 2, method: "ping" },
+        { jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "exec__run", arguments: { command: "echo hi" } } },
       ]
         .map((m) => JSON.stringify(m) + "\n")
         .join(""),
     );
-    await eventually(() => stdout.split("\n").length > 2, "both replies arrived", 30_000);
+    await eventually(() => stdout.split("\n").length > 3, "every reply arrived", 30_000);
     child.stdin.end();
     const [code] = (await exited) as [number | null];
     assert.equal(code, 0);
-    // Replies may come in any order (ping is answered at once, initialize after the template lookup).
-    const lines = stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as { id: number; result: { protocolVersion?: string } });
-    assert.deepEqual(lines.map((l) => l.id).sort(), [1, 2]);
+    const lines = stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as { id: number; result: Record<string, unknown> });
+    assert.deepEqual(lines.map((l) => l.id).sort(), [1, 2, 3]);
     assert.equal(lines.find((l) => l.id === 1)!.result.protocolVersion, "2024-11-05");
+    assert.equal((lines.find((l) => l.id === 3)!.result.structuredContent as { stdout: string }).stdout, "hi\n");
   });
 });
 

@@ -1,6 +1,6 @@
-import { AGGREGATE } from "../router/router.js";
-import { createRuntime } from "../main.js";
 import { serveStdio } from "../gateway/stdio.js";
+import { createRuntime } from "../main.js";
+import { AGGREGATE } from "../router/router.js";
 import { createLogger } from "../telemetry/log.js";
 import { COMMON_OPTIONS, configFrom, parse, progressPrinter } from "./common.js";
 
@@ -34,7 +34,8 @@ export async function stdioCommand(argv: string[]): Promise<void> {
     progress(`not ready: ${report.reasons.join("; ")}`);
     return stop(1);
   }
-  progress(`serving ${values.server ? `'${values.server}'` : "every server"} on stdio`);
+  const served = values.server ? `'${values.server}'` : `${runtime.manifests.map((m) => m.name).join(", ")} aggregated`;
+  progress(`serving ${served} on stdio`);
   await serveStdio(runtime.router, route);
   await stop(0);
 }

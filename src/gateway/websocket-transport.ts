@@ -36,10 +36,12 @@ export class WebSocketServerTransport implements Transport {
     return this.write(JSON.stringify(message));
   }
 
-  async close(): Promise<void> {
+  /** Closes the socket (`reason`: at most 123 bytes of UTF-8), cutting it if the peer does not answer. */
+  async close(code = 1000, reason = "MCP session ended"): Promise<void> {
     if (this.socket.readyState === WebSocket.CLOSED) return this.end();
     const closed = new Promise((resolve) => this.socket.once("close", resolve));
-    if (this.socket.readyState === WebSocket.OPEN) this.socket.close(1000, "MCP session ended");
+    this.socket.resume(); // if never started: a paused socket would not read the peer's close frame
+    if (this.socket.readyState === WebSocket.OPEN) this.socket.close(code, reason);
     const cut = setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS);
     await closed;
     clearTimeout(cut);

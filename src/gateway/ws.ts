@@ -66,8 +66,8 @@ export class WebSocketFace {
     } catch (error) {
       this.sessions.delete(id, "session could not be opened");
       this.log.error({ route, err: (error as Error).message }, "could not open a WebSocket session");
-      // A close reason is limited to 123 bytes of UTF-8.
-      ws.close(1011, `could not open a session: ${(error as Error).message}`.replace(/[^\x20-\x7e]/g, "?").slice(0, 123));
+      const reason = `could not open a session: ${(error as Error).message}`.replace(/[^\x20-\x7e]/g, "?").slice(0, 123);
+      await transport.close(1011, reason);
     }
   }
 

@@ -177,6 +177,8 @@ export class AggregateSession extends Session {
 
   private async fromServer(link: ServerLink, message: JsonRpcMessage): Promise<void> {
     const id = message.id as RequestId | undefined;
+    const refusal = this.refusedByClient(message);
+    if (refusal) return link.sendIfLive(refusal);
     if (id !== undefined && "method" in message) {
       const ours = `${link.server}:${this.nextUpstreamId++}`;
       this.upstreamRequests.set(ours, { link, id });

@@ -34,7 +34,12 @@ export class Router {
         : new ServerSession(route, transport, this.pool, this.log);
     this.sessions.add(session);
     session.onClosed(() => this.sessions.delete(session));
-    await transport.start();
+    try {
+      await transport.start();
+    } catch (err) {
+      await session.close();
+      throw err;
+    }
     return session;
   }
 

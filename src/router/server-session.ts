@@ -21,7 +21,11 @@ export class ServerSession extends Session {
   ) {
     super(transport, pool, log);
     this.link = new ServerLink(server, pool, log.child({ server }), {
-      message: (message) => void this.deliver(message),
+      message: (message) => {
+        const refusal = this.refusedByClient(message);
+        if (refusal) this.link.sendIfLive(refusal);
+        else void this.deliver(message);
+      },
       requestFailed: (id, error) => this.fail(id, error, server),
     });
   }

@@ -21,6 +21,8 @@ export abstract class Session {
   protected readonly inFlight = new Map<RequestId, string | number | undefined>();
   private readonly closedListeners = new Set<() => void>();
   private queue: Promise<void> = Promise.resolve();
+  /** What the client declared at initialize; the server in the clone was told it may use everything. */
+  private clientCapabilities: Record<string, unknown> = {};
   private closed = false;
 
   constructor(
@@ -39,7 +41,8 @@ export abstract class Session {
   }
 
   onClosed(listener: () => void): void {
-    this.closedListeners.add(listener);
+    if (this.closed) listener();
+    else this.closedListeners.add(listener);
   }
 
   /** Routes one client message; initialize, ping and bookkeeping are handled before. */
@@ -52,13 +55,13 @@ export abstract class Session {
   private async receive(message: JsonRpcMessage): Promise<void> {
     const method = typeof message.method === "string" ? message.method : undefined;
     const id = message.id as RequestId | undefined;
-    if (method === "initialize" && id !== undefined) return this.answerInitialize(id, message);
-    if (method === "ping" && id !== undefined) return this.reply({ jsonrpc: "2.0", id, result: {} });
-    if (method === "notifications/initialized") return;
     if (method !== undefined && id !== undefined) {
       const meta = (message.params as { _meta?: { progressToken?: string | number } } | undefined)?._meta;
       this.inFlight.set(id, meta?.progressToken);
     }
+    if (method === "initialize" && id !== undefined) return this.answerInitialize(id, message);
+    if (method === "ping" && id !== undefined) return this.replyResult(id, {});
+    if (method === "notifications/initialized") return;
     try {
       await this.dispatch(message, method, id);
     } catch (error) {
@@ -68,13 +71,30 @@ export abstract class Session {
 
   private async answerInitialize(id: RequestId, message: JsonRpcMessage): Promise<void> {
     try {
-      const requested = (message.params as { protocolVersion?: string } | undefined)?.protocolVersion;
+      const params = (message.params ?? {}) as { protocolVersion?: string; capabilities?: Record<string, unknown> };
+      this.clientCapabilities = params.capabilities ?? {};
+      const requested = params.protocolVersion;
       const protocolVersion =
         requested && SUPPORTED_PROTOCOL_VERSIONS.includes(requested) ? requested : LATEST_PROTOCOL_VERSION;
-      await this.reply({ jsonrpc: "2.0", id, result: { ...(await this.initializeResult()), protocolVersion } });
+      this.replyResult(id, { ...(await this.initializeResult()), protocolVersion });
     } catch (error) {
       this.fail(id, error, this.serverFor(id));
     }
+  }
+
+  /**
+   * The template's server was initialized with roots, sampling and elicitation, so it may ask a client
+   * that declared none of them; such a request is answered here (-32601) instead of waiting forever.
+   */
+  protected refusedByClient(message: JsonRpcMessage): JsonRpcMessage | undefined {
+    const needs: Record<string, string> = { "sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots" };
+    const capability = typeof message.method === "string" ? needs[message.method] : undefined;
+    if (!capability || message.id === undefined || this.clientCapabilities[capability]) return undefined;
+    return {
+      jsonrpc: "2.0",
+      id: message.id,
+      error: { code: ErrorCode.MethodNotFound, message: `The client did not declare the '${capability}' capability` },
+    };
   }
 
   /** Delivers a server message; a response ends its request's bookkeeping. */
@@ -100,8 +120,9 @@ export abstract class Session {
     return newest;
   }
 
+  /** Answers a request with an error, once: a request no longer in flight was already answered. */
   protected fail(id: RequestId, error: unknown, server: string): void {
-    this.inFlight.delete(id);
+    if (!this.inFlight.delete(id)) return;
     void this.reply({ jsonrpc: "2.0", id, error: toJsonRpcError(error, server) });
   }
 
