@@ -116,6 +116,7 @@ export class TemplateStore {
     const t0 = performance.now();
     onProgress(`template ${manifest.name}: cold boot (${spec.accel}, ${spec.memoryMiB} MiB)`);
     const vm = await this.driver.boot(spec, ramPath, manifest.timeouts.bootMs);
+    const stopAnswering = answerServerRequests(vm.channel);
     try {
       const tBoot = performance.now();
       const initialize = await guestRequest(vm.channel, "initialize", {
@@ -128,6 +129,7 @@ export class TemplateStore {
       onProgress(`template ${manifest.name}: server initialized in ${Math.round(tInit - t0)} ms; warming`);
       const catalog = await warmUp(vm.channel, manifest, initialize, manifest.timeouts.bootMs);
       const tWarm = performance.now();
+      stopAnswering();
       await this.driver.snapshot(vm, statePath);
       const tSnap = performance.now();
       await syncFile(ramPath);
@@ -224,6 +226,21 @@ export async function warmUp(
   // Some clients use string ids: give that shape a pass too.
   await guestRequest(channel, "ping", undefined, timeoutMs, "mcpvisor-warm");
   return catalog;
+}
+
+/**
+ * While the template is built nobody is on the client side, but the server may ask (e.g. server-filesystem
+ * asks for roots right after initialize). It gets an answer, so it does not wait in every clone.
+ */
+function answerServerRequests(channel: Parameters<typeof guestRequest>[0]): () => void {
+  return channel.onMessage((message) => {
+    if (typeof message.method !== "string" || message.id === undefined) return;
+    channel.send(
+      message.method === "roots/list"
+        ? { jsonrpc: "2.0", id: message.id, result: { roots: [] } }
+        : { jsonrpc: "2.0", id: message.id, error: { code: ErrorCode.MethodNotFound, message: "no client while the template is built" } },
+    );
+  });
 }
 
 async function syncFile(path: string): Promise<void> {
