@@ -4,6 +4,7 @@ import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "hono";
 import type { Logger } from "pino";
 import type { Router } from "../router/router.js";
+import { SessionEventStore } from "./event-store.js";
 import { SessionTable } from "./session-table.js";
 
 /** A JSON-RPC error as an HTTP response, for failures before a session's transport is involved. */
@@ -55,6 +56,7 @@ export class StreamableHttpFace {
   private async startSession(c: Context, server: string): Promise<Response> {
     const transport: WebStandardStreamableHTTPServerTransport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
+      eventStore: new SessionEventStore(),
       onsessioninitialized: (id) => this.sessions.add(id, server, transport),
       onsessionclosed: (id) => this.sessions.delete(id, "session closed by client"),
     });
