@@ -41,7 +41,7 @@ export class SseFace {
     // Known before the stream names it to the client, so its first POST always finds the session.
     this.sessions.add(id, route, transport);
     try {
-      const session = await this.router.connect(route, transport);
+      const session = await this.router.connect(route, transport, "sse");
       session.onClosed(() => this.sessions.delete(id, "session ended"));
     } catch (error) {
       this.sessions.delete(id, "session could not be opened");

@@ -14,7 +14,7 @@ export async function serveStdio(router: Router, route: Route, stdin: Readable =
     stdin.once("close", resolve);
     stdout.once("error", () => resolve());
   });
-  const session = await router.connect(route, new StdioServerTransport(stdin, stdout));
+  const session = await router.connect(route, new StdioServerTransport(stdin, stdout), "stdio");
   await gone;
   await session.close();
 }

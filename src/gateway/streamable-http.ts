@@ -60,7 +60,7 @@ export class StreamableHttpFace {
       onsessioninitialized: (id) => this.sessions.add(id, server, transport),
       onsessionclosed: (id) => this.sessions.delete(id, "session closed by client"),
     });
-    const session = await this.router.connect(server, transport);
+    const session = await this.router.connect(server, transport, "streamable-http");
     session.onClosed(() => transport.sessionId && this.sessions.delete(transport.sessionId, "session ended"));
     const response = await transport.handleRequest(c.req.raw);
     // Anything but a valid initialize leaves the transport without a session: it has nothing to keep.

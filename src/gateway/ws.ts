@@ -61,7 +61,7 @@ export class WebSocketFace {
     this.sessions.add(id, route, transport);
     ws.on("message", () => this.sessions.touch(id));
     try {
-      const session = await this.router.connect(route, transport);
+      const session = await this.router.connect(route, transport, "websocket");
       session.onClosed(() => this.sessions.delete(id, "session ended"));
     } catch (error) {
       this.sessions.delete(id, "session could not be opened");

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { Catalog } from "../sandbox/template.js";
+import type { RequestRecord } from "../telemetry/events.js";
 import { qualify, splitQualified } from "./names.js";
 import { ServerLink } from "./server-link.js";
 import { Session } from "./session.js";
@@ -31,8 +32,8 @@ export class AggregateSession extends Session {
   /** Which server each forwarded client request went to, for failures and cancellation. */
   private readonly routes = new Map<RequestId, string>();
 
-  constructor(transport: Transport, pool: SandboxPool, log: Logger) {
-    super(transport, pool, log);
+  constructor(transport: Transport, pool: SandboxPool, log: Logger, transportKind: string) {
+    super(transport, pool, log, transportKind);
     for (const server of pool.serverNames()) {
       const link: ServerLink = new ServerLink(server, pool, log.child({ server }), {
         message: (message) => void this.fromServer(link, message),
@@ -70,7 +71,12 @@ export class AggregateSession extends Session {
     };
   }
 
-  protected async dispatch(message: JsonRpcMessage, method: string | undefined, id: RequestId | undefined): Promise<void> {
+  protected async dispatch(
+    message: JsonRpcMessage,
+    method: string | undefined,
+    id: RequestId | undefined,
+    record: RequestRecord | undefined,
+  ): Promise<void> {
     if (method === undefined) return this.fromClientResponse(message);
     const params = (message.params ?? {}) as Item;
     if (id === undefined) return this.fromClientNotification(method, params);
@@ -79,13 +85,13 @@ export class AggregateSession extends Session {
     switch (method) {
       case "tools/call":
       case "prompts/get":
-        return this.forwardNamed(message, id, params);
+        return this.forwardNamed(message, id, params, record);
       case "resources/read":
       case "resources/subscribe":
       case "resources/unsubscribe":
-        return this.forwardByUri(message, id, params.uri);
+        return this.forwardByUri(message, id, params.uri, record);
       case "completion/complete":
-        return this.forwardCompletion(message, id, params);
+        return this.forwardCompletion(message, id, params, record);
       case "logging/setLevel":
         await Promise.all(this.links().map((l) => l.setPreamble("logging", { jsonrpc: "2.0", method, params })));
         return this.replyResult(id, {});
@@ -109,7 +115,7 @@ export class AggregateSession extends Session {
     return perServer.flat();
   }
 
-  private async forwardNamed(message: JsonRpcMessage, id: RequestId, params: Item): Promise<void> {
+  private async forwardNamed(message: JsonRpcMessage, id: RequestId, params: Item, record?: RequestRecord): Promise<void> {
     const target = typeof params.name === "string" ? splitQualified(params.name) : undefined;
     const link = target && this.serverLinks.get(target.server);
     if (!target || !link) {
@@ -123,28 +129,29 @@ export class AggregateSession extends Session {
           ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${String(params.name)}'; tools/list shows the tools there are`)
           : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${String(params.name)}': ${verdict.message}`, { tool: params.name });
       }
+      if (record) record.tool = target.name;
     }
-    await this.forward(link, id, { ...message, params: { ...params, name: target.name } });
+    await this.forward(link, id, { ...message, params: { ...params, name: target.name } }, record);
   }
 
-  private async forwardByUri(message: JsonRpcMessage, id: RequestId, uri: unknown): Promise<void> {
+  private async forwardByUri(message: JsonRpcMessage, id: RequestId, uri: unknown, record?: RequestRecord): Promise<void> {
     const link = typeof uri === "string" ? await this.ownerOf(uri) : undefined;
     if (!link) return this.replyError(id, ErrorCode.InvalidParams, `Unknown resource '${String(uri)}': resources/list shows the URIs there are`);
-    await this.forward(link, id, message);
+    await this.forward(link, id, message, record);
   }
 
-  private async forwardCompletion(message: JsonRpcMessage, id: RequestId, params: Item): Promise<void> {
+  private async forwardCompletion(message: JsonRpcMessage, id: RequestId, params: Item, record?: RequestRecord): Promise<void> {
     const ref = (params.ref ?? {}) as Item;
-    if (ref.type === "ref/resource") return this.forwardByUri(message, id, ref.uri);
+    if (ref.type === "ref/resource") return this.forwardByUri(message, id, ref.uri, record);
     const target = typeof ref.name === "string" ? splitQualified(ref.name) : undefined;
     const link = target && this.serverLinks.get(target.server);
     if (!target || !link) return this.replyError(id, ErrorCode.InvalidParams, `Unknown prompt '${String(ref.name)}' in completion/complete`);
-    await this.forward(link, id, { ...message, params: { ...params, ref: { ...ref, name: target.name } } });
+    await this.forward(link, id, { ...message, params: { ...params, ref: { ...ref, name: target.name } } }, record);
   }
 
-  private async forward(link: ServerLink, id: RequestId, message: JsonRpcMessage): Promise<void> {
+  private async forward(link: ServerLink, id: RequestId, message: JsonRpcMessage, record?: RequestRecord): Promise<void> {
     this.routes.set(id, link.server);
-    await link.send(message);
+    await link.send(message, record);
   }
 
   /** The server that listed `uri`, or whose URI template's fixed prefix it starts with. */

@@ -5,6 +5,7 @@ import type { SandboxPool } from "../sandbox/pool.js";
 import { AggregateSession } from "./aggregate-session.js";
 import { ServerSession } from "./server-session.js";
 import type { Session } from "./session.js";
+import { events } from "../telemetry/events.js";
 
 /**
  * Connects client transports to sandboxes: one client session gets one clone of the server's template,
@@ -27,11 +28,13 @@ export class Router {
    * Takes over the transport's callbacks and starts it. `route` is one hosted server (names unchanged)
    * or `"*"`, every server aggregated with namespaced names.
    */
-  async connect(route: Route, transport: Transport): Promise<Session> {
+  async connect(route: Route, transport: Transport, transportKind = "in-memory"): Promise<Session> {
     const session =
       route === AGGREGATE
-        ? new AggregateSession(transport, this.pool, this.log)
-        : new ServerSession(route, transport, this.pool, this.log);
+        ? new AggregateSession(transport, this.pool, this.log, transportKind)
+        : new ServerSession(route, transport, this.pool, this.log, transportKind);
+    events.sessionOpened.publish({ transport: transportKind, route });
+    session.onClosed(() => events.sessionClosed.publish({ transport: transportKind, route }));
     this.sessions.add(session);
     session.onClosed(() => this.sessions.delete(session));
     try {

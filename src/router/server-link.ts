@@ -5,7 +5,15 @@ import { SandboxError } from "../sandbox/errors.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { Catalog } from "../sandbox/template.js";
+import { nowMs, type RequestRecord } from "../telemetry/events.js";
 import { ToolArgumentChecker, type ArgumentCheck } from "./tool-arguments.js";
+
+/** Puts W3C trace context in the request's `_meta`, where MCP servers look for it. */
+function withTraceparent(message: JsonRpcMessage, traceparent: string): JsonRpcMessage {
+  const params = (message.params ?? {}) as Record<string, unknown>;
+  const meta = (params._meta ?? {}) as Record<string, unknown>;
+  return { ...message, params: { ...params, _meta: { ...meta, traceparent } } };
+}
 
 export interface LinkEvents {
   /** A message from the server: response, notification or server->client request. */
@@ -48,9 +56,25 @@ export class ServerLink {
     return !verdict.ok && verdict.reason === "unknown-tool" && this.live ? { ok: true } : verdict;
   }
 
-  /** Forwards a message, resuming a sandbox first if the session has none. */
-  async send(message: JsonRpcMessage): Promise<void> {
-    const sandbox = await this.ensureSandbox();
+  /**
+   * Forwards a message, resuming a sandbox first if the session has none. With a request's `record`,
+   * the acquisition and the guest round trip are timed, and its trace context goes into `_meta`.
+   */
+  async send(message: JsonRpcMessage, record?: RequestRecord): Promise<void> {
+    let sandbox: Sandbox;
+    if (this.live || !record) {
+      sandbox = await this.ensureSandbox();
+    } else {
+      const start = nowMs();
+      sandbox = await this.ensureSandbox();
+      record.acquire = { start, end: nowMs(), source: sandbox.timings.source };
+    }
+    if (record) {
+      record.server = this.server;
+      record.guest = { sent: nowMs() };
+      const traceparent = record.traceparent ?? record.incomingTraceparent;
+      if (traceparent) message = withTraceparent(message, traceparent);
+    }
     sandbox.send(message);
   }
 

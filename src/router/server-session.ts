@@ -3,6 +3,7 @@ import { ErrorCode, type RequestId } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { SandboxPool } from "../sandbox/pool.js";
+import type { RequestRecord } from "../telemetry/events.js";
 import { ServerLink } from "./server-link.js";
 import { Session } from "./session.js";
 
@@ -18,8 +19,9 @@ export class ServerSession extends Session {
     transport: Transport,
     pool: SandboxPool,
     log: Logger,
+    transportKind: string,
   ) {
-    super(transport, pool, log);
+    super(transport, pool, log, transportKind);
     this.link = new ServerLink(server, pool, log.child({ server }), {
       message: (message) => {
         const refusal = this.refusedByClient(message);
@@ -42,7 +44,12 @@ export class ServerSession extends Session {
     return (await this.pool.template(this.server)).initialize;
   }
 
-  protected async dispatch(message: JsonRpcMessage, method: string | undefined, id: RequestId | undefined): Promise<void> {
+  protected async dispatch(
+    message: JsonRpcMessage,
+    method: string | undefined,
+    id: RequestId | undefined,
+    record: RequestRecord | undefined,
+  ): Promise<void> {
     if (method === undefined && !this.link.live) return; // a reply to a server request of a dead clone
     if (method === "tools/call" && id !== undefined) {
       const { name, arguments: args } = (message.params ?? {}) as { name?: unknown; arguments?: unknown };
@@ -55,7 +62,8 @@ export class ServerSession extends Session {
           ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${name}' on server '${this.server}'; tools/list shows the tools it has`)
           : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${name}': ${verdict.message}`, { tool: name });
       }
+      if (record) record.tool = name;
     }
-    await this.link.send(message);
+    await this.link.send(message, record);
   }
 }

@@ -8,7 +8,9 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
+import { SandboxError } from "../sandbox/errors.js";
 import type { SandboxPool } from "../sandbox/pool.js";
+import { events, nowMs, type Outcome, type RequestRecord } from "../telemetry/events.js";
 import type { ServerLink } from "./server-link.js";
 import { toJsonRpcError } from "./to-wire.js";
 
@@ -17,8 +19,8 @@ import { toJsonRpcError } from "./to-wire.js";
  * handled in, the client's requests in flight (so none is left unanswered), and replies.
  */
 export abstract class Session {
-  /** Client requests in flight, in arrival order, with their progress tokens. */
-  protected readonly inFlight = new Map<RequestId, string | number | undefined>();
+  /** Client requests in flight, in arrival order, with their progress tokens and telemetry records. */
+  protected readonly inFlight = new Map<RequestId, { progressToken: string | number | undefined; record: RequestRecord }>();
   private readonly closedListeners = new Set<() => void>();
   private queue: Promise<void> = Promise.resolve();
   /** What the client declared at initialize; the server in the clone was told it may use everything. */
@@ -29,10 +31,13 @@ export abstract class Session {
     protected readonly transport: Transport,
     protected readonly pool: SandboxPool,
     protected readonly log: Logger,
+    private readonly transportKind: string,
   ) {
     // One message at a time: a request must not overtake one sent before it (e.g. its own cancellation).
-    transport.onmessage = (message) => {
-      this.queue = this.queue.then(() => this.receive(message as JsonRpcMessage)).catch((err: Error) => {
+    transport.onmessage = (message, extra) => {
+      const headers = extra?.requestInfo?.headers as Record<string, string | string[] | undefined> | undefined;
+      const traceparent = typeof headers?.traceparent === "string" ? headers.traceparent : undefined;
+      this.queue = this.queue.then(() => this.receive(message as JsonRpcMessage, traceparent)).catch((err: Error) => {
         this.log.error({ err }, "error while handling a client message");
       });
     };
@@ -46,24 +51,40 @@ export abstract class Session {
   }
 
   /** Routes one client message; initialize, ping and bookkeeping are handled before. */
-  protected abstract dispatch(message: JsonRpcMessage, method: string | undefined, id: RequestId | undefined): Promise<void>;
+  protected abstract dispatch(
+    message: JsonRpcMessage,
+    method: string | undefined,
+    id: RequestId | undefined,
+    record: RequestRecord | undefined,
+  ): Promise<void>;
   protected abstract initializeResult(): Promise<Record<string, unknown>>;
   protected abstract links(): ServerLink[];
   /** Which server a failure is reported for. */
   protected abstract serverFor(id: RequestId): string;
 
-  private async receive(message: JsonRpcMessage): Promise<void> {
+  private async receive(message: JsonRpcMessage, headerTraceparent: string | undefined): Promise<void> {
     const method = typeof message.method === "string" ? message.method : undefined;
     const id = message.id as RequestId | undefined;
+    let record: RequestRecord | undefined;
     if (method !== undefined && id !== undefined) {
-      const meta = (message.params as { _meta?: { progressToken?: string | number } } | undefined)?._meta;
-      this.inFlight.set(id, meta?.progressToken);
+      const meta = (message.params as { _meta?: { progressToken?: string | number; traceparent?: unknown } } | undefined)?._meta;
+      const incoming = headerTraceparent ?? (typeof meta?.traceparent === "string" ? meta.traceparent : undefined);
+      record = {
+        transport: this.transportKind,
+        sessionId: this.transport.sessionId,
+        requestId: id,
+        method,
+        startedAt: nowMs(),
+        ...(incoming ? { incomingTraceparent: incoming } : {}),
+      };
+      this.inFlight.set(id, { progressToken: meta?.progressToken, record });
+      events.requestStart.publish(record);
     }
     if (method === "initialize" && id !== undefined) return this.answerInitialize(id, message);
     if (method === "ping" && id !== undefined) return this.replyResult(id, {});
     if (method === "notifications/initialized") return;
     try {
-      await this.dispatch(message, method, id);
+      await this.dispatch(message, method, id, record);
     } catch (error) {
       if (id !== undefined && method !== undefined) this.fail(id, error, this.serverFor(id));
     }
@@ -101,7 +122,11 @@ export abstract class Session {
   protected async deliver(message: JsonRpcMessage): Promise<void> {
     const id = message.id as RequestId | undefined;
     const isResponse = id !== undefined && !("method" in message);
-    if (isResponse) this.inFlight.delete(id);
+    if (isResponse) {
+      const error = message.error as { code?: number } | undefined;
+      const isToolError = (message.result as { isError?: unknown } | undefined)?.isError === true;
+      this.finish(id, error ? (error.code === ErrorCode.RequestTimeout ? "timeout" : "error") : isToolError ? "tool_error" : "ok", error ? `rpc_${error.code}` : undefined);
+    }
     await this.reply(message, isResponse ? id : this.relatedRequest(message));
   }
 
@@ -113,7 +138,7 @@ export abstract class Session {
   private relatedRequest(message: JsonRpcMessage): RequestId | undefined {
     const params = message.params as { progressToken?: string | number } | undefined;
     if (message.method === "notifications/progress" && params?.progressToken !== undefined) {
-      for (const [id, token] of this.inFlight) if (token === params.progressToken) return id;
+      for (const [id, { progressToken }] of this.inFlight) if (progressToken === params.progressToken) return id;
     }
     let newest: RequestId | undefined;
     for (const id of this.inFlight.keys()) newest = id;
@@ -122,18 +147,34 @@ export abstract class Session {
 
   /** Answers a request with an error, once: a request no longer in flight was already answered. */
   protected fail(id: RequestId, error: unknown, server: string): void {
-    if (!this.inFlight.delete(id)) return;
-    void this.reply({ jsonrpc: "2.0", id, error: toJsonRpcError(error, server) });
+    const wire = toJsonRpcError(error, server);
+    const errorType = error instanceof SandboxError ? error.code : error instanceof Error ? error.name : "unknown";
+    if (!this.finish(id, wire.code === ErrorCode.RequestTimeout ? "timeout" : "error", errorType)) return;
+    void this.reply({ jsonrpc: "2.0", id, error: wire });
   }
 
   protected replyError(id: RequestId, code: number, message: string, data?: Record<string, unknown>): void {
-    this.inFlight.delete(id);
+    this.finish(id, "error", `rpc_${code}`);
     void this.reply({ jsonrpc: "2.0", id, error: { code, message, ...(data ? { data } : {}) } });
   }
 
   protected replyResult(id: RequestId, result: Record<string, unknown>): void {
-    this.inFlight.delete(id);
+    this.finish(id, "ok");
     void this.reply({ jsonrpc: "2.0", id, result });
+  }
+
+  /** Ends a request's bookkeeping; false when it was already answered. */
+  private finish(id: RequestId, outcome: Outcome, errorType?: string): boolean {
+    const entry = this.inFlight.get(id);
+    if (!entry) return false;
+    this.inFlight.delete(id);
+    const { record } = entry;
+    record.endedAt = nowMs();
+    record.outcome = outcome;
+    if (record.guest && record.guest.answered === undefined) record.guest.answered = record.endedAt;
+    if (errorType) record.errorType = errorType;
+    events.requestEnd.publish(record);
+    return true;
   }
 
   private async reply(message: JsonRpcMessage, relatedRequestId?: RequestId): Promise<void> {
@@ -148,10 +189,10 @@ export abstract class Session {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const id of this.inFlight.keys()) {
+    for (const id of [...this.inFlight.keys()]) {
+      this.finish(id, "error", "SESSION_CLOSED");
       void this.reply({ jsonrpc: "2.0", id, error: { code: ErrorCode.ConnectionClosed, message: "session closed" } });
     }
-    this.inFlight.clear();
     await Promise.allSettled(this.links().map((link) => link.close()));
     await this.transport.close().catch(() => undefined);
     for (const listener of this.closedListeners) listener();

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { ServerManifest } from "../config/manifest.js";
 import type { PendingVm, SandboxDriver, Vm, VmSpec } from "./driver.js";
 import { SandboxError } from "./errors.js";
+import { events } from "../telemetry/events.js";
 import { Sandbox, type SandboxTimings } from "./sandbox.js";
 import { warmUp, type Template, type TemplateMeta, type TemplateStore } from "./template.js";
 
@@ -121,7 +122,9 @@ class ServerPool {
       const source: SandboxTimings["source"] = pending ? "prestarted" : "cold-vmm";
       try {
         const vm = await this.driver.resume(pending ?? (await this.driver.prestart(this.spec, template.snapshot)), this.manifest.timeouts.resumeMs);
-        return { vm, timings: { source, resumeMs: performance.now() - t0 } };
+        const resumeMs = performance.now() - t0;
+        events.sandboxResume.publish({ server: this.manifest.name, sandboxId: vm.id, from: "snapshot", source, durationMs: resumeMs });
+        return { vm, timings: { source, resumeMs } };
       } catch (err) {
         this.log.warn({ server: this.manifest.name, attempt, err: (err as Error).message }, "clone resume failed");
         if (attempt === 1) continue;

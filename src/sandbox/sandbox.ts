@@ -2,6 +2,7 @@ import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { Vm, VmExit } from "./driver.js";
 import { SandboxError } from "./errors.js";
 import { Lifecycle, type SandboxState } from "./lifecycle.js";
+import { events } from "../telemetry/events.js";
 
 type RequestId = string | number;
 
@@ -40,6 +41,7 @@ export class Sandbox {
     readonly timings: SandboxTimings,
     private readonly callTimeoutMs: number,
   ) {
+    this.lifecycle.onTransition(({ from, to }) => events.sandboxTransition.publish({ server, sandboxId: vm.id, from, to }));
     vm.channel.onMessage((message) => this.fromGuest(message));
     void vm.exited.then((exit) => this.onVmExit(exit));
   }

@@ -6,6 +6,7 @@ import type { ServerManifest } from "../config/manifest.js";
 import type { SandboxDriver, SnapshotFiles, VmSpec } from "./driver.js";
 import { SandboxError } from "./errors.js";
 import { sha256File, sha256Json } from "./file-hash.js";
+import { events } from "../telemetry/events.js";
 import { GuestRpcError, guestNotify, guestRequest } from "./guest-rpc.js";
 
 const TEMPLATE_FORMAT = 4;
@@ -154,6 +155,7 @@ export class TemplateStore {
       await rm(finalDir, { recursive: true, force: true });
       await rename(buildDir, finalDir);
       await this.pruneOthers(manifest.name, key);
+      events.templateBuilt.publish({ server: manifest.name, coldBootMs: meta.timings.bootMs + meta.timings.initializeMs, snapshotMs: meta.timings.snapshotMs });
       onProgress(
         `template ${manifest.name}: snapshot taken (boot ${meta.timings.bootMs} ms, initialize ${meta.timings.initializeMs} ms, ` +
           `warm-up ${meta.timings.warmupMs} ms, snapshot ${meta.timings.snapshotMs} ms)`,

@@ -1,0 +1,77 @@
+import { channel } from "node:diagnostics_channel";
+
+/**
+ * What the gateway reports about itself. Layers publish plain records on these channels and know nothing
+ * of metrics or traces; src/telemetry subscribes (metrics, tracing, the status page). Publishing to a
+ * channel nobody subscribes to costs next to nothing.
+ */
+
+export type Outcome = "ok" | "tool_error" | "error" | "timeout";
+
+/** One client request, from arrival to answer. Times are epoch milliseconds with sub-ms precision. */
+export interface RequestRecord {
+  transport: string;
+  sessionId: string | undefined;
+  requestId: string | number;
+  method: string;
+  /** The hosted server it was routed to, once known. */
+  server?: string;
+  /** The tool's name as the server knows it; only set for a tool that exists (bounded label values). */
+  tool?: string;
+  startedAt: number;
+  /** A sandbox had to be acquired for this request: when, and where it came from. */
+  acquire?: { start: number; end: number; source: string };
+  /** The round trip to the guest: sent on the channel, answer received, and time inside the guest. */
+  guest?: { sent: number; answered?: number; guestMs?: number };
+  endedAt?: number;
+  outcome?: Outcome;
+  errorType?: string;
+  /** W3C trace context the client sent (HTTP header or `_meta.traceparent`). */
+  incomingTraceparent?: string;
+  /** Trace context to pass into the guest in `_meta`; the tracing subscriber sets it at start. */
+  traceparent?: string;
+  /** Left for the tracing subscriber between start and end. */
+  span?: unknown;
+}
+
+export interface SandboxTransitionRecord {
+  server: string;
+  sandboxId: string;
+  from: string;
+  to: string;
+}
+
+export interface SandboxResumeRecord {
+  server: string;
+  sandboxId: string;
+  /** `snapshot`: a fresh clone of the template; `suspended`: a session's own saved state. */
+  from: "snapshot" | "suspended";
+  source: string;
+  durationMs: number;
+}
+
+export interface TemplateBuiltRecord {
+  server: string;
+  coldBootMs: number;
+  snapshotMs: number;
+}
+
+export interface SessionRecord {
+  transport: string;
+  route: string;
+}
+
+export const events = {
+  requestStart: channel("mcpvisor:request:start"),
+  requestEnd: channel("mcpvisor:request:end"),
+  sandboxTransition: channel("mcpvisor:sandbox:transition"),
+  sandboxResume: channel("mcpvisor:sandbox:resume"),
+  templateBuilt: channel("mcpvisor:template:built"),
+  sessionOpened: channel("mcpvisor:session:opened"),
+  sessionClosed: channel("mcpvisor:session:closed"),
+} as const;
+
+/** The current time in epoch milliseconds with sub-millisecond precision. */
+export function nowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
