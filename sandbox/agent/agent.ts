@@ -22,6 +22,12 @@ import { ResyncingDecoder } from "./resync-decoder.js";
 import { DEFAULT_RESUME_HELPER, ResumeHelper } from "./resume.js";
 
 const DEFAULT_SPEC = "/srv/.mcpvisor/server.json";
+/** Bounds the timing table if a server never answers some requests. */
+const MAX_TIMED_REQUESTS = 10_000;
+
+function isResponse(msg: Record<string, unknown>): boolean {
+  return msg.id !== undefined && !("method" in msg);
+}
 /** Above this many bytes queued for the host, stop reading the server's stdout until it drains. */
 const CHANNEL_HIGH_WATER = 1024 * 1024;
 const EXIT_FLUSH_MS = 3_000;
@@ -80,9 +86,14 @@ async function main(): Promise<void> {
     return;
   }
 
+  /** When each request in flight was written to the server, to report its time inside the guest. */
+  const requestStarts = new Map<string | number, number>();
   const server: HostedServer = new HostedServer({
     message(msg) {
-      void send({ t: "mcp", msg });
+      // A response to a timed request carries the time the server took, as seen inside the guest.
+      const started = isResponse(msg) ? requestStarts.get(msg.id as string | number) : undefined;
+      if (started !== undefined) requestStarts.delete(msg.id as string | number);
+      void send(started === undefined ? { t: "mcp", msg } : { t: "mcp", msg, guestMs: performance.now() - started });
       if (channel.pendingBytes() > CHANNEL_HIGH_WATER) pauseServerOutput();
     },
     badOutput(description) {
@@ -132,6 +143,11 @@ async function main(): Promise<void> {
         if (!isObject(frame.msg)) {
           void send({ t: "error", message: "mcp frame without an object `msg`" });
           return;
+        }
+        const id = frame.msg.id;
+        if ((typeof id === "string" || typeof id === "number") && typeof frame.msg.method === "string") {
+          if (requestStarts.size >= MAX_TIMED_REQUESTS) requestStarts.clear();
+          requestStarts.set(id, performance.now());
         }
         const ok = await server.send(frame.msg);
         if (!ok) void send({ t: "error", message: "server is not running; mcp message dropped" });

@@ -59,7 +59,8 @@ export type GuestFrame =
       /** Guest uptime when the agent became ready, milliseconds. */
       uptimeMs: number;
     }
-  | { t: "mcp"; msg: JsonRpcMessage }
+  /** `guestMs`: on a response, how long the server took to answer it, measured inside the guest. */
+  | { t: "mcp"; msg: JsonRpcMessage; guestMs?: number }
   | {
       t: "resumed";
       id: number;

@@ -36,7 +36,7 @@ export class AggregateSession extends Session {
     super(transport, pool, log, transportKind);
     for (const server of pool.serverNames()) {
       const link: ServerLink = new ServerLink(server, pool, log.child({ server }), {
-        message: (message) => void this.fromServer(link, message),
+        message: (message, guestMs) => void this.fromServer(link, message, guestMs),
         requestFailed: (id, error) => {
           this.routes.delete(id);
           this.fail(id, error, server);
@@ -182,7 +182,7 @@ export class AggregateSession extends Session {
     upstream.link.sendIfLive({ ...message, id: upstream.id });
   }
 
-  private async fromServer(link: ServerLink, message: JsonRpcMessage): Promise<void> {
+  private async fromServer(link: ServerLink, message: JsonRpcMessage, guestMs?: number): Promise<void> {
     const id = message.id as RequestId | undefined;
     const refusal = this.refusedByClient(message);
     if (refusal) return link.sendIfLive(refusal);
@@ -192,6 +192,6 @@ export class AggregateSession extends Session {
       return this.deliver({ ...message, id: ours });
     }
     if (id !== undefined) this.routes.delete(id);
-    await this.deliver(message);
+    await this.deliver(message, guestMs);
   }
 }

@@ -17,7 +17,7 @@ function withTraceparent(message: JsonRpcMessage, traceparent: string): JsonRpcM
 
 export interface LinkEvents {
   /** A message from the server: response, notification or server->client request. */
-  message(message: JsonRpcMessage): void;
+  message(message: JsonRpcMessage, guestMs?: number): void;
   /** A forwarded request that will never be answered by the server (timeout, the VM died). */
   requestFailed(id: RequestId, error: SandboxError): void;
 }
@@ -129,10 +129,10 @@ export class ServerLink {
     }
     this.sandbox = sandbox;
     this.log.info({ server: this.server, sandbox: sandbox.id, ...sandbox.timings }, "sandbox attached to session");
-    sandbox.on("message", (message) => {
+    sandbox.on("message", (message, guestMs) => {
       const waiter = message.id !== undefined && !("method" in message) ? this.internal.get(message.id as RequestId) : undefined;
       if (waiter) waiter(message);
-      else this.events.message(message);
+      else this.events.message(message, guestMs);
     });
     sandbox.on("requestFailed", (id, error) => {
       if (!this.internal.has(id)) this.events.requestFailed(id, error);

@@ -23,10 +23,10 @@ export class ServerSession extends Session {
   ) {
     super(transport, pool, log, transportKind);
     this.link = new ServerLink(server, pool, log.child({ server }), {
-      message: (message) => {
+      message: (message, guestMs) => {
         const refusal = this.refusedByClient(message);
         if (refusal) this.link.sendIfLive(refusal);
-        else void this.deliver(message);
+        else void this.deliver(message, guestMs);
       },
       requestFailed: (id, error) => this.fail(id, error, server),
     });

@@ -119,10 +119,15 @@ export abstract class Session {
   }
 
   /** Delivers a server message; a response ends its request's bookkeeping. */
-  protected async deliver(message: JsonRpcMessage): Promise<void> {
+  protected async deliver(message: JsonRpcMessage, guestMs?: number): Promise<void> {
     const id = message.id as RequestId | undefined;
     const isResponse = id !== undefined && !("method" in message);
     if (isResponse) {
+      const guest = this.inFlight.get(id)?.record.guest;
+      if (guest) {
+        guest.answered = nowMs();
+        if (guestMs !== undefined) guest.guestMs = guestMs;
+      }
       const error = message.error as { code?: number } | undefined;
       const isToolError = (message.result as { isError?: unknown } | undefined)?.isError === true;
       this.finish(id, error ? (error.code === ErrorCode.RequestTimeout ? "timeout" : "error") : isToolError ? "tool_error" : "ok", error ? `rpc_${error.code}` : undefined);

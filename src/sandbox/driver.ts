@@ -42,7 +42,8 @@ export interface VmExit {
 /** MCP messages to and from the server inside the guest, unchanged. */
 export interface GuestChannel {
   send(message: JsonRpcMessage): void;
-  onMessage(listener: (message: JsonRpcMessage) => void): () => void;
+  /** `guestMs`, on responses: the time the server took inside the guest, when the agent measured it. */
+  onMessage(listener: (message: JsonRpcMessage, guestMs?: number) => void): () => void;
   ping(timeoutMs: number): Promise<{ serverAlive: boolean; uptimeMs: number; stderrTail: string }>;
 }
 

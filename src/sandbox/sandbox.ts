@@ -8,7 +8,7 @@ type RequestId = string | number;
 
 export interface SandboxEvents {
   /** A message from the server in the guest: a response, a notification, or a server->client request. */
-  message: (message: JsonRpcMessage) => void;
+  message: (message: JsonRpcMessage, guestMs?: number) => void;
   /** A request that will never get a real answer (timeout, the guest died); the caller must be told. */
   requestFailed: (id: RequestId, error: SandboxError) => void;
   /** The sandbox is gone; `error` says why when it was not a deliberate destroy. */
@@ -42,7 +42,7 @@ export class Sandbox {
     private readonly callTimeoutMs: number,
   ) {
     this.lifecycle.onTransition(({ from, to }) => events.sandboxTransition.publish({ server, sandboxId: vm.id, from, to }));
-    vm.channel.onMessage((message) => this.fromGuest(message));
+    vm.channel.onMessage((message, guestMs) => this.fromGuest(message, guestMs));
     void vm.exited.then((exit) => this.onVmExit(exit));
   }
 
@@ -75,7 +75,7 @@ export class Sandbox {
     this.vm.channel.send(message);
   }
 
-  private fromGuest(message: JsonRpcMessage): void {
+  private fromGuest(message: JsonRpcMessage, guestMs?: number): void {
     const id = message.id as RequestId | undefined;
     if (id !== undefined && !("method" in message)) {
       const timer = this.inFlight.get(id);
@@ -84,7 +84,7 @@ export class Sandbox {
       this.inFlight.delete(id);
       if (this.inFlight.size === 0 && this.state === "active") this.lifecycle.transition("idle");
     }
-    this.emit("message", message);
+    this.emit("message", message, guestMs);
   }
 
   /** A request past its deadline fails, and the clone is replaced: its state can no longer be trusted. */

@@ -21,7 +21,7 @@ export type ServerExit = Extract<GuestFrame, { t: "exit" }>;
  */
 export class AgentChannel implements GuestChannel {
   private readonly decoder = new FrameDecoder();
-  private readonly mcpListeners = new Set<(message: JsonRpcMessage) => void>();
+  private readonly mcpListeners = new Set<(message: JsonRpcMessage, guestMs?: number) => void>();
   private readonly waiters = new Map<string, (frame: GuestFrame) => void>();
   private nextControlId = 1;
   private hello: Hello | undefined;
@@ -71,7 +71,7 @@ export class AgentChannel implements GuestChannel {
   private dispatch(frame: GuestFrame): void {
     switch (frame.t) {
       case "mcp":
-        for (const listener of this.mcpListeners) listener(frame.msg);
+        for (const listener of this.mcpListeners) listener(frame.msg, frame.guestMs);
         return;
       case "hello":
         this.hello = frame;
@@ -110,7 +110,7 @@ export class AgentChannel implements GuestChannel {
     this.write({ t: "mcp", msg: message });
   }
 
-  onMessage(listener: (message: JsonRpcMessage) => void): () => void {
+  onMessage(listener: (message: JsonRpcMessage, guestMs?: number) => void): () => void {
     this.mcpListeners.add(listener);
     return () => this.mcpListeners.delete(listener);
   }
