@@ -42,7 +42,11 @@ export async function createRuntime(
   const loaded = await loadManifests(config.serversDir, config.servers);
   const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
   const driver = new QemuDriver({ runDir: config.runDir });
-  const pool = new SandboxPool(driver, new TemplateStore(driver, config.cacheDir, log), log);
+  const pool = new SandboxPool(driver, new TemplateStore(driver, config.cacheDir, log), log, {
+    maxVms: config.maxVms,
+    maxQueue: config.vmQueue,
+    queueTimeoutMs: config.vmQueueTimeoutMs,
+  });
   const router = new Router(pool, log);
   const readiness = new Readiness();
   readiness.setPhase("building guest images (first start can take a few minutes)");

@@ -6,7 +6,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { resolveGatewayConfig, type GatewayConfig } from "../src/config/gateway.js";
 import type { ServerManifest } from "../src/config/manifest.js";
-import { REPO_ROOT, startGateway, type Gateway } from "../src/main.js";
+import { REPO_ROOT, startGateway, type Gateway, type RuntimeOptions } from "../src/main.js";
 import { createLogger } from "../src/telemetry/log.js";
 
 /** Tests share the default cache, which `npm test` fills first with `mcpvisor build`. */
@@ -30,9 +30,12 @@ export async function serversDirWith(edits: Record<string, (m: ServerManifest) =
 }
 
 /** A gateway whose templates exist and whose pools were filled once. */
-export async function startReadyGateway(overrides: Partial<GatewayConfig> = {}): Promise<Gateway & { url: (server: string) => string }> {
+export async function startReadyGateway(
+  overrides: Partial<GatewayConfig> = {},
+  options: RuntimeOptions = {},
+): Promise<Gateway & { url: (server: string) => string }> {
   const config = testConfig(overrides);
-  const gateway = await startGateway(config, createLogger(config.logLevel), () => undefined);
+  const gateway = await startGateway(config, createLogger(config.logLevel), () => undefined, options);
   await gateway.settled;
   const report = gateway.readiness.report();
   if (!report.ready) {

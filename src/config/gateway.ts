@@ -17,6 +17,12 @@ export const GatewayConfigSchema = z
     accel: z.enum(["auto", "kvm", "tcg"]).default("auto"),
     /** A client session with no request for this long is closed and its sandbox destroyed. */
     sessionIdleMs: z.coerce.number().int().positive().default(30 * 60_000),
+    /** VMs (prestarted, warm and in sessions) allowed at once; past it requests queue, then get BUSY. */
+    maxVms: z.coerce.number().int().min(1).default(64),
+    /** Requests that may wait for a free VM at once. */
+    vmQueue: z.coerce.number().int().min(0).default(64),
+    /** How long a request may wait for a free VM. */
+    vmQueueTimeoutMs: z.coerce.number().int().positive().default(10_000),
     /** Largest accepted HTTP request body. */
     maxBodyBytes: z.coerce.number().int().positive().default(4 * 1024 * 1024),
     /** Host names (besides loopback and the bound address) that requests may be addressed to. */
@@ -36,6 +42,9 @@ const ENV: Record<string, keyof GatewayConfig> = {
   MCPVISOR_ACCEL: "accel",
   MCPVISOR_SESSION_IDLE_MS: "sessionIdleMs",
   MCPVISOR_LOG_LEVEL: "logLevel",
+  MCPVISOR_MAX_VMS: "maxVms",
+  MCPVISOR_VM_QUEUE: "vmQueue",
+  MCPVISOR_VM_QUEUE_TIMEOUT_MS: "vmQueueTimeoutMs",
 };
 
 /** Merges flags over the environment and validates; a bad value names the setting and what it expects. */

@@ -19,6 +19,8 @@ export function toJsonRpcError(error: unknown, server: string): JsonRpcErrorObje
         return { code: ErrorCode.RequestTimeout, message: error.message, data };
       case "TEMPLATE_FAILED":
         return { code: ErrorCode.InternalError, message: `Server '${server}' is unavailable: ${error.message}`, data };
+      case "BUSY":
+        return { code: ErrorCode.InternalError, message: `Server '${server}' is busy: ${error.message}`, data };
       case "POOL_CLOSED":
         return { code: ErrorCode.InternalError, message: `Server '${server}' is not accepting calls: ${error.message}`, data };
       default:

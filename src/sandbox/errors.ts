@@ -16,6 +16,7 @@ export type SandboxErrorCode =
   | "SNAPSHOT_CORRUPT"
   | "TEMPLATE_FAILED"
   | "POOL_CLOSED"
+  | "BUSY"
   | "ILLEGAL_TRANSITION";
 
 export class SandboxError extends Error {

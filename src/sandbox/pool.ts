@@ -4,6 +4,7 @@ import type { PendingVm, SandboxDriver, Vm, VmSpec } from "./driver.js";
 import { SandboxError } from "./errors.js";
 import { events } from "../telemetry/events.js";
 import { Sandbox, type SandboxTimings } from "./sandbox.js";
+import { VmBudget, type VmBudgetLimits } from "./vm-budget.js";
 import { warmUp, type Template, type TemplateMeta, type TemplateStore } from "./template.js";
 
 export interface ServerPoolStats {
@@ -48,6 +49,7 @@ class ServerPool {
     private readonly templates: TemplateStore,
     private readonly log: Logger,
     private readonly progress: (line: string) => void,
+    private readonly budget: VmBudget,
   ) {
     this.templateReady = this.loadTemplate();
     this.templateReady.catch(() => undefined);
@@ -98,9 +100,42 @@ class ServerPool {
       this.refillAfterTake();
       return this.lease(warm.vm, { source: "warm-pool", resumeMs: warm.resumeMs });
     }
-    const { vm, timings } = await this.resumeClone(template);
+    const { vm, timings } = (await this.resumeClone(template, true))!;
     this.refillAfterTake();
     return this.lease(vm, timings);
+  }
+
+  /**
+   * Starts a VMM, holding one slot of the global VM budget until its process exits. With `wait` false it
+   * gives up (undefined) rather than queue: pool refills must never crowd out sessions.
+   */
+  private async prestartWithSlot(template: Template, wait: boolean): Promise<PendingVm | undefined> {
+    if (wait) await this.budget.take();
+    else if (!this.budget.tryTake()) return undefined;
+    let pending: PendingVm;
+    try {
+      pending = await this.driver.prestart(this.spec, template.snapshot);
+    } catch (err) {
+      this.budget.release();
+      throw err;
+    }
+    void pending.exited.then(() => this.budget.release());
+    return pending;
+  }
+
+  /** Ends one idle pooled VM (a prestarted one first) to make room for a session; false if none. */
+  dropIdle(): boolean {
+    const pending = this.prestarted.shift();
+    if (pending) {
+      void pending.kill("making room for a session");
+      return true;
+    }
+    const warm = this.warm.shift();
+    if (warm) {
+      void warm.vm.kill("making room for a session");
+      return true;
+    }
+    return false;
   }
 
   private lease(vm: Vm, timings: SandboxTimings): Sandbox {
@@ -115,13 +150,15 @@ class ServerPool {
    * too, the template is verified and, when damaged, rebuilt before a last try: a corrupt snapshot is
    * never trusted, and never left in place.
    */
-  private async resumeClone(template: Template): Promise<{ vm: Vm; timings: SandboxTimings }> {
+  private async resumeClone(template: Template, wait: boolean): Promise<{ vm: Vm; timings: SandboxTimings } | undefined> {
     for (let attempt = 1; ; attempt++) {
       const t0 = performance.now();
-      const pending = this.prestarted.shift();
+      let pending = this.prestarted.shift();
       const source: SandboxTimings["source"] = pending ? "prestarted" : "cold-vmm";
+      pending ??= await this.prestartWithSlot(template, wait);
+      if (!pending) return undefined;
       try {
-        const vm = await this.driver.resume(pending ?? (await this.driver.prestart(this.spec, template.snapshot)), this.manifest.timeouts.resumeMs);
+        const vm = await this.driver.resume(pending, this.manifest.timeouts.resumeMs);
         const resumeMs = performance.now() - t0;
         events.sandboxResume.publish({ server: this.manifest.name, sandboxId: vm.id, from: "snapshot", source, durationMs: resumeMs });
         return { vm, timings: { source, resumeMs } };
@@ -180,11 +217,14 @@ class ServerPool {
       const template = this.template;
       try {
         if (this.warm.length < wantWarm) {
-          const { vm, timings } = await this.resumeClone(template);
+          const clone = await this.resumeClone(template, false);
+          if (!clone) break; // the VM budget is spent: sessions come first
+          const { vm, timings } = clone;
           await warmUp(vm.channel, this.manifest, template.meta.initialize, this.manifest.timeouts.callMs);
           this.keep(this.warm, { vm, resumeMs: timings.resumeMs }, vm);
         } else if (this.prestarted.length < wantPrestarted) {
-          const pending = await this.driver.prestart(this.spec, template.snapshot);
+          const pending = await this.prestartWithSlot(template, false);
+          if (!pending) break;
           this.keep(this.prestarted, pending, pending);
         } else {
           break;
@@ -231,13 +271,22 @@ class ServerPool {
 /** Every hosted server's pool; the router's only way to a sandbox. */
 export class SandboxPool {
   private readonly servers = new Map<string, ServerPool>();
+  private readonly budget: VmBudget;
   private closed = false;
 
   constructor(
     private readonly driver: SandboxDriver,
     private readonly templates: TemplateStore,
     private readonly log: Logger,
-  ) {}
+    limits: VmBudgetLimits = { maxVms: 64, maxQueue: 64, queueTimeoutMs: 10_000 },
+  ) {
+    this.budget = new VmBudget(limits, () => [...this.servers.values()].some((s) => s.dropIdle()));
+  }
+
+  /** VMs running now against the global cap, and acquisitions waiting for one. */
+  budgetStats(): { inUse: number; queued: number } {
+    return { inUse: this.budget.inUse, queued: this.budget.queued };
+  }
 
   /**
    * Starts building (or loading) the server's template and filling its pool, in the background, as soon
@@ -245,7 +294,7 @@ export class SandboxPool {
    */
   add(manifest: ServerManifest, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
     if (this.closed) throw new SandboxError("POOL_CLOSED", "the pool is closed");
-    this.servers.set(manifest.name, new ServerPool(manifest, spec, this.driver, this.templates, this.log, progress));
+    this.servers.set(manifest.name, new ServerPool(manifest, spec, this.driver, this.templates, this.log, progress, this.budget));
   }
 
   has(server: string): boolean {
@@ -281,6 +330,7 @@ export class SandboxPool {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.budget.close();
     await Promise.allSettled([...this.servers.values()].map((s) => s.close()));
   }
 }
