@@ -62,6 +62,11 @@ export const ServerManifestSchema = z
       .strict()
       .default({ callMs: 30_000, bootMs: 120_000, resumeMs: 10_000 }),
     warmup: z.array(WarmupRequestSchema).default([]),
+    /**
+     * `session`: one client session = one clone, kept across calls. `call`: every request gets a fresh
+     * clone of the template, destroyed after its answer, so nothing one call writes reaches the next.
+     */
+    isolation: z.enum(["session", "call"]).default("session"),
     /** No guest has a network device; a manifest would have to ask for one, and none is supported yet. */
     network: z.literal(false).default(false),
   })

@@ -50,7 +50,21 @@ export class StreamableHttpFace {
     if (c.req.method !== "POST") {
       return jsonRpcHttpError(400, ErrorCode.InvalidRequest, "Bad request: no Mcp-Session-Id header; send initialize first");
     }
-    return this.startSession(c, server);
+    return (await isInitialize(c.req.raw)) ? this.startSession(c, server) : this.stateless(c, server);
+  }
+
+  /**
+   * A request without a session (a stateless client): it is answered on its own, in a fresh clone that
+   * is destroyed right after (`call` isolation), with a JSON response since there is no stream to keep.
+   */
+  private async stateless(c: Context, server: string): Promise<Response> {
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    await this.router.connect(server, transport, "streamable-http", { stateless: true });
+    try {
+      return await transport.handleRequest(c.req.raw);
+    } finally {
+      void transport.close();
+    }
   }
 
   private async startSession(c: Context, server: string): Promise<Response> {
@@ -70,5 +84,16 @@ export class StreamableHttpFace {
 
   close(): Promise<void> {
     return this.sessions.close();
+  }
+}
+
+/** Whether a POST body is (or, in a batch, contains) an initialize request; unreadable bodies are not. */
+async function isInitialize(request: Request): Promise<boolean> {
+  try {
+    const body = (await request.clone().json()) as unknown;
+    const messages = Array.isArray(body) ? body : [body];
+    return messages.some((m) => typeof m === "object" && m !== null && (m as { method?: unknown }).method === "initialize");
+  } catch {
+    return true; // let the session path report the parse error the usual way
   }
 }

@@ -32,7 +32,7 @@ export class AggregateSession extends Session {
   /** Which server each forwarded client request went to, for failures and cancellation. */
   private readonly routes = new Map<RequestId, string>();
 
-  constructor(transport: Transport, pool: SandboxPool, log: Logger, transportKind: string) {
+  constructor(transport: Transport, pool: SandboxPool, log: Logger, transportKind: string, stateless = false) {
     super(transport, pool, log, transportKind);
     for (const server of pool.serverNames()) {
       const link: ServerLink = new ServerLink(server, pool, log.child({ server }), {
@@ -41,7 +41,7 @@ export class AggregateSession extends Session {
           this.routes.delete(id);
           this.fail(id, error, server);
         },
-      });
+      }, stateless);
       this.serverLinks.set(server, link);
     }
   }
@@ -125,6 +125,7 @@ export class AggregateSession extends Session {
     if (message.method === "tools/call") {
       const verdict = await link.checkToolCall(target.name, params.arguments);
       if (!verdict.ok) {
+        if (record && verdict.reason !== "unknown-tool") Object.assign(record, { server: target.server, tool: target.name }); // a known tool: bounded labels
         return verdict.reason === "unknown-tool"
           ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${String(params.name)}'; tools/list shows the tools there are`)
           : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${String(params.name)}': ${verdict.message}`, { tool: params.name });

@@ -28,11 +28,12 @@ export class Router {
    * Takes over the transport's callbacks and starts it. `route` is one hosted server (names unchanged)
    * or `"*"`, every server aggregated with namespaced names.
    */
-  async connect(route: Route, transport: Transport, transportKind = "in-memory"): Promise<Session> {
+  async connect(route: Route, transport: Transport, transportKind = "in-memory", options: { stateless?: boolean } = {}): Promise<Session> {
+    const stateless = options.stateless ?? false;
     const session =
       route === AGGREGATE
-        ? new AggregateSession(transport, this.pool, this.log, transportKind)
-        : new ServerSession(route, transport, this.pool, this.log, transportKind);
+        ? new AggregateSession(transport, this.pool, this.log, transportKind, stateless)
+        : new ServerSession(route, transport, this.pool, this.log, transportKind, stateless);
     events.sessionOpened.publish({ transport: transportKind, route });
     session.onClosed(() => events.sessionClosed.publish({ transport: transportKind, route }));
     this.sessions.add(session);

@@ -35,12 +35,23 @@ export class ServerLink {
   /** Messages sent to every new sandbox before anything else (e.g. the session's logging level). */
   private readonly preamble = new Map<string, JsonRpcMessage>();
 
+  /** With `call` isolation: the clone of each client request in flight, by the client's request id. */
+  private readonly callSandboxes = new Map<RequestId, Sandbox>();
+  /** With `call` isolation: server->client requests, renamed since every clone counts ids from the same start. */
+  private readonly upstreamRequests = new Map<string, { sandbox: Sandbox; id: RequestId }>();
+  private nextUpstreamId = 1;
+  readonly isolation: "session" | "call";
+
   constructor(
     readonly server: string,
     private readonly pool: SandboxPool,
     private readonly log: Logger,
     private readonly events: LinkEvents,
-  ) {}
+    /** Stateless requests get `call` isolation whatever the manifest says: there is no session to keep. */
+    forceCallIsolation = false,
+  ) {
+    this.isolation = forceCallIsolation ? "call" : (pool.manifest(server)?.isolation ?? "session");
+  }
 
   get live(): boolean {
     return this.sandbox !== undefined && this.sandbox.state !== "destroyed";
@@ -61,6 +72,7 @@ export class ServerLink {
    * the acquisition and the guest round trip are timed, and its trace context goes into `_meta`.
    */
   async send(message: JsonRpcMessage, record?: RequestRecord): Promise<void> {
+    if (this.isolation === "call") return this.sendPerCall(message, record);
     let sandbox: Sandbox;
     if (this.live || !record) {
       sandbox = await this.ensureSandbox();
@@ -69,6 +81,10 @@ export class ServerLink {
       sandbox = await this.ensureSandbox();
       record.acquire = { start, end: nowMs(), source: sandbox.timings.source };
     }
+    this.forwardTo(sandbox, message, record);
+  }
+
+  private forwardTo(sandbox: Sandbox, message: JsonRpcMessage, record: RequestRecord | undefined): void {
     if (record) {
       record.server = this.server;
       record.guest = { sent: nowMs() };
@@ -80,7 +96,61 @@ export class ServerLink {
 
   /** Forwards only if a sandbox is live (for messages that mean nothing to a fresh clone). */
   sendIfLive(message: JsonRpcMessage): void {
-    if (this.live) this.sandbox!.send(message);
+    if (this.isolation === "call") void this.sendPerCall(message);
+    else if (this.live) this.sandbox!.send(message);
+  }
+
+  /**
+   * `call` isolation: a request gets a fresh clone, destroyed once it is answered. Notifications and
+   * replies go to the clone of the call they belong to (a cancellation, an answer to sampling).
+   */
+  private async sendPerCall(message: JsonRpcMessage, record?: RequestRecord): Promise<void> {
+    const id = message.id as RequestId | undefined;
+    if (typeof message.method !== "string") {
+      const upstream = id !== undefined ? this.upstreamRequests.get(String(id)) : undefined;
+      if (upstream) {
+        this.upstreamRequests.delete(String(id));
+        if (upstream.sandbox.state !== "destroyed") upstream.sandbox.send({ ...message, id: upstream.id });
+      }
+      return;
+    }
+    if (id === undefined) {
+      const target = message.method === "notifications/cancelled" ? (message.params as { requestId?: RequestId } | undefined)?.requestId : undefined;
+      const sandbox = target !== undefined ? this.callSandboxes.get(target) : undefined;
+      if (sandbox && sandbox.state !== "destroyed") sandbox.send(message);
+      return;
+    }
+    const start = nowMs();
+    const sandbox = await this.pool.acquire(this.server);
+    if (record) record.acquire = { start, end: nowMs(), source: sandbox.timings.source };
+    if (this.closed) {
+      void sandbox.destroy("session ended while the sandbox was resuming");
+      throw new SandboxError("POOL_CLOSED", "the session ended");
+    }
+    this.callSandboxes.set(id, sandbox);
+    const done = () => {
+      this.callSandboxes.delete(id);
+      void sandbox.destroy("call answered (isolation: call)");
+    };
+    sandbox.on("message", (reply, guestMs) => {
+      const replyId = reply.id as RequestId | undefined;
+      if (typeof replyId === "string" && replyId.startsWith("mcpvisor:preamble:")) return;
+      if (replyId !== undefined && typeof reply.method === "string") {
+        const ours = `${this.server}:call:${this.nextUpstreamId++}`;
+        this.upstreamRequests.set(ours, { sandbox, id: replyId });
+        this.events.message({ ...reply, id: ours });
+        return;
+      }
+      this.events.message(reply, guestMs);
+      if (replyId === id) done();
+    });
+    sandbox.on("requestFailed", (failedId, error) => {
+      if (failedId !== id) return;
+      this.events.requestFailed(id, error);
+      done();
+    });
+    for (const preamble of this.preamble.values()) sandbox.send({ ...preamble, id: `mcpvisor:preamble:${this.nextInternalId++}` });
+    this.forwardTo(sandbox, message, record);
   }
 
   /** Remembers a message to replay into every sandbox this link gets from now on, and sends it now. */
@@ -149,8 +219,9 @@ export class ServerLink {
 
   async close(): Promise<void> {
     this.closed = true;
-    const sandbox = this.sandbox;
+    const sandboxes = [this.sandbox, ...this.callSandboxes.values()].filter((s): s is Sandbox => s !== undefined);
     this.sandbox = undefined;
-    if (sandbox) await sandbox.destroy("client session ended");
+    this.callSandboxes.clear();
+    await Promise.allSettled(sandboxes.map((s) => s.destroy("client session ended")));
   }
 }

@@ -20,6 +20,7 @@ export class ServerSession extends Session {
     pool: SandboxPool,
     log: Logger,
     transportKind: string,
+    stateless = false,
   ) {
     super(transport, pool, log, transportKind);
     this.link = new ServerLink(server, pool, log.child({ server }), {
@@ -29,7 +30,7 @@ export class ServerSession extends Session {
         else void this.deliver(message, guestMs);
       },
       requestFailed: (id, error) => this.fail(id, error, server),
-    });
+    }, stateless);
   }
 
   protected links(): ServerLink[] {
@@ -58,6 +59,7 @@ export class ServerSession extends Session {
       }
       const verdict = await this.link.checkToolCall(name, args);
       if (!verdict.ok) {
+        if (record && verdict.reason !== "unknown-tool") Object.assign(record, { server: this.server, tool: name }); // a known tool: bounded labels
         return verdict.reason === "unknown-tool"
           ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${name}' on server '${this.server}'; tools/list shows the tools it has`)
           : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${name}': ${verdict.message}`, { tool: name });
