@@ -82,8 +82,16 @@ export interface SandboxDriver {
   snapshot(vm: Vm, statePath: string): Promise<void>;
   /** Starts a VMM that will load `snapshot` into a private copy-on-write view of its RAM. */
   prestart(spec: VmSpec, snapshot: SnapshotFiles): Promise<PendingVm>;
-  /** Loads the snapshot into a prestarted VMM, runs it, and completes the agent's resume handshake. */
-  resume(pending: PendingVm, timeoutMs: number): Promise<Vm>;
+  /**
+   * Loads the snapshot into a prestarted VMM, runs it, and completes the agent's resume handshake. With
+   * `suspendedState`, it loads that (a clone saved by `suspend`) on top of the template instead.
+   */
+  resume(pending: PendingVm, timeoutMs: number, suspendedState?: string): Promise<Vm>;
+  /**
+   * Saves a running clone to `statePath` (only what it changed against its template) and ends its VM.
+   * On failure the VM keeps running and the error is thrown.
+   */
+  suspend(vm: Vm, statePath: string): Promise<{ bytes: number; pages: number }>;
   /** Identifies the VMM build, for snapshot invalidation. */
   version(): Promise<string>;
 }

@@ -1,6 +1,9 @@
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { open, rename, truncate, writeFile } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { open, rename, rm, truncate, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { createGzip } from "node:zlib";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { BootedVm, GuestChannel, PendingVm, SandboxDriver, SnapshotFiles, Vm, VmExit, VmSpec } from "../driver.js";
@@ -8,6 +11,8 @@ import { SandboxError } from "../errors.js";
 import { AgentChannel } from "./agent-channel.js";
 import { QEMU_BINARY, qemuArgs, type QemuLaunch } from "./argv.js";
 import { QmpClient } from "./qmp.js";
+import { privatePages } from "./private-pages.js";
+import { filterRamStream, type DiffStats } from "./ram-diff-filter.js";
 import { VmmProcess } from "./vmm-process.js";
 
 const run = promisify(execFile);
@@ -29,6 +34,8 @@ class QemuVm implements BootedVm {
     readonly qmp: QmpClient,
     readonly agent: AgentChannel,
     readonly kernelRelease: string,
+    /** The file guest RAM is mapped from (copy-on-write for clones). */
+    readonly ramPath: string,
   ) {
     // A guest that breaks the channel (an oversized frame, a closed port) cannot be talked to any more.
     agent.onClose((error) => void this.kill(`agent channel failed: ${error.message}`));
@@ -162,7 +169,7 @@ export class QemuDriver implements SandboxDriver {
     const { qmp, agent } = await this.connect(proc);
     try {
       const hello = await whileAlive(proc, agent.waitForHello(helloMs), "cold boot");
-      return new QemuVm(proc, qmp, agent, hello.kernel);
+      return new QemuVm(proc, qmp, agent, hello.kernel, ramPath);
     } catch (err) {
       await proc.kill("cold boot failed");
       if (err instanceof SandboxError && err.code === "AGENT_PROTOCOL") {
@@ -209,20 +216,74 @@ export class QemuDriver implements SandboxDriver {
     return new QemuPendingVm(proc, qmp, agent, snapshot);
   }
 
-  async resume(pending: PendingVm, timeoutMs: number): Promise<Vm> {
+  suspend(vm: Vm, statePath: string): Promise<{ bytes: number; pages: number }> {
+    return suspendToFile(vm, statePath);
+  }
+
+  async resume(pending: PendingVm, timeoutMs: number, suspendedState?: string): Promise<Vm> {
     if (!(pending instanceof QemuPendingVm)) throw new TypeError("QemuDriver.resume needs a VMM it prestarted");
     const { process: proc, qmp, agent, snapshot } = pending;
+    const uri = suspendedState ? `exec:gzip -dc '${suspendedState}'` : `exec:cat '${snapshot.statePath}'`;
     try {
-      await whileAlive(proc, qmp.execute("migrate-incoming", { uri: `exec:cat '${snapshot.statePath}'` }), "state load");
+      await whileAlive(proc, qmp.execute("migrate-incoming", { uri }), "state load");
       // Without -S QEMU runs the guest as soon as the state is loaded: no `cont` round trip needed.
       const status = await whileAlive(proc, qmp.waitWhileStatus("inmigrate", timeoutMs), "state load");
       if (status !== "running") await qmp.execute("cont");
       await whileAlive(proc, agent.resume(timeoutMs), "agent resume");
-      return new QemuVm(proc, qmp, agent, "");
+      return new QemuVm(proc, qmp, agent, "", snapshot.ramPath);
     } catch (err) {
       await proc.kill("resume failed");
       throw new SandboxError("RESUME_FAILED", `could not resume from snapshot: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
+  }
+}
+
+/**
+ * Suspends a clone to `statePath`: stop, find the pages it changed, and migrate through a filter that
+ * keeps only those (plus device state), gzip'd. The result resumes on the same template. The VM is
+ * ended after; on failure it is let run again and the error rethrown, so nothing is lost.
+ */
+export async function suspendToFile(vm: Vm, statePath: string): Promise<{ bytes: number; pages: number }> {
+  if (!(vm instanceof QemuVm)) throw new TypeError("suspendToFile needs a VM QemuDriver started");
+  const tmp = `${statePath}.tmp-${process.pid}`;
+  const socketPath = join(vm.process.runDir, "suspend.sock");
+  await vm.qmp.execute("stop");
+  try {
+    const dirty = await privatePages(vm.pid, vm.ramPath);
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => server.listen(socketPath, resolve).once("error", reject));
+    const filtered = new Promise<DiffStats>((resolve, reject) => {
+      server.once("connection", (socket) => {
+        const file = createWriteStream(tmp);
+        const gzip = createGzip({ level: 1 });
+        gzip.pipe(file);
+        filterRamStream(socket, gzip, "mem", (offset) => dirty[offset / 4096] === 1)
+          .then((stats) => {
+            gzip.end();
+            file.once("close", () => resolve(stats)).once("error", reject);
+          })
+          .catch(reject);
+      });
+    });
+    try {
+      await vm.qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 * 1024 * 1024 });
+      await vm.qmp.execute("migrate", { uri: `unix:${socketPath}` });
+      await whileAlive(vm.process, vm.qmp.waitForMigration(120_000), "suspend");
+      const stats = await filtered;
+      const fh = await open(tmp, "r");
+      await fh.sync();
+      const { size } = await fh.stat();
+      await fh.close();
+      await rename(tmp, statePath);
+      await vm.kill("suspended to disk");
+      return { bytes: size, pages: stats.keptPages };
+    } finally {
+      server.close();
+    }
+  } catch (err) {
+    await rm(tmp, { force: true });
+    await vm.qmp.execute("cont").catch(() => undefined);
+    throw err instanceof SandboxError ? err : new SandboxError("SNAPSHOT_FAILED", `suspend failed: ${(err as Error).message}`, { cause: err });
   }
 }
 
