@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { GatewayConfig } from "./config/gateway.js";
@@ -11,6 +12,11 @@ import { prepareGuests } from "./sandbox/guest-images.js";
 import { SandboxPool } from "./sandbox/pool.js";
 import { QemuDriver } from "./sandbox/qemu/qemu-driver.js";
 import { TemplateStore } from "./sandbox/template.js";
+import { RecentActivity } from "./telemetry/recent-activity.js";
+import { Tracing } from "./telemetry/tracing.js";
+import { registerManifestSecrets } from "./telemetry/log.js";
+import { Metrics } from "./telemetry/metrics.js";
+import { subscribeRequestLog } from "./telemetry/request-log.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -19,6 +25,9 @@ export interface Runtime {
   pool: SandboxPool;
   router: Router;
   readiness: Readiness;
+  /** Request traces (in memory, and OTLP when configured) and recent activity, for the status page. */
+  tracing: Tracing;
+  activity: RecentActivity;
   /** Resolves when every server's template exists and its pool was filled once (or failed). */
   settled: Promise<void>;
   close(): Promise<void>;
@@ -41,14 +50,18 @@ export async function createRuntime(
 ): Promise<Runtime> {
   const loaded = await loadManifests(config.serversDir, config.servers);
   const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
+  registerManifestSecrets(manifests);
+  const stopRequestLog = subscribeRequestLog(log);
   const driver = new QemuDriver({ runDir: config.runDir });
-  const pool = new SandboxPool(driver, new TemplateStore(driver, config.cacheDir, log), log, {
+  const pool = new SandboxPool(driver, new TemplateStore(driver, config.cacheDir, log), log, join(config.cacheDir, "suspended"), {
     maxVms: config.maxVms,
     maxQueue: config.vmQueue,
     queueTimeoutMs: config.vmQueueTimeoutMs,
   });
   const router = new Router(pool, log);
   const readiness = new Readiness();
+  const tracing = new Tracing();
+  const activity = new RecentActivity();
   readiness.setPhase("building guest images (first start can take a few minutes)");
 
   const plan = prepareGuests(manifests, {
@@ -74,10 +87,15 @@ export async function createRuntime(
     pool,
     router,
     readiness,
+    tracing,
+    activity,
     settled,
     async close() {
       await router.close();
       await pool.close();
+      stopRequestLog();
+      activity.close();
+      await tracing.close();
     },
   };
 }
@@ -88,6 +106,7 @@ async function waitForPools(pool: SandboxPool): Promise<void> {
 
 export interface Gateway extends Runtime {
   http: HttpGateway;
+  metrics: Metrics;
   port: number;
 }
 
@@ -98,16 +117,21 @@ export async function startGateway(
   options: RuntimeOptions = {},
 ): Promise<Gateway> {
   const runtime = await createRuntime(config, log, progress, options);
-  const http = new HttpGateway(runtime.router, runtime.readiness, log, config);
+  const { manifests, pool, readiness, tracing, activity } = runtime;
+  const status = { manifests, pool, readiness, tracing, activity, sessionCounts: (): Record<string, number> => http.sessionCounts() };
+  const metrics = new Metrics({ poolStats: () => pool.stats(), poolTargets: () => manifests.map((m) => ({ server: m.name, ...m.pool })) });
+  const http = new HttpGateway(runtime.router, runtime.readiness, log, { ...config, status, metrics });
   const port = await http.listen();
   log.info({ host: config.host, port, servers: runtime.manifests.map((m) => m.name) }, "gateway listening");
   return {
     ...runtime,
     http,
+    metrics,
     port,
     async close() {
       await http.close();
       await runtime.close();
+      metrics.close();
     },
   };
 }

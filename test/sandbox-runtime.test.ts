@@ -71,7 +71,7 @@ describe("hosted servers in microVM clones, through the SDK client over Streamab
     await new Promise((r) => setTimeout(r, 300));
     const mine = leased().filter((s) => s.state === "active");
     assert.equal(mine.length, 1, "exactly one exec sandbox has a call in flight");
-    process.kill(mine[0]!.pid, "SIGKILL");
+    process.kill(mine[0]!.pid!, "SIGKILL");
     await assert.rejects(call, (err: unknown) => {
       assert.ok(err instanceof McpError);
       assert.equal(err.code, -32603);

@@ -59,7 +59,7 @@ test("a missing RAM file is detected, the template rebuilt, and calls work", { t
 
 test("a call past the manifest's time limit gets a timeout error, and the session's next call works", { timeout: 120_000 }, async () => {
   const { serversDirWith } = await import("./helpers.js");
-  const serversDir = await serversDirWith({ exec: () => ({ timeouts: { callMs: 1500, bootMs: 120_000, resumeMs: 10_000 } }) });
+  const serversDir = await serversDirWith({ exec: (m) => ({ timeouts: { ...m.timeouts, callMs: 1500 } }) });
   const gateway = await startReadyGateway({ servers: ["exec"], serversDir });
   try {
     const client = await connect(gateway.url("exec"));

@@ -58,9 +58,11 @@ export const ServerManifestSchema = z
         bootMs: z.number().int().positive().default(120_000),
         /** Resume of a clone, from state load to the agent's `resumed`. */
         resumeMs: z.number().int().positive().default(10_000),
+        /** A session's sandbox idle this long is suspended to disk (no CPU, no RAM); 0 never. */
+        idleSuspendMs: z.number().int().min(0).default(60_000),
       })
       .strict()
-      .default({ callMs: 30_000, bootMs: 120_000, resumeMs: 10_000 }),
+      .default({ callMs: 30_000, bootMs: 120_000, resumeMs: 10_000, idleSuspendMs: 60_000 }),
     warmup: z.array(WarmupRequestSchema).default([]),
     /**
      * `session`: one client session = one clone, kept across calls. `call`: every request gets a fresh

@@ -6,8 +6,10 @@ import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
 import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import { HostPolicy } from "./host-check.js";
+import { mountMetrics, type MetricsSource } from "./metrics-route.js";
 import type { Readiness } from "./readiness.js";
 import { SseFace } from "./sse.js";
+import { registerStatusRoutes, type StatusSources } from "./status-routes.js";
 import { jsonRpcHttpError, StreamableHttpFace } from "./streamable-http.js";
 import { WebSocketFace } from "./ws.js";
 
@@ -17,6 +19,10 @@ export interface HttpGatewayOptions {
   maxBodyBytes: number;
   sessionIdleMs: number;
   allowedHosts: string[];
+  /** Served at `GET /metrics` when given. */
+  metrics?: MetricsSource;
+  /** The status page (`GET /`) and `GET /api/status`, `GET /api/traces`, when given. */
+  status?: StatusSources;
 }
 
 /**
@@ -46,9 +52,11 @@ export class HttpGateway {
       const report = this.readiness.report();
       return c.json(report, report.ready ? 200 : 503);
     });
+    mountMetrics(app, options.metrics);
     // Health endpoints stay reachable by probes that address the gateway by any name.
     const hosts = hostPolicy.middleware();
     app.use("*", (c, next) => (c.req.path === "/healthz" || c.req.path === "/readyz" ? next() : hosts(c, next)));
+    if (options.status) registerStatusRoutes(app, options.status);
     const limit = bodyLimit({
       maxSize: options.maxBodyBytes,
       onError: () => jsonRpcHttpError(413, ErrorCode.InvalidRequest, `Request body larger than ${options.maxBodyBytes} bytes`),

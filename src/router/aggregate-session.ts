@@ -130,7 +130,7 @@ export class AggregateSession extends Session {
           ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${String(params.name)}'; tools/list shows the tools there are`)
           : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${String(params.name)}': ${verdict.message}`, { tool: params.name });
       }
-      if (record) record.tool = target.name;
+      if (record && !verdict.unlisted) record.tool = target.name;
     }
     await this.forward(link, id, { ...message, params: { ...params, name: target.name } }, record);
   }

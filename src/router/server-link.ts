@@ -53,8 +53,9 @@ export class ServerLink {
     this.isolation = forceCallIsolation ? "call" : (pool.manifest(server)?.isolation ?? "session");
   }
 
+  /** The session's sandbox is running (not suspended, not gone). */
   get live(): boolean {
-    return this.sandbox !== undefined && this.sandbox.state !== "destroyed";
+    return this.sandbox !== undefined && this.sandbox.state !== "destroyed" && this.sandbox.state !== "suspended";
   }
 
   async catalog(): Promise<Catalog> {
@@ -64,7 +65,7 @@ export class ServerLink {
   async checkToolCall(name: string, args: unknown): Promise<ArgumentCheck> {
     const verdict = ToolArgumentChecker.for(await this.catalog()).check(name, args);
     // A tool missing from the template's list may have been added at run time by a live server.
-    return !verdict.ok && verdict.reason === "unknown-tool" && this.live ? { ok: true } : verdict;
+    return !verdict.ok && verdict.reason === "unknown-tool" && this.live ? { ok: true, unlisted: true } : verdict;
   }
 
   /**
@@ -74,12 +75,13 @@ export class ServerLink {
   async send(message: JsonRpcMessage, record?: RequestRecord): Promise<void> {
     if (this.isolation === "call") return this.sendPerCall(message, record);
     let sandbox: Sandbox;
-    if (this.live || !record) {
+    if (this.sandbox?.state === "idle" || this.sandbox?.state === "active" || !record) {
       sandbox = await this.ensureSandbox();
     } else {
       const start = nowMs();
+      const resuming = this.sandbox !== undefined && this.sandbox.state !== "destroyed";
       sandbox = await this.ensureSandbox();
-      record.acquire = { start, end: nowMs(), source: sandbox.timings.source };
+      record.acquire = { start, end: nowMs(), source: resuming ? "suspended" : sandbox.timings.source };
     }
     this.forwardTo(sandbox, message, record);
   }
@@ -181,15 +183,20 @@ export class ServerLink {
     return (message.result ?? {}) as Record<string, unknown>;
   }
 
-  private ensureSandbox(): Promise<Sandbox> {
-    if (this.live) return Promise.resolve(this.sandbox!);
+  /** The session's sandbox, running: resumed from disk if it was suspended, acquired if there is none. */
+  private async ensureSandbox(): Promise<Sandbox> {
+    const existing = this.sandbox;
+    if (existing && existing.state !== "destroyed") {
+      await existing.ensureRunning(); // throws if it could not be brought back; the next request starts afresh
+      return existing;
+    }
     this.acquiring ??= this.pool
       .acquire(this.server)
       .then((sandbox) => this.attach(sandbox))
       .finally(() => {
         this.acquiring = undefined;
       });
-    return this.acquiring;
+    return await this.acquiring;
   }
 
   private async attach(sandbox: Sandbox): Promise<Sandbox> {

@@ -64,7 +64,7 @@ export class ServerSession extends Session {
           ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${name}' on server '${this.server}'; tools/list shows the tools it has`)
           : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${name}': ${verdict.message}`, { tool: name });
       }
-      if (record) record.tool = name;
+      if (record && !verdict.unlisted) record.tool = name;
     }
     await this.link.send(message, record);
   }

@@ -3,7 +3,7 @@ import type { JsonSchemaType, JsonSchemaValidator } from "@modelcontextprotocol/
 import type { Catalog } from "../sandbox/template.js";
 
 export type ArgumentCheck =
-  | { ok: true }
+  | { ok: true; /** Not in the template's catalog (a live server may have added it): not a metric label. */ unlisted?: true }
   | { ok: false; reason: "unknown-tool" }
   | { ok: false; reason: "invalid-arguments"; message: string };
 

@@ -3,7 +3,9 @@ import type { ServerManifest } from "../config/manifest.js";
 import type { PendingVm, SandboxDriver, Vm, VmSpec } from "./driver.js";
 import { SandboxError } from "./errors.js";
 import { events } from "../telemetry/events.js";
-import { Sandbox, type SandboxTimings } from "./sandbox.js";
+import { mkdir, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { Sandbox, type SandboxHost, type SandboxTimings } from "./sandbox.js";
 import { VmBudget, type VmBudgetLimits } from "./vm-budget.js";
 import { warmUp, type Template, type TemplateMeta, type TemplateStore } from "./template.js";
 
@@ -14,8 +16,10 @@ export interface ServerPoolStats {
   prestarted: number;
   warm: number;
   leased: number;
-  /** The clones leased to sessions right now. */
-  sandboxes: { id: string; pid: number; state: string; source: string }[];
+  /** Leased sandboxes saved to disk, holding no VM. */
+  suspended: number;
+  /** The clones leased to sessions right now (`pid` is absent while suspended). */
+  sandboxes: { id: string; pid: number | undefined; state: string; source: string }[];
 }
 
 const REFILL_DELAY_MS = 250;
@@ -50,6 +54,7 @@ class ServerPool {
     private readonly log: Logger,
     private readonly progress: (line: string) => void,
     private readonly budget: VmBudget,
+    private readonly suspendDir: string,
   ) {
     this.templateReady = this.loadTemplate();
     this.templateReady.catch(() => undefined);
@@ -86,7 +91,8 @@ class ServerPool {
       prestarted: this.prestarted.length,
       warm: this.warm.length,
       leased: this.leased.size,
-      sandboxes: [...this.leased].map((s) => ({ id: s.id, pid: s.vm.pid, state: s.state, source: s.timings.source })),
+      suspended: [...this.leased].filter((s) => s.state === "suspended").length,
+      sandboxes: [...this.leased].map((s) => ({ id: s.id, pid: s.vm?.pid, state: s.state, source: s.timings.source })),
     };
     if (this.reason) stats.reason = this.reason;
     return stats;
@@ -139,11 +145,42 @@ class ServerPool {
   }
 
   private lease(vm: Vm, timings: SandboxTimings): Sandbox {
-    const sandbox = new Sandbox(this.manifest.name, vm, timings, this.manifest.timeouts.callMs);
+    const { callMs, idleSuspendMs } = this.manifest.timeouts;
+    const sandbox = new Sandbox(this.manifest.name, vm, timings, { callTimeoutMs: callMs, idleSuspendMs }, this.host);
     this.leased.add(sandbox);
     sandbox.on("closed", () => this.leased.delete(sandbox));
     return sandbox;
   }
+
+  private suspendedStatePath(sandbox: Sandbox): string {
+    return join(this.suspendDir, this.manifest.name, `${sandbox.id}.mig.gz`);
+  }
+
+  /** Saving a session's sandbox to disk and bringing it back, on a VMM from this pool. */
+  private readonly host: SandboxHost = {
+    suspend: async (sandbox, vm) => {
+      const t0 = performance.now();
+      const path = this.suspendedStatePath(sandbox);
+      await mkdir(dirname(path), { recursive: true });
+      const { bytes } = await this.driver.suspend(vm, path);
+      const durationMs = performance.now() - t0;
+      events.sandboxSuspend.publish({ server: this.manifest.name, sandboxId: sandbox.id, durationMs, bytes });
+      this.log.info({ server: this.manifest.name, sandbox: sandbox.id, bytes, durationMs: Math.round(durationMs) }, "sandbox suspended to disk");
+    },
+    resume: async (sandbox) => {
+      const template = await this.templateReady;
+      const t0 = performance.now();
+      const pending = this.prestarted.shift() ?? (await this.prestartWithSlot(template, true))!;
+      const vm = await this.driver.resume(pending, this.manifest.timeouts.resumeMs, this.suspendedStatePath(sandbox));
+      const durationMs = performance.now() - t0;
+      events.sandboxResume.publish({ server: this.manifest.name, sandboxId: sandbox.id, from: "suspended", source: "prestarted", durationMs });
+      this.refillAfterTake();
+      return vm;
+    },
+    discard: (sandbox) => {
+      void rm(this.suspendedStatePath(sandbox), { force: true });
+    },
+  };
 
   /**
    * Resumes a clone from the template. A failed resume is retried once on a fresh VMM; if that fails
@@ -278,6 +315,8 @@ export class SandboxPool {
     private readonly driver: SandboxDriver,
     private readonly templates: TemplateStore,
     private readonly log: Logger,
+    /** Where suspended sandboxes are saved. */
+    private readonly suspendDir: string,
     limits: VmBudgetLimits = { maxVms: 64, maxQueue: 64, queueTimeoutMs: 10_000 },
   ) {
     this.budget = new VmBudget(limits, () => [...this.servers.values()].some((s) => s.dropIdle()));
@@ -294,7 +333,10 @@ export class SandboxPool {
    */
   add(manifest: ServerManifest, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
     if (this.closed) throw new SandboxError("POOL_CLOSED", "the pool is closed");
-    this.servers.set(manifest.name, new ServerPool(manifest, spec, this.driver, this.templates, this.log, progress, this.budget));
+    this.servers.set(
+      manifest.name,
+      new ServerPool(manifest, spec, this.driver, this.templates, this.log, progress, this.budget, this.suspendDir),
+    );
   }
 
   has(server: string): boolean {

@@ -21,12 +21,29 @@ export interface SandboxTimings {
   resumeMs: number;
 }
 
+/** What the pool does for a sandbox: saving it to disk and bringing it back, on a VM of its choosing. */
+export interface SandboxHost {
+  suspend(sandbox: Sandbox, vm: Vm): Promise<void>;
+  resume(sandbox: Sandbox): Promise<Vm>;
+  /** The sandbox is gone for good: its saved state, if any, can go too. */
+  discard(sandbox: Sandbox): void;
+}
+
+export interface SandboxOptions {
+  callTimeoutMs: number;
+  /** Idle this long, the sandbox is suspended to disk; 0 never. */
+  idleSuspendMs: number;
+}
+
 /**
  * One clone of a server's template, leased to one client session. It tracks the requests in flight so
  * that none is left hanging: each has a deadline, and if the guest dies every one fails with a reason.
+ * Idle long enough, it is suspended (its VM ends, its state is on disk) and resumed on the next request.
  */
 export class Sandbox {
   readonly lifecycle = new Lifecycle("idle");
+  readonly id: string;
+  private current: Vm | undefined;
   private readonly inFlight = new Map<RequestId, NodeJS.Timeout>();
   private readonly listeners: { [K in keyof SandboxEvents]: Set<SandboxEvents[K]> } = {
     message: new Set(),
@@ -34,20 +51,30 @@ export class Sandbox {
     closed: new Set(),
   };
   private closing = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** A suspend or resume under way; requests wait for it. */
+  private transition: Promise<void> | undefined;
 
   constructor(
     readonly server: string,
-    readonly vm: Vm,
+    vm: Vm,
     readonly timings: SandboxTimings,
-    private readonly callTimeoutMs: number,
+    private readonly options: SandboxOptions,
+    private readonly host: SandboxHost,
   ) {
-    this.lifecycle.onTransition(({ from, to }) => events.sandboxTransition.publish({ server, sandboxId: vm.id, from, to }));
-    vm.channel.onMessage((message, guestMs) => this.fromGuest(message, guestMs));
-    void vm.exited.then((exit) => this.onVmExit(exit));
+    this.id = vm.id;
+    this.lifecycle.onTransition(({ from, to }) => {
+      events.sandboxTransition.publish({ server, sandboxId: this.id, from, to });
+      if (to === "idle") this.armIdleTimer();
+      else clearTimeout(this.idleTimer);
+    });
+    this.attach(vm);
+    this.armIdleTimer();
   }
 
-  get id(): string {
-    return this.vm.id;
+  /** The running VM; undefined while suspended. */
+  get vm(): Vm | undefined {
+    return this.current;
   }
 
   get state(): SandboxState {
@@ -63,16 +90,81 @@ export class Sandbox {
     for (const listener of this.listeners[event]) (listener as (...a: Parameters<SandboxEvents[K]>) => void)(...args);
   }
 
+  private attach(vm: Vm): void {
+    this.current = vm;
+    vm.channel.onMessage((message, guestMs) => {
+      if (this.current === vm) this.fromGuest(message, guestMs);
+    });
+    void vm.exited.then((exit) => {
+      if (this.current === vm) this.onVmExit(exit);
+    });
+  }
+
+  /** Resolves once the sandbox runs: waits for a suspend or resume under way, resumes a suspended one. */
+  async ensureRunning(): Promise<void> {
+    while (this.transition) await this.transition.catch(() => undefined);
+    if (this.state === "suspended") {
+      this.transition = this.resumeFromDisk().finally(() => {
+        this.transition = undefined;
+      });
+      await this.transition;
+    }
+    if (this.state === "destroyed") throw new SandboxError("GUEST_EXITED", `sandbox ${this.id} is gone`);
+  }
+
+  private async resumeFromDisk(): Promise<void> {
+    this.lifecycle.transition("resuming");
+    try {
+      const vm = await this.host.resume(this);
+      this.attach(vm);
+      this.lifecycle.transition("idle");
+    } catch (err) {
+      const error = err instanceof SandboxError ? err : new SandboxError("RESUME_FAILED", String(err), { cause: err });
+      await this.destroy(`resume from disk failed: ${error.message}`, error);
+      throw error;
+    }
+  }
+
+  private armIdleTimer(): void {
+    clearTimeout(this.idleTimer);
+    if (!this.options.idleSuspendMs || this.state !== "idle") return;
+    this.idleTimer = setTimeout(() => void this.suspend(), this.options.idleSuspendMs);
+    this.idleTimer.unref();
+  }
+
+  /** Saves the sandbox to disk and ends its VM; it comes back on the next request. */
+  async suspend(): Promise<void> {
+    if (this.state !== "idle" || this.transition || !this.current) return;
+    const vm = this.current;
+    this.lifecycle.transition("suspending");
+    this.transition = this.host
+      .suspend(this, vm)
+      .then(() => {
+        this.current = undefined;
+        this.lifecycle.transition("suspended");
+      })
+      .catch(() => {
+        // The VM still runs (a failed suspend lets it continue): stay as we were.
+        if (this.state === "suspending") this.lifecycle.transition("idle");
+      })
+      .finally(() => {
+        this.transition = undefined;
+      });
+    await this.transition;
+  }
+
   /** Sends a client's message to the server in the guest. Requests get the manifest's deadline. */
   send(message: JsonRpcMessage): void {
-    if (this.state === "destroyed") throw new SandboxError("GUEST_EXITED", `sandbox ${this.id} is gone`);
+    if (!this.current || (this.state !== "idle" && this.state !== "active")) {
+      throw new SandboxError("GUEST_EXITED", `sandbox ${this.id} is not running (${this.state})`);
+    }
     const id = message.id as RequestId | undefined;
     if (id !== undefined && typeof message.method === "string") {
-      const timer = setTimeout(() => this.onTimeout(id, message.method as string), this.callTimeoutMs);
+      const timer = setTimeout(() => this.onTimeout(id, message.method as string), this.options.callTimeoutMs);
       this.inFlight.set(id, timer);
       if (this.state === "idle") this.lifecycle.transition("active");
     }
-    this.vm.channel.send(message);
+    this.current.channel.send(message);
   }
 
   private fromGuest(message: JsonRpcMessage, guestMs?: number): void {
@@ -92,14 +184,14 @@ export class Sandbox {
     this.inFlight.delete(id);
     const error = new SandboxError(
       "CALL_TIMEOUT",
-      `${method} took longer than ${this.callTimeoutMs} ms in server '${this.server}'; the sandbox was reset`,
+      `${method} took longer than ${this.options.callTimeoutMs} ms in server '${this.server}'; the sandbox was reset`,
     );
     this.emit("requestFailed", id, error);
     void this.destroy(error.message, error);
   }
 
   private onVmExit(exit: VmExit): void {
-    if (this.closing) return;
+    if (this.closing || this.state === "suspending" || this.state === "suspended") return;
     const detail = exit.serverExit
       ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${exit.serverExit.stderrTail.trim().split("\n").pop() ?? ""}`
       : exit.reason;
@@ -108,8 +200,12 @@ export class Sandbox {
 
   /** Ends the clone. Every request still in flight fails with `error` (or a generic reason). Idempotent. */
   async destroy(reason: string, error?: SandboxError): Promise<void> {
-    if (this.closing) return this.vm.exited.then(() => undefined);
+    if (this.closing) {
+      await this.current?.exited;
+      return;
+    }
     this.closing = true;
+    clearTimeout(this.idleTimer);
     const failure = error ?? new SandboxError("GUEST_EXITED", `sandbox for '${this.server}' was closed: ${reason}`);
     for (const [id, timer] of this.inFlight) {
       clearTimeout(timer);
@@ -119,6 +215,7 @@ export class Sandbox {
     this.lifecycle.transition("destroyed");
     // Owners learn at once, so a next request never lands on a sandbox that is on its way out.
     this.emit("closed", error);
-    await this.vm.kill(reason);
+    this.host.discard(this);
+    await this.current?.kill(reason);
   }
 }

@@ -56,6 +56,23 @@ export interface TemplateBuiltRecord {
   snapshotMs: number;
 }
 
+/** A session's sandbox saved to disk and stopped (`idle -> suspending -> suspended`). */
+export interface SandboxSuspendRecord {
+  server: string;
+  sandboxId: string;
+  durationMs: number;
+  /** Size of what was saved (device state and dirty RAM). */
+  bytes: number;
+}
+
+/** A sandbox that died without being asked to (QEMU or the hosted server exited, the guest panicked). */
+export interface SandboxCrashRecord {
+  server: string;
+  sandboxId: string;
+  /** Why, for logs; never a label. */
+  detail?: string;
+}
+
 export interface SessionRecord {
   transport: string;
   route: string;
@@ -66,6 +83,8 @@ export const events = {
   requestEnd: channel("mcpvisor:request:end"),
   sandboxTransition: channel("mcpvisor:sandbox:transition"),
   sandboxResume: channel("mcpvisor:sandbox:resume"),
+  sandboxSuspend: channel("mcpvisor:sandbox:suspend"),
+  sandboxCrash: channel("mcpvisor:sandbox:crash"),
   templateBuilt: channel("mcpvisor:template:built"),
   sessionOpened: channel("mcpvisor:session:opened"),
   sessionClosed: channel("mcpvisor:session:closed"),

@@ -1,0 +1,101 @@
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Hono } from "hono";
+import type { ServerManifest } from "../config/manifest.js";
+import type { SandboxPool } from "../sandbox/pool.js";
+import type { RecentActivity } from "../telemetry/recent-activity.js";
+import type { Tracing } from "../telemetry/tracing.js";
+import type { Readiness } from "./readiness.js";
+
+/** What the status endpoints read; nothing here changes the gateway. */
+export interface StatusSources {
+  manifests: ServerManifest[];
+  pool: SandboxPool;
+  readiness: Readiness;
+  tracing: Tracing;
+  activity: RecentActivity;
+  /** Open sessions per face of the HTTP listener, when there is one. */
+  sessionCounts?: () => Record<string, number>;
+}
+
+const startedAt = Date.now();
+/** Self-contained (inline CSS and JS, no external assets); `__NONCE__` marks where the CSP nonce goes. */
+const STATUS_PAGE_HTML = readFileSync(new URL("./status-page.html", import.meta.url), "utf8");
+
+/** The JSON behind `GET /api/status` (and the status page). */
+export async function statusReport(sources: StatusSources) {
+  const { pool, readiness, activity } = sources;
+  const report = readiness.report();
+  const resume = activity.resumeLatency();
+  const stats = pool.stats();
+  const servers = await Promise.all(
+    stats.map(async (s) => {
+      const manifest = sources.manifests.find((m) => m.name === s.server);
+      // A template that is still building would make template() wait; only ready ones are asked.
+      const catalog = s.status === "ready" ? await pool.template(s.server).then((t) => t.catalog, () => undefined) : undefined;
+      const sandboxes: Record<string, number> = { prestarted: s.prestarted, warm: s.warm };
+      for (const sandbox of s.sandboxes) sandboxes[sandbox.state] = (sandboxes[sandbox.state] ?? 0) + 1;
+      return {
+        name: s.server,
+        description: manifest?.description ?? "",
+        status: s.status,
+        ...(s.reason ? { reason: s.reason } : {}),
+        tools: (catalog?.tools ?? []).map((t) => ({
+          name: String(t.name),
+          ...(typeof t.description === "string" ? { description: t.description } : {}),
+        })),
+        prompts: (catalog?.prompts ?? []).map((p) => String(p.name)),
+        resources: catalog?.resources.length ?? 0,
+        sandboxes,
+        leased: s.sandboxes,
+        resume: resume[s.server] ?? { count: 0, p50: 0, p95: 0, max: 0, bySource: {} },
+      };
+    }),
+  );
+  return {
+    generatedAt: Date.now(),
+    uptimeMs: Date.now() - startedAt,
+    ready: report.ready,
+    reasons: report.reasons,
+    servers,
+    sessions: { byTransport: activity.openSessions(), ...(sources.sessionCounts ? { byFace: sources.sessionCounts() } : {}) },
+    calls: activity.recentCalls(),
+    tracing: { exporting: sources.tracing.exporting },
+  };
+}
+
+/**
+ * `GET /` (the status page), `GET /api/status` and `GET /api/traces[?limit=N][&method=M1,M2][&traceId=ID]`. Registered
+ * after the host check, so they are covered by its DNS-rebinding protection like the MCP endpoints.
+ */
+export function registerStatusRoutes(app: Hono<any>, sources: StatusSources): void {
+  app.get("/", (c) => {
+    const nonce = randomBytes(16).toString("base64");
+    c.header(
+      "Content-Security-Policy",
+      `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+    );
+    c.header("X-Content-Type-Options", "nosniff");
+    c.header("Referrer-Policy", "no-referrer");
+    c.header("Cache-Control", "no-store");
+    return c.html(STATUS_PAGE_HTML.replaceAll("__NONCE__", nonce));
+  });
+  app.get("/api/status", async (c) => {
+    c.header("Cache-Control", "no-store");
+    return c.json(await statusReport(sources));
+  });
+  app.get("/api/traces", (c) => {
+    c.header("Cache-Control", "no-store");
+    // A filter, not a resource: an unknown (or evicted) trace id is an empty list, not a 404.
+    const traceId = c.req.query("traceId");
+    if (traceId) {
+      const found = sources.tracing.recent.get(traceId.toLowerCase());
+      return c.json({ traces: found ? [found] : [] });
+    }
+    const limit = Number.parseInt(c.req.query("limit") ?? "", 10);
+    const methods = c.req.query("method")?.split(",").filter(Boolean);
+    return c.json({
+      traces: sources.tracing.traces(Number.isFinite(limit) && limit > 0 ? limit : undefined, methods?.length ? new Set(methods) : undefined),
+    });
+  });
+}
