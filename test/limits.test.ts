@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { connect, sh, startReadyGateway } from "./helpers.js";
+import { connect, serversDirWith, sh, startReadyGateway } from "./helpers.js";
 
 test("a VM cap holds: past it requests wait in a bounded queue, then get a clear busy error", { timeout: 120_000 }, async () => {
   const gateway = await startReadyGateway(
@@ -11,8 +11,10 @@ test("a VM cap holds: past it requests wait in a bounded queue, then get a clear
   );
   try {
     const [a, b, c, d] = await Promise.all([0, 1, 2, 3].map(() => connect(gateway.url("exec"))));
-    await sh(a!, "true");
-    await sh(b!, "true");
+    // Two sessions with calls in flight hold both VMs (an idle one would be suspended to make room).
+    const busyA = sh(a!, "sleep 4; echo a-done");
+    const busyB = sh(b!, "sleep 4; echo b-done");
+    await new Promise((r) => setTimeout(r, 1_000));
     assert.deepEqual(gateway.pool.budgetStats(), { inUse: 2, queued: 0 });
     const waiting = sh(c!, "echo got-a-vm");
     await new Promise((r) => setTimeout(r, 200));
@@ -23,8 +25,10 @@ test("a VM cap holds: past it requests wait in a bounded queue, then get a clear
       assert.equal((err.data as { retryable: boolean }).retryable, true);
       return true;
     });
+    assert.equal((await busyA).stdout, "a-done\n");
     await (a!.transport as StreamableHTTPClientTransport).terminateSession();
     assert.equal((await waiting).stdout, "got-a-vm\n", "the queued request runs once a VM is freed");
+    await busyB;
     assert.equal(gateway.pool.budgetStats().inUse, 2);
     await Promise.all([a, b, c, d].map((client) => client!.close()));
   } finally {
@@ -44,6 +48,25 @@ test("no guest has a network: a connection attempt from exec fails inside the VM
     const out = (result.structuredContent as { stdout: string }).stdout.trim();
     assert.match(out, /ENETUNREACH|EHOSTUNREACH/, `got: ${out}`);
     await client.close();
+  } finally {
+    await gateway.close();
+  }
+});
+
+test("at the VM cap, the least recently used idle session is suspended early to make room, and loses nothing", { timeout: 120_000 }, async () => {
+  const serversDir = await serversDirWith({ exec: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 600_000 } }) });
+  const gateway = await startReadyGateway(
+    { servers: ["exec"], serversDir, maxVms: 1, vmQueue: 2, vmQueueTimeoutMs: 20_000 },
+    { pool: { prestarted: 0, warm: 0 } },
+  );
+  try {
+    const a = await connect(gateway.url("exec"));
+    const b = await connect(gateway.url("exec"));
+    await sh(a, "echo a-state > /tmp/a");
+    assert.equal((await sh(b, "echo b-ran")).stdout, "b-ran\n", "b gets a VM: a's was suspended to make room");
+    assert.equal(gateway.pool.stats()[0]!.suspended, 1);
+    assert.equal((await sh(a, "cat /tmp/a")).stdout, "a-state\n", "a comes back with its state (b's VM is suspended in turn)");
+    await Promise.all([a.close(), b.close()]);
   } finally {
     await gateway.close();
   }

@@ -129,6 +129,11 @@ class ServerPool {
     return pending;
   }
 
+  /** Session sandboxes that run but have nothing in flight: candidates for an early suspend. */
+  idleSandboxes(): Sandbox[] {
+    return this.manifest.timeouts.idleSuspendMs ? [...this.leased].filter((s) => s.state === "idle") : [];
+  }
+
   /** Ends one idle pooled VM (a prestarted one first) to make room for a session; false if none. */
   dropIdle(): boolean {
     const pending = this.prestarted.shift();
@@ -319,7 +324,19 @@ export class SandboxPool {
     private readonly suspendDir: string,
     limits: VmBudgetLimits = { maxVms: 64, maxQueue: 64, queueTimeoutMs: 10_000 },
   ) {
-    this.budget = new VmBudget(limits, () => [...this.servers.values()].some((s) => s.dropIdle()));
+    this.budget = new VmBudget(limits, () => this.reclaimOne());
+  }
+
+  /**
+   * Frees one VM for a session that needs one: an idle pooled VM if there is any, else the least
+   * recently used idle session sandbox is suspended early (its state goes to disk, nothing is lost).
+   */
+  private reclaimOne(): boolean {
+    if ([...this.servers.values()].some((s) => s.dropIdle())) return true;
+    const idle = [...this.servers.values()].flatMap((s) => s.idleSandboxes()).sort((a, b) => a.lastUsed - b.lastUsed)[0];
+    if (!idle) return false;
+    void idle.suspend();
+    return true;
   }
 
   /** VMs running now against the global cap, and acquisitions waiting for one. */

@@ -52,6 +52,8 @@ export class Sandbox {
   };
   private closing = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** When the sandbox last had a request (epoch ms): least recently used ones are suspended first. */
+  lastUsed = Date.now();
   /** A suspend or resume under way; requests wait for it. */
   private transition: Promise<void> | undefined;
 
@@ -159,6 +161,7 @@ export class Sandbox {
       throw new SandboxError("GUEST_EXITED", `sandbox ${this.id} is not running (${this.state})`);
     }
     const id = message.id as RequestId | undefined;
+    this.lastUsed = Date.now();
     if (id !== undefined && typeof message.method === "string") {
       const timer = setTimeout(() => this.onTimeout(id, message.method as string), this.options.callTimeoutMs);
       this.inFlight.set(id, timer);

@@ -265,6 +265,7 @@ export async function suspendToFile(vm: Vm, statePath: string): Promise<{ bytes:
           .catch(reject);
       });
     });
+    filtered.catch(() => undefined); // awaited below; a failed migration may make it fail first
     try {
       await vm.qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 * 1024 * 1024 });
       await vm.qmp.execute("migrate", { uri: `unix:${socketPath}` });
