@@ -57,7 +57,7 @@ async function readReply(response: Response, id: number): Promise<Record<string,
     for (let end = buffered.indexOf("\n\n"); end !== -1; end = buffered.indexOf("\n\n")) {
       const event = buffered.slice(0, end);
       buffered = buffered.slice(end + 2);
-      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("");
+      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("").trim();
       if (!data) continue;
       const message = JSON.parse(data) as Record<string, unknown>;
       if (message.id === id) {

@@ -7,6 +7,7 @@ import type { ServerManifest } from "./config/manifest.js";
 import { HttpGateway } from "./gateway/http.js";
 import { Readiness } from "./gateway/readiness.js";
 import { Router } from "./router/router.js";
+import { SessionStore } from "./router/session-store.js";
 import type { VmSpec } from "./sandbox/driver.js";
 import { prepareGuests } from "./sandbox/guest-images.js";
 import { SandboxPool } from "./sandbox/pool.js";
@@ -58,7 +59,13 @@ export async function createRuntime(
     maxQueue: config.vmQueue,
     queueTimeoutMs: config.vmQueueTimeoutMs,
   });
-  const router = new Router(pool, log);
+  const router = new Router(pool, log, new SessionStore(join(config.cacheDir, "sessions")));
+  // Saved sessions nobody came back to are deleted after the retention time, checked hourly.
+  const expire = () =>
+    void router.expireSaved(config.sessionRetentionMs).then((n) => n && log.info({ expired: n }, "expired saved sessions"));
+  expire();
+  const expiry = setInterval(expire, 3_600_000);
+  expiry.unref();
   const readiness = new Readiness();
   const tracing = new Tracing();
   const activity = new RecentActivity();
@@ -91,6 +98,7 @@ export async function createRuntime(
     activity,
     settled,
     async close() {
+      clearInterval(expiry);
       await router.close();
       await pool.close();
       stopRequestLog();

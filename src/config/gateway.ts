@@ -23,6 +23,8 @@ export const GatewayConfigSchema = z
     vmQueue: z.coerce.number().int().min(0).default(64),
     /** How long a request may wait for a free VM. */
     vmQueueTimeoutMs: z.coerce.number().int().positive().default(10_000),
+    /** Suspended sessions nobody resumed are deleted after this long. */
+    sessionRetentionMs: z.coerce.number().int().positive().default(7 * 24 * 3_600_000),
     /** Largest accepted HTTP request body. */
     maxBodyBytes: z.coerce.number().int().positive().default(4 * 1024 * 1024),
     /** Host names (besides loopback and the bound address) that requests may be addressed to. */
@@ -43,6 +45,7 @@ const ENV: Record<string, keyof GatewayConfig> = {
   MCPVISOR_SESSION_IDLE_MS: "sessionIdleMs",
   MCPVISOR_LOG_LEVEL: "logLevel",
   MCPVISOR_MAX_VMS: "maxVms",
+  MCPVISOR_SESSION_RETENTION_MS: "sessionRetentionMs",
   MCPVISOR_VM_QUEUE: "vmQueue",
   MCPVISOR_VM_QUEUE_TIMEOUT_MS: "vmQueueTimeoutMs",
 };

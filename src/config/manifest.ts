@@ -34,6 +34,8 @@ export const ServerManifestSchema = z
     command: z.string().min(1),
     args: z.array(z.string()).default([]),
     env: z.record(z.string(), z.string()).default({}),
+    /** Names of `env` entries whose values are secret: given to this server's guest only, never logged. */
+    secretEnv: z.array(z.string()).default([]),
     guest: z
       .object({
         memoryMiB: z.number().int().min(128).max(16384).default(256),

@@ -4,6 +4,7 @@ import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "hono";
 import type { Logger } from "pino";
 import type { Router } from "../router/router.js";
+import type { Session } from "../router/session.js";
 import { SessionEventStore } from "./event-store.js";
 import { SessionTable } from "./session-table.js";
 
@@ -41,7 +42,7 @@ export class StreamableHttpFace {
     }
     const sessionId = c.req.header("mcp-session-id");
     if (sessionId) {
-      const session = this.sessions.touch(sessionId);
+      const session = this.sessions.touch(sessionId) ?? (await this.revive(sessionId, server));
       if (!session || session.route !== server) {
         return jsonRpcHttpError(404, ErrorCode.ConnectionClosed, "Session not found: it ended or expired; start a new one with initialize");
       }
@@ -67,14 +68,52 @@ export class StreamableHttpFace {
     }
   }
 
-  private async startSession(c: Context, server: string): Promise<Response> {
+  /** A transport for one session; DELETE ends the session for good (its saved state goes too). */
+  private newTransport(server: string, id: string, ended: () => Promise<void>): WebStandardStreamableHTTPServerTransport {
     const transport: WebStandardStreamableHTTPServerTransport = new WebStandardStreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
+      sessionIdGenerator: () => id,
       eventStore: new SessionEventStore(),
-      onsessioninitialized: (id) => this.sessions.add(id, server, transport),
-      onsessionclosed: (id) => this.sessions.delete(id, "session closed by client"),
+      onsessioninitialized: (sid) => this.sessions.add(sid, server, transport),
+      onsessionclosed: async (sid) => {
+        this.sessions.delete(sid, "session closed by client");
+        await ended();
+      },
     });
-    const session = await this.router.connect(server, transport, "streamable-http");
+    return transport;
+  }
+
+  /**
+   * A session id this process does not know may belong to a session saved before a restart. The SDK's
+   * transport only takes requests after an initialize, so the saved session is initialized again here,
+   * with what its client declared the first time; the client sees nothing of it.
+   */
+  private async revive(id: string, server: string) {
+    let session: Session | undefined;
+    const transport = this.newTransport(server, id, () => session?.end() ?? Promise.resolve());
+    const revived = await this.router.revive(id, server, transport);
+    if (!revived) return undefined;
+    session = revived.session;
+    session.onClosed(() => this.sessions.delete(id, "session ended"));
+    const init = await transport.handleRequest(
+      new Request("http://127.0.0.1/mcp", {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: "mcpvisor-revive",
+          method: "initialize",
+          params: { protocolVersion: revived.stored.protocolVersion, capabilities: revived.stored.clientCapabilities, clientInfo: { name: "revived", version: "0" } },
+        }),
+      }),
+    );
+    await init.body?.cancel();
+    return this.sessions.touch(id);
+  }
+
+  private async startSession(c: Context, server: string): Promise<Response> {
+    let session: Session | undefined;
+    const transport = this.newTransport(server, randomUUID(), () => session?.end() ?? Promise.resolve());
+    session = await this.router.connect(server, transport, "streamable-http", { persistent: true });
     session.onClosed(() => transport.sessionId && this.sessions.delete(transport.sessionId, "session ended"));
     const response = await transport.handleRequest(c.req.raw);
     // Anything but a valid initialize leaves the transport without a session: it has nothing to keep.

@@ -41,9 +41,14 @@ export class AggregateSession extends Session {
           this.routes.delete(id);
           this.fail(id, error, server);
         },
+        suspended: () => this.persistSoon(),
       }, stateless);
       this.serverLinks.set(server, link);
     }
+  }
+
+  protected linkFor(server: string): ServerLink | undefined {
+    return this.serverLinks.get(server);
   }
 
   protected links(): ServerLink[] {

@@ -20,6 +20,8 @@ export interface LinkEvents {
   message(message: JsonRpcMessage, guestMs?: number): void;
   /** A forwarded request that will never be answered by the server (timeout, the VM died). */
   requestFailed(id: RequestId, error: SandboxError): void;
+  /** The session's sandbox was saved to disk (the session can be persisted now). */
+  suspended?(): void;
 }
 
 /**
@@ -204,8 +206,27 @@ export class ServerLink {
       void sandbox.destroy("session ended while the sandbox was resuming");
       throw new SandboxError("POOL_CLOSED", "the session ended");
     }
-    this.sandbox = sandbox;
+    this.listen(sandbox);
     this.log.info({ server: this.server, sandbox: sandbox.id, ...sandbox.timings }, "sandbox attached to session");
+    for (const message of this.preamble.values()) {
+      await this.request(message.method as string, message.params as Record<string, unknown>).catch(() => undefined);
+    }
+    return sandbox;
+  }
+
+  /** Takes a sandbox saved before a gateway restart as this session's own; it resumes on first use. */
+  adopt(sandbox: Sandbox): void {
+    this.listen(sandbox);
+  }
+
+  /** The session's sandbox while it is saved on disk: what a restarted gateway needs to find it. */
+  get suspendedSandbox(): { sandboxId: string } | undefined {
+    return this.sandbox?.state === "suspended" ? { sandboxId: this.sandbox.id } : undefined;
+  }
+
+  private listen(sandbox: Sandbox): void {
+    this.sandbox = sandbox;
+    sandbox.on("suspended", () => this.events.suspended?.());
     sandbox.on("message", (message, guestMs) => {
       const waiter = message.id !== undefined && !("method" in message) ? this.internal.get(message.id as RequestId) : undefined;
       if (waiter) waiter(message);
@@ -218,17 +239,17 @@ export class ServerLink {
       if (this.sandbox === sandbox) this.sandbox = undefined;
       if (error) this.log.warn({ server: this.server, sandbox: sandbox.id, err: error.message }, "sandbox lost; the next request gets a fresh one");
     });
-    for (const message of this.preamble.values()) {
-      await this.request(message.method as string, message.params as Record<string, unknown>).catch(() => undefined);
-    }
-    return sandbox;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Ends the link. With `keepSaved`, a suspended sandbox stays on disk for the session to come back to;
+   * otherwise every sandbox of the session is destroyed with what it saved.
+   */
+  async close(keepSaved = false): Promise<void> {
     this.closed = true;
     const sandboxes = [this.sandbox, ...this.callSandboxes.values()].filter((s): s is Sandbox => s !== undefined);
     this.sandbox = undefined;
     this.callSandboxes.clear();
-    await Promise.allSettled(sandboxes.map((s) => s.destroy("client session ended")));
+    await Promise.allSettled(sandboxes.map((s) => (keepSaved ? s.release("gateway let go of the session") : s.destroy("client session ended"))));
   }
 }

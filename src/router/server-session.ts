@@ -30,7 +30,12 @@ export class ServerSession extends Session {
         else void this.deliver(message, guestMs);
       },
       requestFailed: (id, error) => this.fail(id, error, server),
+      suspended: () => this.persistSoon(),
     }, stateless);
+  }
+
+  protected linkFor(server: string): ServerLink | undefined {
+    return server === this.server ? this.link : undefined;
   }
 
   protected links(): ServerLink[] {

@@ -11,7 +11,9 @@ import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import { SandboxError } from "../sandbox/errors.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import { events, nowMs, type Outcome, type RequestRecord } from "../telemetry/events.js";
+import type { Sandbox } from "../sandbox/sandbox.js";
 import type { ServerLink } from "./server-link.js";
+import type { SessionStore, StoredSession } from "./session-store.js";
 import { toJsonRpcError } from "./to-wire.js";
 
 /**
@@ -25,13 +27,16 @@ export abstract class Session {
   private queue: Promise<void> = Promise.resolve();
   /** What the client declared at initialize; the server in the clone was told it may use everything. */
   private clientCapabilities: Record<string, unknown> = {};
+  private protocolVersion = LATEST_PROTOCOL_VERSION;
   private closed = false;
+  private persistence: { store: SessionStore; route: string } | undefined;
+  private persisting: Promise<void> = Promise.resolve();
 
   constructor(
     protected readonly transport: Transport,
     protected readonly pool: SandboxPool,
     protected readonly log: Logger,
-    private readonly transportKind: string,
+    protected readonly transportKind: string,
   ) {
     // One message at a time: a request must not overtake one sent before it (e.g. its own cancellation).
     transport.onmessage = (message, extra) => {
@@ -97,6 +102,7 @@ export abstract class Session {
       const requested = params.protocolVersion;
       const protocolVersion =
         requested && SUPPORTED_PROTOCOL_VERSIONS.includes(requested) ? requested : LATEST_PROTOCOL_VERSION;
+      this.protocolVersion = protocolVersion;
       this.replyResult(id, { ...(await this.initializeResult()), protocolVersion });
     } catch (error) {
       this.fail(id, error, this.serverFor(id));
@@ -190,15 +196,67 @@ export abstract class Session {
     }
   }
 
-  /** Ends the session and its sandboxes; requests still in flight are answered. Idempotent. */
-  async close(): Promise<void> {
+  /** Lets this session be saved while its sandboxes are suspended, to outlive a gateway restart. */
+  enablePersistence(store: SessionStore, route: string): void {
+    this.persistence = { store, route };
+  }
+
+  /** Brings back a sandbox this session had before a gateway restart. */
+  protected abstract linkFor(server: string): ServerLink | undefined;
+
+  adopt(server: string, sandbox: Sandbox): boolean {
+    const link = this.linkFor(server);
+    if (!link) return false;
+    link.adopt(sandbox);
+    return true;
+  }
+
+  /** The session as it must be saved: the sandboxes that are on disk now. Saves run one at a time. */
+  protected persistSoon(): void {
+    const persistence = this.persistence;
+    const id = this.transport.sessionId;
+    if (!persistence || !id || this.closed) return;
+    this.persisting = this.persisting
+      .then(async () => {
+        const sandboxes: StoredSession["sandboxes"] = {};
+        for (const link of this.links()) {
+          const saved = link.suspendedSandbox;
+          if (saved) sandboxes[link.server] = { ...saved, templateKey: (await this.pool.template(link.server)).key };
+        }
+        await persistence.store.save({
+          id,
+          route: persistence.route,
+          transport: this.transportKind,
+          protocolVersion: this.protocolVersion,
+          clientCapabilities: this.clientCapabilities,
+          sandboxes,
+          savedAt: new Date().toISOString(),
+        });
+      })
+      .catch((err: Error) => this.log.warn({ err: err.message }, "could not save the session"));
+  }
+
+  /** The client ended the session (DELETE): everything it had goes, on disk too. */
+  async end(): Promise<void> {
+    await this.close(false);
+  }
+
+  /**
+   * Ends the session's life in this process; requests still in flight are answered. With `keepSaved`
+   * (the default for sessions that can be saved: a dropped connection, an idle session, a shutdown) what
+   * is suspended stays on disk for the client to come back to. Idempotent.
+   */
+  async close(keepSaved = this.persistence !== undefined && this.transport.sessionId !== undefined): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const id of [...this.inFlight.keys()]) {
       this.finish(id, "error", "SESSION_CLOSED");
       void this.reply({ jsonrpc: "2.0", id, error: { code: ErrorCode.ConnectionClosed, message: "session closed" } });
     }
-    await Promise.allSettled(this.links().map((link) => link.close()));
+    await this.persisting;
+    const keep = keepSaved && this.links().some((link) => link.suspendedSandbox);
+    await Promise.allSettled(this.links().map((link) => link.close(keep)));
+    if (!keep && this.persistence && this.transport.sessionId) await this.persistence.store.delete(this.transport.sessionId);
     await this.transport.close().catch(() => undefined);
     for (const listener of this.closedListeners) listener();
   }

@@ -3,7 +3,7 @@ import type { ServerManifest } from "../config/manifest.js";
 import type { PendingVm, SandboxDriver, Vm, VmSpec } from "./driver.js";
 import { SandboxError } from "./errors.js";
 import { events } from "../telemetry/events.js";
-import { mkdir, rm } from "node:fs/promises";
+import { access, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Sandbox, type SandboxHost, type SandboxTimings } from "./sandbox.js";
 import { VmBudget, type VmBudgetLimits } from "./vm-budget.js";
@@ -127,6 +127,25 @@ class ServerPool {
     }
     void pending.exited.then(() => this.budget.release());
     return pending;
+  }
+
+  /**
+   * A sandbox saved before a gateway restart, known by its id: usable only on the template it was cloned
+   * from, and only if its saved state is still there.
+   */
+  async adoptSuspended(sandboxId: string, templateKey: string): Promise<Sandbox | undefined> {
+    const template = await this.templateReady;
+    if (template.meta.key !== templateKey) return undefined;
+    const { callMs, idleSuspendMs } = this.manifest.timeouts;
+    const sandbox = new Sandbox(this.manifest.name, sandboxId, { source: "prestarted", resumeMs: 0 }, { callTimeoutMs: callMs, idleSuspendMs }, this.host);
+    try {
+      await access(this.suspendedStatePath(sandbox));
+    } catch {
+      return undefined;
+    }
+    this.leased.add(sandbox);
+    sandbox.on("closed", () => this.leased.delete(sandbox));
+    return sandbox;
   }
 
   /** Session sandboxes that run but have nothing in flight: candidates for an early suspend. */
@@ -375,6 +394,15 @@ export class SandboxPool {
 
   acquire(server: string): Promise<Sandbox> {
     return this.get(server).acquire();
+  }
+
+  adoptSuspended(server: string, sandboxId: string, templateKey: string): Promise<Sandbox | undefined> {
+    return this.get(server).adoptSuspended(sandboxId, templateKey);
+  }
+
+  /** Deletes what a suspended sandbox saved, for a session that will never come back. */
+  async discardSuspended(server: string, sandboxId: string): Promise<void> {
+    if (/^[\w-]+$/.test(sandboxId)) await rm(join(this.suspendDir, server, `${sandboxId}.mig.gz`), { force: true });
   }
 
   stats(): ServerPoolStats[] {

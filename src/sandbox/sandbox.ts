@@ -13,6 +13,8 @@ export interface SandboxEvents {
   requestFailed: (id: RequestId, error: SandboxError) => void;
   /** The sandbox is gone; `error` says why when it was not a deliberate destroy. */
   closed: (error: SandboxError | undefined) => void;
+  /** The sandbox was saved to disk and its VM ended. */
+  suspended: () => void;
 }
 
 export interface SandboxTimings {
@@ -41,7 +43,7 @@ export interface SandboxOptions {
  * Idle long enough, it is suspended (its VM ends, its state is on disk) and resumed on the next request.
  */
 export class Sandbox {
-  readonly lifecycle = new Lifecycle("idle");
+  readonly lifecycle: Lifecycle;
   readonly id: string;
   private current: Vm | undefined;
   private readonly inFlight = new Map<RequestId, NodeJS.Timeout>();
@@ -49,28 +51,36 @@ export class Sandbox {
     message: new Set(),
     requestFailed: new Set(),
     closed: new Set(),
+    suspended: new Set(),
   };
   private closing = false;
+  /** Set when the gateway lets go of the sandbox without ending it: its saved state stays on disk. */
+  private keepSavedState = false;
   private idleTimer: NodeJS.Timeout | undefined;
   /** When the sandbox last had a request (epoch ms): least recently used ones are suspended first. */
   lastUsed = Date.now();
   /** A suspend or resume under way; requests wait for it. */
   private transition: Promise<void> | undefined;
 
+  /**
+   * A sandbox running on `vm`, or, with `vm` a string, one known only by that id and saved on disk
+   * (brought back after a gateway restart): it resumes on its first request.
+   */
   constructor(
     readonly server: string,
-    vm: Vm,
+    vm: Vm | string,
     readonly timings: SandboxTimings,
     private readonly options: SandboxOptions,
     private readonly host: SandboxHost,
   ) {
-    this.id = vm.id;
+    this.id = typeof vm === "string" ? vm : vm.id;
+    this.lifecycle = new Lifecycle(typeof vm === "string" ? "suspended" : "idle");
     this.lifecycle.onTransition(({ from, to }) => {
       events.sandboxTransition.publish({ server, sandboxId: this.id, from, to });
       if (to === "idle") this.armIdleTimer();
       else clearTimeout(this.idleTimer);
     });
-    this.attach(vm);
+    if (typeof vm !== "string") this.attach(vm);
     this.armIdleTimer();
   }
 
@@ -144,6 +154,7 @@ export class Sandbox {
       .then(() => {
         this.current = undefined;
         this.lifecycle.transition("suspended");
+        this.emit("suspended");
       })
       .catch(() => {
         // The VM still runs (a failed suspend lets it continue): stay as we were.
@@ -198,6 +209,7 @@ export class Sandbox {
     const detail = exit.serverExit
       ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${exit.serverExit.stderrTail.trim().split("\n").pop() ?? ""}`
       : exit.reason;
+    events.sandboxCrash.publish({ server: this.server, sandboxId: this.id, detail });
     void this.destroy(detail, new SandboxError("GUEST_EXITED", `sandbox for '${this.server}' died: ${detail}`));
   }
 
@@ -218,7 +230,16 @@ export class Sandbox {
     this.lifecycle.transition("destroyed");
     // Owners learn at once, so a next request never lands on a sandbox that is on its way out.
     this.emit("closed", error);
-    this.host.discard(this);
+    if (!this.keepSavedState) this.host.discard(this);
     await this.current?.kill(reason);
+  }
+
+  /**
+   * Lets go of the sandbox without losing what it saved: a suspended one stays on disk for its session to
+   * come back to (after a gateway restart); a running one ends (its memory cannot be kept).
+   */
+  async release(reason: string): Promise<void> {
+    this.keepSavedState = this.state === "suspended";
+    await this.destroy(reason);
   }
 }

@@ -1,0 +1,40 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { SessionStore, type StoredSession } from "./session-store.js";
+
+const session = (id: string, savedAt = new Date().toISOString()): StoredSession => ({
+  id,
+  route: "memory",
+  transport: "streamable-http",
+  protocolVersion: "2025-11-25",
+  clientCapabilities: {},
+  sandboxes: { memory: { sandboxId: "vm-1", templateKey: "k" } },
+  savedAt,
+});
+
+test("saves atomically, loads, deletes; ids that are not ids are refused", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "mcpv-store-"));
+  const store = new SessionStore(dir);
+  await store.save(session("abc-1"));
+  assert.equal((await store.load("abc-1"))?.route, "memory");
+  assert.deepEqual(await readdir(dir), ["abc-1.json"], "no temporary file is left behind");
+  assert.equal(await store.load("../etc/passwd"), undefined);
+  await store.delete("abc-1");
+  assert.equal(await store.load("abc-1"), undefined);
+});
+
+test("a torn temporary file never shadows the record, and old records expire", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "mcpv-store-"));
+  const store = new SessionStore(dir);
+  await store.save(session("old", new Date(Date.now() - 10_000).toISOString()));
+  await store.save(session("new"));
+  await writeFile(join(dir, "new.json.tmp-999"), "{ torn");
+  assert.equal((await store.load("new"))?.id, "new");
+  const expired = await store.expire(5_000);
+  assert.deepEqual(expired.map((s) => s.id), ["old"]);
+  assert.equal(await store.load("old"), undefined);
+  assert.equal((await store.load("new"))?.id, "new");
+});

@@ -1,0 +1,82 @@
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+
+/** What it takes to bring a session back after a gateway restart: its route and its saved sandboxes. */
+export interface StoredSession {
+  id: string;
+  route: string;
+  transport: string;
+  protocolVersion: string;
+  clientCapabilities: Record<string, unknown>;
+  /** Per server: the suspended sandbox and the template it was cloned from (its state only loads on that). */
+  sandboxes: Record<string, { sandboxId: string; templateKey: string }>;
+  savedAt: string;
+}
+
+const ID = /^[A-Za-z0-9-]{1,128}$/;
+
+/**
+ * Sessions whose sandboxes are suspended, one JSON file each. A file is written to a temporary name,
+ * synced and renamed, so a crash at any moment leaves the old record or the new one, never a torn one.
+ */
+export class SessionStore {
+  constructor(private readonly dir: string) {}
+
+  private path(id: string): string {
+    if (!ID.test(id)) throw new Error(`not a session id: ${id}`);
+    return join(this.dir, `${id}.json`);
+  }
+
+  async save(session: StoredSession): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    const final = this.path(session.id);
+    const tmp = `${final}.tmp-${process.pid}`;
+    const fh = await open(tmp, "w");
+    try {
+      await fh.writeFile(JSON.stringify(session));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, final);
+  }
+
+  async load(id: string): Promise<StoredSession | undefined> {
+    if (!ID.test(id)) return undefined;
+    try {
+      return JSON.parse(await readFile(this.path(id), "utf8")) as StoredSession;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async delete(id: string): Promise<void> {
+    if (ID.test(id)) await rm(this.path(id), { force: true });
+  }
+
+  /** Removes records saved longer ago than `maxAgeMs`; returns them so their saved state can go too. */
+  async expire(maxAgeMs: number): Promise<StoredSession[]> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.dir);
+    } catch {
+      return [];
+    }
+    const expired: StoredSession[] = [];
+    const cutoff = Date.now() - maxAgeMs;
+    for (const entry of entries) {
+      const path = join(this.dir, entry);
+      if (entry.includes(".tmp-")) {
+        if ((await stat(path)).mtimeMs < cutoff) await rm(path, { force: true });
+        continue;
+      }
+      if (!entry.endsWith(".json")) continue;
+      const session = await this.load(entry.slice(0, -5));
+      if (session && Date.parse(session.savedAt) < cutoff) {
+        expired.push(session);
+        await rm(path, { force: true });
+      }
+    }
+    return expired;
+  }
+}

@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { test } from "node:test";
+import { RawMcpClient } from "../bench/raw-mcp-client.js";
+import { REPO_ROOT } from "../src/main.js";
+import { serversDirWith } from "./helpers.js";
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** The gateway as users run it: its own process, so it can be killed with SIGKILL. */
+async function startGatewayProcess(port: number, serversDir: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [join(REPO_ROOT, "bin", "mcpvisor"), "start", "--port", String(port), "--servers", "memory"], {
+    env: { ...process.env, MCPVISOR_SERVERS_DIR: serversDir, MCPVISOR_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "ignore", "ignore"],
+  });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+    if (ready) return child;
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error("gateway did not become ready");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const suspendedCount = async (port: number): Promise<number> => {
+  const report = (await (await fetch(`http://127.0.0.1:${port}/readyz`)).json()) as { servers: { suspended: number }[] };
+  return report.servers.reduce((n, s) => n + s.suspended, 0);
+};
+
+test("a suspended session survives kill -9 of the gateway: the client carries on with its Mcp-Session-Id", { timeout: 240_000 }, async () => {
+  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_000 } }) });
+  const port = await freePort();
+  let gateway = await startGatewayProcess(port, serversDir);
+  try {
+    const url = `http://127.0.0.1:${port}/servers/memory/mcp`;
+    const client = new RawMcpClient(url);
+    await client.initialize();
+    await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: "survivor", entityType: "t", observations: ["kill -9"] }] } });
+    const deadline = Date.now() + 20_000;
+    while ((await suspendedCount(port)) < 1) {
+      if (Date.now() > deadline) throw new Error("the session was not suspended");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    gateway.kill("SIGKILL");
+    await new Promise((r) => gateway.once("exit", r));
+    gateway = await startGatewayProcess(port, serversDir);
+    const graph = (await client.request("tools/call", { name: "read_graph", arguments: {} })) as { structuredContent: { entities: { name: string }[] } };
+    assert.deepEqual(graph.structuredContent.entities.map((e) => e.name), ["survivor"]);
+    await client.close();
+    const gone = new RawMcpClient(url);
+    Object.assign(gone, { sessionId: (client as unknown as { sessionId: string }).sessionId });
+    await assert.rejects(gone.request("tools/list", {}), /HTTP 404/, "a session ended with DELETE is gone for good");
+  } finally {
+    gateway.kill("SIGKILL");
+  }
+});
