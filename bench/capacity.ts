@@ -1,0 +1,144 @@
+/**
+ * bench/capacity: what idle suspend buys on this machine, for server-memory sessions that each stored an
+ * entity. In one run:
+ *   1. N sessions (default 1000) each store an entity, then idle and are suspended to disk; suspend time,
+ *      disk per suspended session, then resume-from-suspend time as every one of them reads its graph back
+ *      (each must see exactly its own entity).
+ *   2. M sessions (default 50) active at once: host RAM per clone (proportional set size of its QEMU,
+ *      so template pages shared through the page cache are counted once across clones), and every one
+ *      answers a call correctly.
+ * Usage: npm run bench:capacity [-- --suspended 1000 --active 50 --concurrency 4]
+ */
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import { readFile } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
+import { parseArgs } from "node:util";
+import { startGateway } from "../src/main.js";
+import type { SandboxResumeRecord, SandboxSuspendRecord } from "../src/telemetry/events.js";
+import { createLogger } from "../src/telemetry/log.js";
+import { serversDirWith, testConfig } from "../test/helpers.js";
+import { RawMcpClient } from "./raw-mcp-client.js";
+import { fmtMs, percentile, table } from "./stats.js";
+
+const { values } = parseArgs({
+  options: {
+    suspended: { type: "string", default: "1000" },
+    active: { type: "string", default: "50" },
+    concurrency: { type: "string", default: "4" },
+  },
+});
+const SUSPENDED = Number(values.suspended);
+const ACTIVE = Number(values.active);
+const CONCURRENCY = Number(values.concurrency);
+const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+
+/** Runs `work` for 0..n-1 with at most `limit` at once. */
+async function forEach(n: number, limit: number, work: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, n) }, async () => {
+      while (next < n) await work(next++);
+    }),
+  );
+}
+
+interface Graph {
+  structuredContent: { entities: { name: string }[] };
+}
+
+async function entities(client: RawMcpClient): Promise<string[]> {
+  return ((await client.request("tools/call", { name: "read_graph", arguments: {} })) as unknown as Graph).structuredContent.entities.map((e) => e.name);
+}
+
+async function pss(pid: number): Promise<number> {
+  const rollup = await readFile(`/proc/${pid}/smaps_rollup`, "utf8");
+  return Number(/^Pss:\s+(\d+) kB/m.exec(rollup)![1]) * 1024;
+}
+
+const suspends: SandboxSuspendRecord[] = [];
+const resumes: SandboxResumeRecord[] = [];
+const onSuspend = (r: unknown) => void suspends.push(r as SandboxSuspendRecord);
+const onResume = (r: unknown) => void resumes.push(r as SandboxResumeRecord);
+subscribe("mcpvisor:sandbox:suspend", onSuspend);
+subscribe("mcpvisor:sandbox:resume", onResume);
+
+// Phase 1: many sessions, suspended after 200 ms idle.
+const quickSuspend = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 200 } }) });
+let gateway = await startGateway(testConfig({ servers: ["memory"], serversDir: quickSuspend, maxVms: 16 }), createLogger("silent"), () => undefined, {
+  pool: { prestarted: CONCURRENCY, warm: 0 },
+});
+await gateway.settled;
+let url = `http://127.0.0.1:${gateway.port}/servers/memory/mcp`;
+const sessions: RawMcpClient[] = [];
+const t0 = performance.now();
+await forEach(SUSPENDED, CONCURRENCY, async (i) => {
+  const client = new RawMcpClient(url);
+  await client.initialize();
+  await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: `s${i}`, entityType: "session", observations: [`made by session ${i}`] }] } });
+  sessions[i] = client;
+  if ((i + 1) % 100 === 0) progress(`${i + 1}/${SUSPENDED} sessions created`);
+});
+const stats = () => gateway.pool.stats().find((s) => s.server === "memory")!;
+while (stats().suspended < SUSPENDED) await new Promise((r) => setTimeout(r, 100));
+progress(`${SUSPENDED} sessions suspended in ${((performance.now() - t0) / 1000).toFixed(0)} s; QEMU processes now: ${stats().prestarted} prestarted, 0 for sessions`);
+const heldSuspended = stats().suspended;
+const resumeStart = resumes.length;
+let correct = 0;
+await forEach(SUSPENDED, CONCURRENCY, async (i) => {
+  if (JSON.stringify(await entities(sessions[i]!)) === JSON.stringify([`s${i}`])) correct++;
+  await sessions[i]!.close();
+  if ((i + 1) % 100 === 0) progress(`${i + 1}/${SUSPENDED} sessions resumed and checked`);
+});
+const fromSuspended = resumes.slice(resumeStart).filter((r) => r.from === "suspended").map((r) => r.durationMs);
+await gateway.close();
+
+// Phase 2: many sessions active at once.
+const noSuspend = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 0 } }) });
+gateway = await startGateway(testConfig({ servers: ["memory"], serversDir: noSuspend, maxVms: ACTIVE + 8 }), createLogger("silent"), () => undefined, {
+  pool: { prestarted: CONCURRENCY, warm: 0 },
+});
+await gateway.settled;
+url = `http://127.0.0.1:${gateway.port}/servers/memory/mcp`;
+const active: RawMcpClient[] = [];
+await forEach(ACTIVE, CONCURRENCY, async (i) => {
+  const client = new RawMcpClient(url);
+  await client.initialize();
+  await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: `a${i}`, entityType: "session", observations: ["active"] }] } });
+  active[i] = client;
+});
+const pids = stats().sandboxes.map((s) => s.pid).filter((p): p is number => p !== undefined);
+const pssBytes = await Promise.all(pids.map(pss));
+let activeCorrect = 0;
+await Promise.all(active.map(async (client, i) => {
+  if (JSON.stringify(await entities(client)) === JSON.stringify([`a${i}`])) activeCorrect++;
+}));
+await Promise.all(active.map((c) => c.close()));
+await gateway.close();
+unsubscribe("mcpvisor:sandbox:suspend", onSuspend);
+unsubscribe("mcpvisor:sandbox:resume", onResume);
+
+const mib = (b: number) => `${(b / 1048576).toFixed(2)} MiB`;
+const suspendMs = suspends.map((s) => s.durationMs);
+const bytes = suspends.map((s) => s.bytes);
+console.log(`\nbench/capacity — server-memory, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${cpus()[0]?.model ?? "cpu"}`);
+console.log(
+  table(
+    ["measure", "n", "p50", "p95", "max"],
+    [
+      ["suspend to disk", String(suspendMs.length), fmtMs(percentile(suspendMs, 50)), fmtMs(percentile(suspendMs, 95)), fmtMs(Math.max(...suspendMs))],
+      ["resume from suspended, to running", String(fromSuspended.length), fmtMs(percentile(fromSuspended, 50)), fmtMs(percentile(fromSuspended, 95)), fmtMs(Math.max(...fromSuspended))],
+      ["disk per suspended session", String(bytes.length), mib(percentile(bytes, 50)), mib(percentile(bytes, 95)), mib(Math.max(...bytes))],
+      ["host RAM per active clone (PSS)", String(pssBytes.length), mib(percentile(pssBytes, 50)), mib(percentile(pssBytes, 95)), mib(Math.max(...pssBytes))],
+    ],
+  ),
+);
+console.log(
+  table(
+    ["held at once", "sessions", "answered correctly afterwards"],
+    [
+      ["suspended (no VM, no guest RAM)", String(heldSuspended), `${correct}/${SUSPENDED}`],
+      ["active (a VM each)", String(pids.length), `${activeCorrect}/${ACTIVE}`],
+    ],
+  ),
+);
+process.exit(correct === SUSPENDED && activeCorrect === ACTIVE ? 0 : 1);
