@@ -128,14 +128,7 @@ export class AggregateSession extends Session {
       return this.replyError(id, ErrorCode.InvalidParams, `Unknown ${kind} '${String(params.name)}': names here are <server>__<name>, servers: ${[...this.serverLinks.keys()].join(", ")}`);
     }
     if (message.method === "tools/call") {
-      const verdict = await link.checkToolCall(target.name, params.arguments);
-      if (!verdict.ok) {
-        if (record && verdict.reason !== "unknown-tool") Object.assign(record, { server: target.server, tool: target.name }); // a known tool: bounded labels
-        return verdict.reason === "unknown-tool"
-          ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${String(params.name)}'; tools/list shows the tools there are`)
-          : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${String(params.name)}': ${verdict.message}`, { tool: params.name });
-      }
-      if (record && !verdict.unlisted) record.tool = target.name;
+      if (!(await this.toolCallAcceptable(id, link, target.name, String(params.name), params.arguments, record))) return;
     }
     await this.forward(link, id, { ...message, params: { ...params, name: target.name } }, record);
   }

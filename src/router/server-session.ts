@@ -62,14 +62,7 @@ export class ServerSession extends Session {
       if (typeof name !== "string") {
         return this.replyError(id, ErrorCode.InvalidParams, "tools/call needs params.name, the tool's name (a string)");
       }
-      const verdict = await this.link.checkToolCall(name, args);
-      if (!verdict.ok) {
-        if (record && verdict.reason !== "unknown-tool") Object.assign(record, { server: this.server, tool: name }); // a known tool: bounded labels
-        return verdict.reason === "unknown-tool"
-          ? this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${name}' on server '${this.server}'; tools/list shows the tools it has`)
-          : this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${name}': ${verdict.message}`, { tool: name });
-      }
-      if (record && !verdict.unlisted) record.tool = name;
+      if (!(await this.toolCallAcceptable(id, this.link, name, name, args, record))) return;
     }
     await this.link.send(message, record);
   }

@@ -201,6 +201,32 @@ export abstract class Session {
     this.persistence = { store, route };
   }
 
+  /**
+   * Checks a tools/call before any VM is involved. Answers it (and returns false) when the tool does not
+   * exist or its arguments fail the tool's inputSchema; `shown` is the name as the client wrote it.
+   */
+  protected async toolCallAcceptable(
+    id: RequestId,
+    link: ServerLink,
+    tool: string,
+    shown: string,
+    args: unknown,
+    record: RequestRecord | undefined,
+  ): Promise<boolean> {
+    const verdict = await link.checkToolCall(tool, args);
+    if (verdict.ok) {
+      if (record && !verdict.unlisted) record.tool = tool; // only listed tools become metric labels
+      return true;
+    }
+    if (verdict.reason === "unknown-tool") {
+      this.replyError(id, ErrorCode.InvalidParams, `Unknown tool '${shown}' on server '${link.server}'; tools/list shows the tools there are`);
+    } else {
+      if (record) Object.assign(record, { server: link.server, tool });
+      this.replyError(id, ErrorCode.InvalidParams, `Invalid arguments for tool '${shown}': ${verdict.message}`, { tool: shown });
+    }
+    return false;
+  }
+
   /** Brings back a sandbox this session had before a gateway restart. */
   protected abstract linkFor(server: string): ServerLink | undefined;
 
