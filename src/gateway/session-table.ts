@@ -1,6 +1,7 @@
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { Logger } from "pino";
 import type { Route } from "../router/router.js";
+import type { Session } from "../router/session.js";
 
 export interface FaceSession<T extends Transport = Transport> {
   route: Route;
@@ -32,6 +33,21 @@ export class SessionTable<T extends Transport = Transport> {
   add(id: string, route: Route, transport: T): void {
     this.sessions.set(id, { route, transport, lastSeen: Date.now() });
     this.log.info({ face: this.face, route, session: id }, "session opened");
+  }
+
+  /**
+   * Registers a session under `id` before connecting it (so a request naming it early finds it), and
+   * forgets it when it ends, or at once if connecting fails (the error is rethrown).
+   */
+  async open(id: string, route: Route, transport: T, connect: () => Promise<Session>): Promise<void> {
+    this.add(id, route, transport);
+    try {
+      const session = await connect();
+      session.onClosed(() => this.delete(id, "session ended"));
+    } catch (error) {
+      this.delete(id, "session could not be opened");
+      throw error;
+    }
   }
 
   /** The session, marked as used now; undefined once it ended. */

@@ -39,12 +39,9 @@ export class SseFace {
     const transport = new SSEServerTransport(messagesPath, c.env.outgoing);
     const id = transport.sessionId;
     // Known before the stream names it to the client, so its first POST always finds the session.
-    this.sessions.add(id, route, transport);
     try {
-      const session = await this.router.connect(route, transport, "sse");
-      session.onClosed(() => this.sessions.delete(id, "session ended"));
+      await this.sessions.open(id, route, transport, () => this.router.connect(route, transport, "sse"));
     } catch (error) {
-      this.sessions.delete(id, "session could not be opened");
       this.log.error({ route, err: (error as Error).message }, "could not open an SSE session");
       const message = `Could not open a session on ${route === AGGREGATE ? "the aggregated endpoint" : `'${route}'`}: ${(error as Error).message}`;
       if (!c.env.outgoing.headersSent) return jsonRpcHttpError(500, ErrorCode.InternalError, message);

@@ -58,13 +58,10 @@ export class WebSocketFace {
   private async open(ws: WebSocket, route: Route): Promise<void> {
     const transport = new WebSocketServerTransport(ws);
     const id = transport.sessionId;
-    this.sessions.add(id, route, transport);
     ws.on("message", () => this.sessions.touch(id));
     try {
-      const session = await this.router.connect(route, transport, "websocket");
-      session.onClosed(() => this.sessions.delete(id, "session ended"));
+      await this.sessions.open(id, route, transport, () => this.router.connect(route, transport, "websocket"));
     } catch (error) {
-      this.sessions.delete(id, "session could not be opened");
       this.log.error({ route, err: (error as Error).message }, "could not open a WebSocket session");
       const reason = `could not open a session: ${(error as Error).message}`.replace(/[^\x20-\x7e]/g, "?").slice(0, 123);
       await transport.close(1011, reason);
