@@ -35,12 +35,15 @@ export class HostPolicy {
   middleware(): MiddlewareHandler {
     return async (c, next) => {
       const why = this.refusal(c.req.header("host"), c.req.header("origin"));
-      if (why) {
-        return jsonRpcHttpError(403, ErrorCode.InvalidRequest, `Forbidden: ${why}; add the name to allowedHosts (MCPVISOR_ALLOWED_HOSTS) if it is yours`);
-      }
+      if (why) return jsonRpcHttpError(403, ErrorCode.InvalidRequest, forbidden(why));
       await next();
     };
   }
+}
+
+/** What a refused client is told (403), from `HostPolicy.refusal`'s reason. */
+export function forbidden(why: string): string {
+  return `Forbidden: ${why}; add the name to allowedHosts (MCPVISOR_ALLOWED_HOSTS) if it is yours`;
 }
 
 /** `name:port` or `[v6]:port` to the bare lower-cased name (brackets kept for IPv6, as in URLs). */

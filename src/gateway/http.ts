@@ -1,16 +1,18 @@
-import type { Server } from "node:http";
-import { serve, type HttpBindings } from "@hono/node-server";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
-import { AGGREGATE, type Route, type Router } from "../router/router.js";
+import { AGGREGATE, type Router } from "../router/router.js";
+import { faceRoute } from "./face-route.js";
 import { HostPolicy } from "./host-check.js";
 import { mountMetrics, type MetricsSource } from "./metrics-route.js";
 import type { Readiness } from "./readiness.js";
 import { SseFace } from "./sse.js";
 import { registerStatusRoutes, type StatusSources } from "./status-routes.js";
-import { jsonRpcHttpError, StreamableHttpFace } from "./streamable-http.js";
+import { bodyTooLarge, jsonRpcHttpError, StreamableHttpFace } from "./streamable-http.js";
 import { WebSocketFace } from "./ws.js";
 
 export interface HttpGatewayOptions {
@@ -43,7 +45,7 @@ export class HttpGateway {
     private readonly options: HttpGatewayOptions,
   ) {
     const hostPolicy = new HostPolicy(options.host, options.allowedHosts);
-    this.streamable = new StreamableHttpFace(router, log, options.sessionIdleMs);
+    this.streamable = new StreamableHttpFace(router, log, { idleMs: options.sessionIdleMs, maxBodyBytes: options.maxBodyBytes, hosts: hostPolicy });
     this.sse = new SseFace(router, log, options.sessionIdleMs);
     this.ws = new WebSocketFace(router, log, { idleMs: options.sessionIdleMs, maxMessageBytes: options.maxBodyBytes, hosts: hostPolicy });
     const app = this.app;
@@ -59,13 +61,10 @@ export class HttpGateway {
     if (options.status) registerStatusRoutes(app, options.status);
     const limit = bodyLimit({
       maxSize: options.maxBodyBytes,
-      onError: () => jsonRpcHttpError(413, ErrorCode.InvalidRequest, `Request body larger than ${options.maxBodyBytes} bytes`),
+      onError: () => jsonRpcHttpError(413, ErrorCode.InvalidRequest, bodyTooLarge(options.maxBodyBytes)),
     });
     app.use("/servers/*", limit);
     app.use("/messages", limit);
-    app.use("/mcp", limit);
-    app.all("/mcp", (c) => this.streamable.handle(c, AGGREGATE));
-    app.all("/servers/:name/mcp", (c) => this.streamable.handle(c, c.req.param("name")));
     app.get("/servers/:name/sse", (c) => this.sse.open(c, c.req.param("name"), `/servers/${c.req.param("name")}/messages`));
     app.post("/servers/:name/messages", (c) => this.sse.post(c, c.req.param("name")));
     app.get("/sse", (c) => this.sse.open(c, AGGREGATE, "/messages"));
@@ -84,12 +83,15 @@ export class HttpGateway {
   /** Starts listening; resolves with the bound port (useful with port 0). */
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
-      // Without a createServer option, serve() makes a node:http Server.
-      const server = serve({ fetch: this.app.fetch, hostname: this.options.host, port: this.options.port }, (info) =>
-        resolve(info.port),
-      ) as Server;
+      const hono = getRequestListener(this.app.fetch, { hostname: this.options.host });
+      // Streamable HTTP (/mcp, /servers/<name>/mcp) is served on node:http directly, every other path by hono.
+      const server = createServer((req, res) => {
+        const route = faceRoute(req.url, "mcp");
+        void (route === undefined ? hono(req, res) : this.streamable.serve(req, res, route));
+      });
       server.once("error", reject);
-      server.on("upgrade", (req, socket, head) => this.ws.upgrade(req, socket, head, webSocketRoute(req.url)));
+      server.on("upgrade", (req, socket, head) => this.ws.upgrade(req, socket, head, faceRoute(req.url, "ws")));
+      server.listen(this.options.port, this.options.host, () => resolve((server.address() as AddressInfo).port));
       this.server = server;
     });
   }
@@ -103,11 +105,4 @@ export class HttpGateway {
     server.closeAllConnections(); // idle keep-alive sockets would otherwise hold close() open
     await closed;
   }
-}
-
-/** The route a WebSocket URL names: `/ws` is the aggregate, `/servers/<name>/ws` one server. */
-function webSocketRoute(url = "/"): Route | undefined {
-  const path = new URL(url, "http://localhost").pathname;
-  if (path === "/ws") return AGGREGATE;
-  return /^\/servers\/([^/]+)\/ws$/.exec(path)?.[1];
 }

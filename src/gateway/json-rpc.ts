@@ -34,5 +34,10 @@ export function parseJsonRpc(text: string): ParsedMessage {
 
 /** The JSON-RPC error response (JSON text) for a message `parseJsonRpc` refused. */
 export function errorReply(refused: Extract<ParsedMessage, { ok: false }>): string {
-  return JSON.stringify({ jsonrpc: "2.0", id: refused.id, error: { code: refused.code, message: refused.error } });
+  return jsonRpcError(refused.id, refused.code, refused.error);
+}
+
+/** A JSON-RPC error response as JSON text; `id` null when no request's id can be named. */
+export function jsonRpcError(id: RequestId | null, code: number, message: string): string {
+  return JSON.stringify({ jsonrpc: "2.0", id, error: { code, message } });
 }

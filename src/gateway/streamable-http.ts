@@ -1,81 +1,133 @@
 import { randomUUID } from "node:crypto";
-import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
-import type { Context } from "hono";
 import type { Logger } from "pino";
-import type { Router } from "../router/router.js";
+import type { Route, Router } from "../router/router.js";
 import type { Session } from "../router/session.js";
 import { SessionEventStore } from "./event-store.js";
-import { SessionTable } from "./session-table.js";
+import { forbidden, type HostPolicy } from "./host-check.js";
+import { jsonRpcError } from "./json-rpc.js";
+import { SessionTable, type FaceSession } from "./session-table.js";
+import { SESSION_NOT_FOUND, StreamableHttpServerTransport, writeJsonRpcError } from "./streamable-http-transport.js";
 
-/** A JSON-RPC error as an HTTP response, for failures before a session's transport is involved. */
+/** A JSON-RPC error as a web Response, for the faces served through hono. */
 export function jsonRpcHttpError(status: number, code: number, message: string): Response {
-  return new Response(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code, message } }), {
-    status,
-    headers: { "content-type": "application/json" },
-  });
+  return new Response(jsonRpcError(null, code, message), { status, headers: { "content-type": "application/json" } });
+}
+
+/** What a client whose request body is over the limit is told (413), on every face. */
+export function bodyTooLarge(maxBytes: number): string {
+  return `Request body larger than ${maxBytes} bytes`;
+}
+
+export interface StreamableHttpFaceOptions {
+  idleMs: number;
+  maxBodyBytes: number;
+  hosts: HostPolicy;
 }
 
 /**
- * The Streamable HTTP face (MCP 2025-11-25; the SDK's transport does the wire protocol). Each MCP
+ * The Streamable HTTP face (MCP 2025-11-25). It carries every tools/call of most clients, so it is served
+ * straight on node:http (`serve`) rather than through hono: see StreamableHttpServerTransport. Each MCP
  * session gets its own transport, handed to the router; sessions idle past `idleMs` are closed so an
  * abandoned client cannot keep a VM alive forever.
  */
 export class StreamableHttpFace {
-  private readonly sessions: SessionTable<WebStandardStreamableHTTPServerTransport>;
+  private readonly sessions: SessionTable<StreamableHttpServerTransport>;
 
   constructor(
     private readonly router: Router,
-    log: Logger,
-    idleMs: number,
+    private readonly log: Logger,
+    private readonly options: StreamableHttpFaceOptions,
   ) {
-    this.sessions = new SessionTable("streamable-http", log, idleMs);
+    this.sessions = new SessionTable("streamable-http", log, options.idleMs);
   }
 
   get sessionCount(): number {
     return this.sessions.size;
   }
 
-  async handle(c: Context, server: string): Promise<Response> {
-    if (!this.router.hasRoute(server)) {
-      return jsonRpcHttpError(404, ErrorCode.InvalidRequest, `No hosted server named '${server}'`);
+  /** Answers one HTTP request to `/mcp` or `/servers/<route>/mcp`. */
+  async serve(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
+    try {
+      await this.handle(req, res, route);
+    } catch (err) {
+      if (req.readableAborted) return void this.log.debug({ err: (err as Error).message }, "client went away mid-request");
+      this.log.error({ err }, "unhandled error in the Streamable HTTP face");
+      if (!res.headersSent) writeJsonRpcError(res, 500, ErrorCode.InternalError, "Internal gateway error; the gateway is still running");
+      else res.destroy();
     }
-    const sessionId = c.req.header("mcp-session-id");
-    if (sessionId) {
-      const session = this.sessions.touch(sessionId) ?? (await this.revive(sessionId, server));
-      if (!session || session.route !== server) {
-        return jsonRpcHttpError(404, ErrorCode.ConnectionClosed, "Session not found: it ended or expired; start a new one with initialize");
-      }
-      return session.transport.handleRequest(c.req.raw);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
+    const refusal = this.admit(req);
+    if (refusal) return writeJsonRpcError(res, 403, ErrorCode.InvalidRequest, refusal);
+    let body: string | undefined;
+    if (req.method === "POST") {
+      body = await readBody(req, this.options.maxBodyBytes);
+      if (body === undefined) return writeJsonRpcError(res, 413, ErrorCode.InvalidRequest, bodyTooLarge(this.options.maxBodyBytes));
     }
-    if (c.req.method !== "POST") {
-      return jsonRpcHttpError(400, ErrorCode.InvalidRequest, "Bad request: no Mcp-Session-Id header; send initialize first");
+    if (!this.router.hasRoute(route)) return writeJsonRpcError(res, 404, ErrorCode.InvalidRequest, `No hosted server named '${route}'`);
+    const sessionId = req.headers["mcp-session-id"];
+    if (typeof sessionId === "string" && sessionId) {
+      const session = await this.find(sessionId, route);
+      if (!session) return writeJsonRpcError(res, 404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND);
+      return session.transport.handleRequest(req, res, body);
     }
-    return (await isInitialize(c.req.raw)) ? this.startSession(c, server) : this.stateless(c, server);
+    if (body === undefined) {
+      return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, "Bad request: no Mcp-Session-Id header; send initialize first");
+    }
+    return isInitialize(body) ? this.startSession(req, res, route, body) : this.stateless(req, res, route, body);
+  }
+
+  /**
+   * Whether a request may reach MCP handling at all, and if not, why (403). Every request of this face
+   * passes here first: the Host/Origin check (DNS rebinding) now, and the place for authentication.
+   */
+  private admit(req: IncomingMessage): string | undefined {
+    const why = this.options.hosts.refusal(req.headers.host, req.headers.origin);
+    return why === undefined ? undefined : forbidden(why);
+  }
+
+  /**
+   * The session a request names, when it is this route's: open in this process, or saved before a
+   * restart. The one place sessions are looked up by id, so whatever must hold between a session and its
+   * caller is checked here.
+   */
+  private async find(id: string, route: Route): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
+    const session = this.sessions.touch(id) ?? (await this.revive(id, route));
+    return session?.route === route ? session : undefined;
   }
 
   /**
    * A request without a session (a stateless client): it is answered on its own, in a fresh clone that
    * is destroyed right after (`call` isolation), with a JSON response since there is no stream to keep.
    */
-  private async stateless(c: Context, server: string): Promise<Response> {
-    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    await this.router.connect(server, transport, "streamable-http", { stateless: true });
-    try {
-      return await transport.handleRequest(c.req.raw);
-    } finally {
-      void transport.close();
-    }
+  private async stateless(req: IncomingMessage, res: ServerResponse, route: Route, body: string): Promise<void> {
+    const transport = new StreamableHttpServerTransport();
+    await this.router.connect(route, transport, "streamable-http", { stateless: true });
+    res.once("close", () => void transport.close());
+    await transport.handleRequest(req, res, body);
+  }
+
+  private async startSession(req: IncomingMessage, res: ServerResponse, route: Route, body: string): Promise<void> {
+    let session: Session | undefined;
+    const transport = this.newTransport(route, randomUUID(), () => session?.end() ?? Promise.resolve());
+    session = await this.router.connect(route, transport, "streamable-http", { persistent: true });
+    session.onClosed(() => transport.sessionId && this.sessions.delete(transport.sessionId, "session ended"));
+    await transport.handleRequest(req, res, body);
+    // Anything but a valid initialize leaves the transport without a session: it has nothing to keep.
+    if (!transport.sessionId) void transport.close();
   }
 
   /** A transport for one session; DELETE ends the session for good (its saved state goes too). */
-  private newTransport(server: string, id: string, ended: () => Promise<void>): WebStandardStreamableHTTPServerTransport {
-    const transport: WebStandardStreamableHTTPServerTransport = new WebStandardStreamableHTTPServerTransport({
-      sessionIdGenerator: () => id,
-      eventStore: new SessionEventStore(),
-      onsessioninitialized: (sid) => this.sessions.add(sid, server, transport),
-      onsessionclosed: async (sid) => {
-        this.sessions.delete(sid, "session closed by client");
+  private newTransport(route: Route, id: string, ended: () => Promise<void>): StreamableHttpServerTransport {
+    const transport: StreamableHttpServerTransport = new StreamableHttpServerTransport({
+      id,
+      events: new SessionEventStore(),
+      onInitialized: () => this.sessions.add(id, route, transport),
+      onDeleted: async () => {
+        this.sessions.delete(id, "session closed by client");
         await ended();
       },
     });
@@ -83,42 +135,23 @@ export class StreamableHttpFace {
   }
 
   /**
-   * A session id this process does not know may belong to a session saved before a restart. The SDK's
-   * transport only takes requests after an initialize, so the saved session is initialized again here,
-   * with what its client declared the first time; the client sees nothing of it.
+   * A session id this process does not know may belong to a session saved before a restart. It is
+   * initialized again here, with what its client declared the first time; the client sees nothing of it.
    */
-  private async revive(id: string, server: string) {
+  private async revive(id: string, route: Route): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
     let session: Session | undefined;
-    const transport = this.newTransport(server, id, () => session?.end() ?? Promise.resolve());
-    const revived = await this.router.revive(id, server, transport);
+    const transport = this.newTransport(route, id, () => session?.end() ?? Promise.resolve());
+    const revived = await this.router.revive(id, route, transport);
     if (!revived) return undefined;
     session = revived.session;
     session.onClosed(() => this.sessions.delete(id, "session ended"));
-    const init = await transport.handleRequest(
-      new Request("http://127.0.0.1/mcp", {
-        method: "POST",
-        headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
-        body: JSON.stringify({
-          jsonrpc: "2.0",
-          id: "mcpvisor-revive",
-          method: "initialize",
-          params: { protocolVersion: revived.stored.protocolVersion, capabilities: revived.stored.clientCapabilities, clientInfo: { name: "revived", version: "0" } },
-        }),
-      }),
-    );
-    await init.body?.cancel();
+    await transport.restore({
+      jsonrpc: "2.0",
+      id: "mcpvisor-revive",
+      method: "initialize",
+      params: { protocolVersion: revived.stored.protocolVersion, capabilities: revived.stored.clientCapabilities, clientInfo: { name: "revived", version: "0" } },
+    });
     return this.sessions.touch(id);
-  }
-
-  private async startSession(c: Context, server: string): Promise<Response> {
-    let session: Session | undefined;
-    const transport = this.newTransport(server, randomUUID(), () => session?.end() ?? Promise.resolve());
-    session = await this.router.connect(server, transport, "streamable-http", { persistent: true });
-    session.onClosed(() => transport.sessionId && this.sessions.delete(transport.sessionId, "session ended"));
-    const response = await transport.handleRequest(c.req.raw);
-    // Anything but a valid initialize leaves the transport without a session: it has nothing to keep.
-    if (!transport.sessionId) void transport.close();
-    return response;
   }
 
   close(): Promise<void> {
@@ -126,13 +159,33 @@ export class StreamableHttpFace {
   }
 }
 
-/** Whether a POST body is (or, in a batch, contains) an initialize request; unreadable bodies are not. */
-async function isInitialize(request: Request): Promise<boolean> {
+/** A request body as text, or undefined when it is over `maxBytes` (the rest is then not kept). */
+function readBody(req: IncomingMessage, maxBytes: number): Promise<string | undefined> {
+  if (Number(req.headers["content-length"]) > maxBytes) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= maxBytes) return void chunks.push(chunk);
+      req.off("data", onData);
+      resolve(undefined);
+    };
+    req.on("data", onData);
+    req.once("end", () => resolve(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8")));
+    req.once("error", reject);
+    // Settles nothing when the body was read: a promise settles once.
+    req.once("close", () => reject(new Error("the client closed the connection before sending the whole body")));
+  });
+}
+
+/** Whether a POST body is (or, in a batch, contains) an initialize request; unreadable bodies count as one. */
+function isInitialize(body: string): boolean {
   try {
-    const body = (await request.clone().json()) as unknown;
-    const messages = Array.isArray(body) ? body : [body];
+    const value = JSON.parse(body) as unknown;
+    const messages = Array.isArray(value) ? value : [value];
     return messages.some((m) => typeof m === "object" && m !== null && (m as { method?: unknown }).method === "initialize");
   } catch {
-    return true; // let the session path report the parse error the usual way
+    return true; // a new session's transport reports the parse error the usual way
   }
 }
