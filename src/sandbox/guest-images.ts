@@ -10,6 +10,7 @@ import {
 import type { ServerManifest } from "../config/manifest.js";
 import type { SandboxDriver, VmSpec } from "./driver.js";
 import { chooseAccel, type AccelDecision, type AccelSetting } from "./qemu/accel-probe.js";
+import { ensureVmmUser } from "./qemu/vmm-user.js";
 
 export interface GuestPlan {
   base: BaseImage;
@@ -27,13 +28,14 @@ export interface PrepareOptions {
 }
 
 /**
- * Everything a server needs before its template can boot: host packages, the shared base image, the
- * accelerator verdict (probed on the real base image), then each server's layer. Every step is cached
- * by content, so on a warm machine this is a few hashes.
+ * Everything a server needs before its template can boot: host packages, the user QEMU runs as, the
+ * shared base image, the accelerator verdict (probed on the real base image), then each server's layer.
+ * Every step is cached by content, so on a warm machine this is a few hashes.
  */
 export async function prepareGuests(manifests: ServerManifest[], options: PrepareOptions): Promise<GuestPlan> {
   const { build, driver, log } = options;
   await ensureHostPackages(build);
+  await ensureVmmUser(build.progress);
   const base = await buildBaseImage(build);
   // Under TCG the guest cannot calibrate its TSC against anything reliable on a busy host and may hang
   // at boot; the image build measures the host's rate and the guest is told it.

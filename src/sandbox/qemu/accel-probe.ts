@@ -1,9 +1,10 @@
-import { access, constants, mkdir, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { release } from "node:os";
 import { join } from "node:path";
 import type { Accel, VmSpec } from "../driver.js";
 import { qemuArgs } from "./argv.js";
 import { VmmProcess } from "./vmm-process.js";
+import { VMM_USER, vmmCanReadWrite, vmmIdentity } from "./vmm-user.js";
 
 export type AccelSetting = "auto" | Accel;
 
@@ -33,10 +34,10 @@ export interface ProbeOptions {
 export async function chooseAccel(options: ProbeOptions): Promise<AccelDecision> {
   if (options.setting === "tcg") return { accel: "tcg", reason: "forced by configuration (accel: tcg)" };
   if (options.setting === "kvm") return { accel: "kvm", reason: "forced by configuration (accel: kvm)" };
-  try {
-    await access("/dev/kvm", constants.R_OK | constants.W_OK);
-  } catch {
-    return { accel: "tcg", reason: "/dev/kvm is absent or not accessible" };
+  // Asked as QEMU's identity (the probe boots as it too): the gateway being root proves nothing.
+  if (!(await vmmCanReadWrite("/dev/kvm"))) {
+    const who = (await vmmIdentity()) ? `user ${VMM_USER}` : "this user";
+    return { accel: "tcg", reason: `/dev/kvm is absent or not accessible to ${who}` };
   }
   const cacheFile = join(options.cacheDir, "accel-probe.json");
   const key = `${options.spec.image.kernelPath}|${options.qemuVersion}|${release()}`;
@@ -58,16 +59,10 @@ async function probeKvm(options: ProbeOptions): Promise<{ ok: boolean; reason: s
   const ramPath = join(options.runDir, `probe-${process.pid}.ram`);
   await writeFile(ramPath, "");
   await truncate(ramPath, spec.memoryMiB * 1024 * 1024);
-  const proc = await VmmProcess.start(`probe-${process.pid}`, options.runDir, (runDir) =>
-    qemuArgs({
-      spec,
-      ramPath,
-      ramShared: false,
-      incoming: false,
-      qmpSocket: join(runDir, "qmp.sock"),
-      agentSocket: join(runDir, "agent.sock"),
-      cmdlineExtra: ["mcpvisor.probe=1"],
-    }),
+  const { kernelPath, initrdPath, rootfsPath, layerPath } = spec.image;
+  const files = { kernel: kernelPath, initrd: initrdPath, rootfs: rootfsPath, layer: layerPath, ram: ramPath };
+  const proc = await VmmProcess.start(`probe-${process.pid}`, options.runDir, files, (files) =>
+    qemuArgs({ spec, files, ramShared: false, incoming: false, cmdlineExtra: ["mcpvisor.probe=1"] }),
   );
   const sawMarker = new Promise<boolean>((resolve) => {
     const stop = proc.onConsole(() => {

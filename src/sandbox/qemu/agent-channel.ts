@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import {
   encodeFrame,
   FrameDecoder,
@@ -16,8 +16,8 @@ type Pong = Extract<GuestFrame, { t: "pong" }>;
 export type ServerExit = Extract<GuestFrame, { t: "exit" }>;
 
 /**
- * The host end of the guest agent's virtio-serial port (a unix socket QEMU listens on). Carries MCP
- * messages unchanged and the agent's control frames (sandbox/agent/protocol.ts).
+ * The host end of the guest agent's virtio-serial port (a socketpair with QEMU, see vmm-process.ts).
+ * Carries MCP messages unchanged and the agent's control frames (sandbox/agent/protocol.ts).
  */
 export class AgentChannel implements GuestChannel {
   private readonly decoder = new FrameDecoder();
@@ -31,30 +31,10 @@ export class AgentChannel implements GuestChannel {
   /** Set when the agent reports that the hosted server exited. */
   serverExit: ServerExit | undefined;
 
-  private constructor(private readonly socket: Socket) {
+  constructor(private readonly socket: Socket) {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.fail(new SandboxError("AGENT_PROTOCOL", `agent socket: ${err.message}`, { cause: err })));
     socket.on("close", () => this.fail(new SandboxError("GUEST_EXITED", "agent channel closed")));
-  }
-
-  /** QEMU creates the socket a moment after it starts, so connecting retries until the deadline. */
-  static async connect(path: string, timeoutMs: number): Promise<AgentChannel> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const socket = await new Promise<Socket>((resolve, reject) => {
-          const s = connect(path);
-          s.once("connect", () => resolve(s));
-          s.once("error", reject);
-        });
-        return new AgentChannel(socket);
-      } catch (err) {
-        if (Date.now() > deadline) {
-          throw new SandboxError("AGENT_PROTOCOL", `cannot connect to the agent socket ${path}`, { cause: err });
-        }
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    }
   }
 
   private onData(chunk: Buffer): void {

@@ -1,13 +1,13 @@
 import { AGENT_PORT_NAME } from "../../../sandbox/agent/protocol.js";
 import type { VmSpec } from "../driver.js";
+import { AGENT_FD, QMP_FD, type VmmFiles } from "./vmm-process.js";
 
 export interface QemuLaunch {
   spec: VmSpec;
-  ramPath: string;
+  /** Where QEMU finds its files: the /proc/self/fd paths VmmProcess.start hands over, not spec.image's. */
+  files: VmmFiles;
   /** share=on for a template boot (the file is the snapshot's RAM); off for clones (private CoW). */
   ramShared: boolean;
-  qmpSocket: string;
-  agentSocket: string;
   /** Wait for `migrate-incoming` instead of booting. */
   incoming: boolean;
   /** TCG translation cache size; QEMU's default is 1 GiB per process, too much for many clones. */
@@ -16,11 +16,16 @@ export interface QemuLaunch {
   cmdlineExtra?: string[];
 }
 
-export const QEMU_BINARY = "qemu-system-x86_64";
+/**
+ * QEMU's seccomp filter: besides the default deny list, no setuid/setgid/capability changes, no fork or
+ * exec (so no `exec:` migration URI either), no scheduler or priority changes, no obsolete syscalls.
+ */
+export const QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /**
  * The QEMU command line for a microvm guest. The device list must be identical between the template
- * boot and every clone, since a migration stream only loads into the same machine.
+ * boot and every clone, since a migration stream only loads into the same machine. Nothing of the host's
+ * filesystem reaches the guest: no 9p, virtiofs or shared folder, only two read-only disk images.
  */
 export function qemuArgs(launch: QemuLaunch): string[] {
   const { spec } = launch;
@@ -33,21 +38,23 @@ export function qemuArgs(launch: QemuLaunch): string[] {
     "-m", `${spec.memoryMiB}M`,
     "-smp", String(spec.vcpus),
     "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-no-reboot",
-    "-object", `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${launch.ramPath},share=${launch.ramShared ? "on" : "off"}`,
-    "-kernel", spec.image.kernelPath,
-    "-initrd", spec.image.initrdPath,
+    "-sandbox", QEMU_SANDBOX,
+    "-object", `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${launch.files.ram},share=${launch.ramShared ? "on" : "off"}`,
+    "-kernel", launch.files.kernel,
+    "-initrd", launch.files.initrd,
     "-append", cmdline.join(" "),
     "-serial", "stdio",
-    "-drive", `file=${spec.image.rootfsPath},format=raw,if=none,id=base,readonly=on`,
+    "-drive", `file=${launch.files.rootfs},format=raw,if=none,id=base,readonly=on`,
     "-device", "virtio-blk-device,drive=base",
-    "-drive", `file=${spec.image.layerPath},format=raw,if=none,id=srv,readonly=on`,
+    "-drive", `file=${launch.files.layer},format=raw,if=none,id=srv,readonly=on`,
     "-device", "virtio-blk-device,drive=srv",
     "-object", "rng-random,id=rng,filename=/dev/urandom",
     "-device", "virtio-rng-device,rng=rng",
     "-device", "virtio-serial-device",
-    "-chardev", `socket,id=agent,path=${launch.agentSocket},server=on,wait=off`,
+    "-chardev", `socket,id=agent,fd=${AGENT_FD}`,
     "-device", `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
-    "-qmp", `unix:${launch.qmpSocket},server=on,wait=off`,
+    "-chardev", `socket,id=qmp,fd=${QMP_FD}`,
+    "-mon", "chardev=qmp,mode=control",
     ...(launch.incoming ? ["-incoming", "defer"] : []),
   ];
 }

@@ -1,28 +1,29 @@
 import { execFile } from "node:child_process";
-import { randomUUID } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { randomBytes, randomUUID } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
 import { open, rename, rm, truncate, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
-import { createGzip } from "node:zlib";
+import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
+import { createGunzip, createGzip } from "node:zlib";
 import type { BootedVm, GuestChannel, PendingVm, SandboxDriver, SnapshotFiles, Vm, VmExit, VmSpec } from "../driver.js";
 import { SandboxError } from "../errors.js";
 import { AgentChannel } from "./agent-channel.js";
-import { QEMU_BINARY, qemuArgs, type QemuLaunch } from "./argv.js";
+import { qemuArgs, type QemuLaunch } from "./argv.js";
 import { QmpClient } from "./qmp.js";
 import { privatePages } from "./private-pages.js";
 import { filterRamStream, type DiffStats } from "./ram-diff-filter.js";
-import { VmmProcess } from "./vmm-process.js";
+import { MIGRATION_IN_FD, QEMU_BINARY, VmmProcess, type VmmFiles } from "./vmm-process.js";
 
 const run = promisify(execFile);
-/** QMP and the agent socket appear within ~200 ms of QEMU starting; this bound is for a loaded host. */
+/** QMP greets within ~200 ms of QEMU starting; this bound is for a loaded host. */
 const CONNECT_TIMEOUT_MS = 10_000;
 /** The agent says hello ~4 s after QEMU starts under TCG (well under 1 s with KVM); 30 s allows a loaded host. */
 const HELLO_DEADLINE_MS = 30_000;
 
 export interface QemuDriverOptions {
-  /** Directory for per-VM sockets; unix socket paths are limited to 108 bytes, so keep it short. */
+  /** Directory for the sockets outgoing migrations go to; unix socket paths are limited to 108 bytes, so keep it short. */
   runDir: string;
   tcgTbSizeMiB?: number;
 }
@@ -120,27 +121,19 @@ export class QemuDriver implements SandboxDriver {
     return this.cachedVersion;
   }
 
-  private launch(spec: VmSpec, ramPath: string, ramShared: boolean, incoming: boolean) {
-    return (runDir: string): string[] => {
-      const launch: QemuLaunch = {
-        spec,
-        ramPath,
-        ramShared,
-        incoming,
-        qmpSocket: join(runDir, "qmp.sock"),
-        agentSocket: join(runDir, "agent.sock"),
-      };
+  private start(id: string, spec: VmSpec, ramPath: string, ramShared: boolean, incoming: boolean): Promise<VmmProcess> {
+    return VmmProcess.start(id, this.options.runDir, vmmFiles(spec, ramPath), (files) => {
+      const launch: QemuLaunch = { spec, files, ramShared, incoming };
       if (this.options.tcgTbSizeMiB !== undefined) launch.tcgTbSizeMiB = this.options.tcgTbSizeMiB;
       return qemuArgs(launch);
-    };
+    });
   }
 
-  /** Connects QMP and the agent socket; on any failure the QEMU process is killed, never leaked. */
+  /** Opens QMP and the agent channel; on any failure the QEMU process is killed, never leaked. */
   private async connect(proc: VmmProcess): Promise<{ qmp: QmpClient; agent: AgentChannel }> {
     try {
-      const qmp = await whileAlive(proc, connectRetrying(join(proc.runDir, "qmp.sock")), "QMP connect");
-      const agent = await whileAlive(proc, AgentChannel.connect(join(proc.runDir, "agent.sock"), CONNECT_TIMEOUT_MS), "agent connect");
-      return { qmp, agent };
+      const qmp = await whileAlive(proc, QmpClient.open(proc.qmpSocket, CONNECT_TIMEOUT_MS), "QMP connect");
+      return { qmp, agent: new AgentChannel(proc.agentSocket) };
     } catch (err) {
       await proc.kill("start-up failed");
       throw err;
@@ -165,7 +158,7 @@ export class QemuDriver implements SandboxDriver {
   private async bootOnce(spec: VmSpec, ramPath: string, helloMs: number): Promise<BootedVm> {
     await writeFile(ramPath, "");
     await truncate(ramPath, spec.memoryMiB * 1024 * 1024);
-    const proc = await VmmProcess.start(`boot-${randomUUID().slice(0, 8)}`, this.options.runDir, this.launch(spec, ramPath, true, false));
+    const proc = await this.start(`boot-${randomUUID().slice(0, 8)}`, spec, ramPath, true, false);
     const { qmp, agent } = await this.connect(proc);
     try {
       const hello = await whileAlive(proc, agent.waitForHello(helloMs), "cold boot");
@@ -189,10 +182,8 @@ export class QemuDriver implements SandboxDriver {
       await vm.agent.ping(10_000);
       // RAM lives in the shared file, so only device state goes into the stream (x-ignore-shared).
       await vm.qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] });
-      await vm.qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 * 1024 * 1024 });
       await vm.qmp.execute("stop");
-      await vm.qmp.execute("migrate", { uri: `exec:cat > '${tmp}'` });
-      await whileAlive(vm.process, vm.qmp.waitForMigration(60_000), "snapshot");
+      await migrateOut(vm, "snapshot", 60_000, (stream) => pipeline(stream, createWriteStream(tmp)));
       const fh = await open(tmp, "r");
       await fh.sync();
       await fh.close();
@@ -205,7 +196,7 @@ export class QemuDriver implements SandboxDriver {
   }
 
   async prestart(spec: VmSpec, snapshot: SnapshotFiles): Promise<PendingVm> {
-    const proc = await VmmProcess.start(`vm-${randomUUID().slice(0, 8)}`, this.options.runDir, this.launch(spec, snapshot.ramPath, false, true));
+    const proc = await this.start(`vm-${randomUUID().slice(0, 8)}`, spec, snapshot.ramPath, false, true);
     const { qmp, agent } = await this.connect(proc);
     try {
       await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] });
@@ -223,9 +214,12 @@ export class QemuDriver implements SandboxDriver {
   async resume(pending: PendingVm, timeoutMs: number, suspendedState?: string): Promise<Vm> {
     if (!(pending instanceof QemuPendingVm)) throw new TypeError("QemuDriver.resume needs a VMM it prestarted");
     const { process: proc, qmp, agent, snapshot } = pending;
-    const uri = suspendedState ? `exec:gzip -dc '${suspendedState}'` : `exec:cat '${snapshot.statePath}'`;
     try {
-      await whileAlive(proc, qmp.execute("migrate-incoming", { uri }), "state load");
+      // The stream goes into QEMU's inherited descriptor; a stream that cannot be read ends the VMM, which
+      // fails the load at once instead of leaving QEMU waiting for data.
+      const source = suspendedState ? createReadStream(suspendedState).pipe(createGunzip()) : createReadStream(snapshot.statePath);
+      pipeline(source, proc.migrationIn).catch((err: Error) => void proc.kill(`state stream failed: ${err.message}`));
+      await whileAlive(proc, qmp.execute("migrate-incoming", { uri: `fd:${MIGRATION_IN_FD}` }), "state load");
       // Without -S QEMU runs the guest as soon as the state is loaded: no `cont` round trip needed.
       const status = await whileAlive(proc, qmp.waitWhileStatus("inmigrate", timeoutMs), "state load");
       if (status !== "running") await qmp.execute("cont");
@@ -246,41 +240,24 @@ export class QemuDriver implements SandboxDriver {
 export async function suspendToFile(vm: Vm, statePath: string): Promise<{ bytes: number; pages: number }> {
   if (!(vm instanceof QemuVm)) throw new TypeError("suspendToFile needs a VM QemuDriver started");
   const tmp = `${statePath}.tmp-${process.pid}`;
-  const socketPath = join(vm.process.runDir, "suspend.sock");
   await vm.qmp.execute("stop");
   try {
     const dirty = await privatePages(vm.pid, vm.ramPath);
-    const server = createServer();
-    await new Promise<void>((resolve, reject) => server.listen(socketPath, resolve).once("error", reject));
-    const filtered = new Promise<DiffStats>((resolve, reject) => {
-      server.once("connection", (socket) => {
-        const file = createWriteStream(tmp);
-        const gzip = createGzip({ level: 1 });
-        gzip.pipe(file);
-        filterRamStream(socket, gzip, "mem", (offset) => dirty[offset / 4096] === 1)
-          .then((stats) => {
-            gzip.end();
-            file.once("close", () => resolve(stats)).once("error", reject);
-          })
-          .catch(reject);
-      });
+    const stats = await migrateOut(vm, "suspend", 120_000, async (stream) => {
+      const gzip = createGzip({ level: 1 });
+      const written = pipeline(gzip, createWriteStream(tmp));
+      const kept = await filterRamStream(stream, gzip, "mem", (offset) => dirty[offset / 4096] === 1);
+      gzip.end();
+      await written;
+      return kept;
     });
-    filtered.catch(() => undefined); // awaited below; a failed migration may make it fail first
-    try {
-      await vm.qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 * 1024 * 1024 });
-      await vm.qmp.execute("migrate", { uri: `unix:${socketPath}` });
-      await whileAlive(vm.process, vm.qmp.waitForMigration(120_000), "suspend");
-      const stats = await filtered;
-      const fh = await open(tmp, "r");
-      await fh.sync();
-      const { size } = await fh.stat();
-      await fh.close();
-      await rename(tmp, statePath);
-      await vm.kill("suspended to disk");
-      return { bytes: size, pages: stats.keptPages };
-    } finally {
-      server.close();
-    }
+    const fh = await open(tmp, "r");
+    await fh.sync();
+    const { size } = await fh.stat();
+    await fh.close();
+    await rename(tmp, statePath);
+    await vm.kill("suspended to disk");
+    return { bytes: size, pages: stats.keptPages };
   } catch (err) {
     await rm(tmp, { force: true });
     await vm.qmp.execute("cont").catch(() => undefined);
@@ -288,14 +265,35 @@ export async function suspendToFile(vm: Vm, statePath: string): Promise<{ bytes:
   }
 }
 
-async function connectRetrying(path: string): Promise<QmpClient> {
-  const deadline = Date.now() + CONNECT_TIMEOUT_MS;
-  for (;;) {
-    try {
-      return await QmpClient.connect(path, CONNECT_TIMEOUT_MS);
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+/** The files a VMM opens for `spec`, with guest RAM mapped from `ramPath`. */
+function vmmFiles(spec: VmSpec, ramPath: string): VmmFiles {
+  const { kernelPath, initrdPath, rootfsPath, layerPath } = spec.image;
+  return { kernel: kernelPath, initrd: initrdPath, rootfs: rootfsPath, layer: layerPath, ram: ramPath };
+}
+
+/**
+ * Migrates a stopped VM out into `consume`. QEMU 7.2 can only migrate out to a socket it connects to
+ * (`exec:` needs fork, which its seccomp filter forbids; `fd:` needs a descriptor passed over QMP, which
+ * node cannot send), so the gateway listens on an unguessable name in the run root, which only root and
+ * the VMM group may enter (vmm-user.ts), and takes the first connection only.
+ */
+async function migrateOut<T>(vm: QemuVm, what: string, timeoutMs: number, consume: (stream: Socket) => Promise<T>): Promise<T> {
+  const path = join(vm.process.runRoot, `${vm.id}-${randomBytes(16).toString("hex")}.sock`);
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.listen({ path, writableAll: true }, resolve).once("error", reject));
+  try {
+    const consumed = new Promise<T>((resolve, reject) => {
+      server.once("connection", (stream) => {
+        server.close();
+        consume(stream).then(resolve, reject);
+      });
+    });
+    consumed.catch(() => undefined); // awaited below; a failed migration may make it fail first
+    await vm.qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 * 1024 * 1024 });
+    await vm.qmp.execute("migrate", { uri: `unix:${path}` });
+    await whileAlive(vm.process, vm.qmp.waitForMigration(timeoutMs), what);
+    return await consumed;
+  } finally {
+    server.close();
   }
 }

@@ -1,4 +1,4 @@
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { SandboxError } from "../errors.js";
 import { FrameDecoder } from "../../../sandbox/agent/protocol.js";
 
@@ -17,8 +17,9 @@ export interface QmpEvent {
 const MAX_QMP_LINE = 1024 * 1024;
 
 /**
- * A QEMU Machine Protocol client over a unix socket: one command at a time is not required, replies are
- * paired with commands by `id`, and every command has a deadline so a wedged QEMU cannot hang a caller.
+ * A QEMU Machine Protocol client over a socketpair with QEMU (vmm-process.ts): one command at a time is
+ * not required, replies are paired with commands by `id`, and every command has a deadline so a wedged
+ * QEMU cannot hang a caller.
  */
 export class QmpClient {
   private nextId = 1;
@@ -28,23 +29,8 @@ export class QmpClient {
 
   private constructor(private readonly socket: Socket) {}
 
-  /** Connects, waits for the greeting and leaves capability negotiation mode. */
-  static async connect(path: string, timeoutMs: number): Promise<QmpClient> {
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect(path);
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new SandboxError("QMP_TIMEOUT", `QMP did not accept a connection on ${path} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      s.once("connect", () => {
-        clearTimeout(timer);
-        resolve(s);
-      });
-      s.once("error", (err) => {
-        clearTimeout(timer);
-        reject(new SandboxError("QMP_ERROR", `cannot connect to QMP at ${path}: ${err.message}`, { cause: err }));
-      });
-    });
+  /** Over QEMU's end of a connected socket: waits for the greeting and leaves capability negotiation mode. */
+  static async open(socket: Socket, timeoutMs: number): Promise<QmpClient> {
     const client = new QmpClient(socket);
     const greeting = client.waitForGreeting(timeoutMs);
     client.listen();

@@ -1,16 +1,38 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { open, type FileHandle } from "node:fs/promises";
+import type { Socket } from "node:net";
 import type { VmExit } from "../driver.js";
 import { SandboxError } from "../errors.js";
-import { QEMU_BINARY } from "./argv.js";
 import { TailBuffer } from "./tail-buffer.js";
+import { grantToVmm, prepareRunRoot, setprivOptions, vmmIdentity } from "./vmm-user.js";
 
+export const QEMU_BINARY = "qemu-system-x86_64";
 const TAIL_BYTES = 16 * 1024;
 
 /**
- * One QEMU process and its run directory. QEMU is started through `setpriv --pdeathsig KILL`, so the
- * kernel kills it if the gateway dies, even by SIGKILL: no VM outlives the process that owns it.
+ * Descriptors QEMU inherits. QMP, the agent channel and the incoming migration stream are socketpairs,
+ * so QEMU listens on no path and the gateway connects to none: a path in a directory QEMU could write
+ * is a path a compromised QEMU could swap for a symlink to some other socket of the host.
+ */
+export const QMP_FD = 3;
+export const AGENT_FD = 4;
+export const MIGRATION_IN_FD = 5;
+const FIRST_FILE_FD = 6;
+
+/** The files QEMU opens. It is handed them open and opens `/proc/self/fd/N`, so it needs no directory. */
+export interface VmmFiles {
+  kernel: string;
+  initrd: string;
+  rootfs: string;
+  layer: string;
+  /** Guest RAM: the only one QEMU opens for writing (7.2 does so even for a private mapping). */
+  ram: string;
+}
+
+/**
+ * One QEMU process. QEMU is started through `setpriv` (vmm-user.ts): as an unprivileged user when the
+ * gateway is root, with no_new_privs, and with `--pdeathsig KILL`, so the kernel kills it if the gateway
+ * dies, even by SIGKILL: no VM outlives the process that owns it.
  */
 export class VmmProcess {
   readonly console = new TailBuffer(TAIL_BYTES);
@@ -22,7 +44,8 @@ export class VmmProcess {
 
   private constructor(
     readonly id: string,
-    readonly runDir: string,
+    /** Where the gateway listens for this VM's outgoing migrations (prepared by vmm-user.ts). */
+    readonly runRoot: string,
     private readonly child: ChildProcess,
   ) {
     child.stdout!.on("data", (chunk: Buffer) => {
@@ -40,25 +63,38 @@ export class VmmProcess {
           vmmStderrTail: this.stderr.toString(),
         };
         for (const l of this.exitListeners) l(exit);
-        void rm(runDir, { recursive: true, force: true }).catch(() => undefined);
         resolve(exit);
       });
     });
   }
 
-  static async start(id: string, runRoot: string, args: (runDir: string) => string[]): Promise<VmmProcess> {
-    const runDir = join(runRoot, id);
-    await mkdir(runDir, { recursive: true, mode: 0o700 });
-    const child = spawn("setpriv", ["--pdeathsig", "KILL", "--", QEMU_BINARY, ...args(runDir)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    await new Promise<void>((resolve, reject) => {
-      child.once("spawn", resolve);
-      child.once("error", (err) =>
-        reject(new SandboxError("VMM_START_FAILED", `cannot start ${QEMU_BINARY}: ${err.message}`, { cause: err })),
-      );
-    });
-    return new VmmProcess(id, runDir, child);
+  /** Starts QEMU with `args`, given the paths under which it finds `files` (descriptors it inherits). */
+  static async start(id: string, runRoot: string, files: VmmFiles, args: (files: VmmFiles) => string[]): Promise<VmmProcess> {
+    const as = await vmmIdentity();
+    await prepareRunRoot(runRoot, as);
+    const roles = Object.keys(files) as (keyof VmmFiles)[];
+    const handles: FileHandle[] = [];
+    try {
+      for (const role of roles) {
+        const handle = await open(files[role], "r");
+        handles.push(handle);
+        if (as) await grantToVmm(handle, role === "ram", as);
+      }
+      const inherited = Object.fromEntries(roles.map((role, i) => [role, `/proc/self/fd/${FIRST_FILE_FD + i}`])) as unknown as VmmFiles;
+      const child = spawn("setpriv", [...setprivOptions(as), "--", QEMU_BINARY, ...args(inherited)], {
+        stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", "pipe", ...handles.map((h) => h.fd)],
+      });
+      await new Promise<void>((resolve, reject) => {
+        child.once("spawn", resolve);
+        child.once("error", (err) =>
+          reject(new SandboxError("VMM_START_FAILED", `cannot start ${QEMU_BINARY}: ${err.message}`, { cause: err })),
+        );
+      });
+      return new VmmProcess(id, runRoot, child);
+    } finally {
+      // The child holds its own copies; QEMU reopens them through /proc/self/fd at start-up.
+      await Promise.all(handles.map((h) => h.close()));
+    }
   }
 
   get pid(): number {
@@ -67,6 +103,21 @@ export class VmmProcess {
 
   get alive(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** The gateway's end of the QMP socketpair. */
+  get qmpSocket(): Socket {
+    return this.child.stdio[QMP_FD] as Socket;
+  }
+
+  /** The gateway's end of the guest agent's virtio-serial port. */
+  get agentSocket(): Socket {
+    return this.child.stdio[AGENT_FD] as Socket;
+  }
+
+  /** Where a snapshot's stream is written for `migrate-incoming fd:5`. */
+  get migrationIn(): Socket {
+    return (this.child.stdio as unknown as Socket[])[MIGRATION_IN_FD]!;
   }
 
   onExit(listener: (exit: VmExit) => void): void {
