@@ -4,7 +4,12 @@ import type { Logger } from "pino";
 import type { GatewayConfig } from "./config/gateway.js";
 import { loadManifests } from "./config/load.js";
 import type { ServerManifest } from "./config/manifest.js";
+import { Gatekeeper } from "./auth/gatekeeper.js";
+import { OAuthVerifier } from "./auth/oauth.js";
+import { loadTenantsFile } from "./auth/tenants-file.js";
+import { isLoopback } from "./config/gateway.js";
 import { HttpGateway } from "./gateway/http.js";
+import { AuditLog } from "./telemetry/audit-log.js";
 import { Readiness } from "./gateway/readiness.js";
 import { Router } from "./router/router.js";
 import { SessionStore } from "./router/session-store.js";
@@ -59,7 +64,9 @@ export async function createRuntime(
     maxQueue: config.vmQueue,
     queueTimeoutMs: config.vmQueueTimeoutMs,
   });
-  const router = new Router(pool, log, new SessionStore(join(config.cacheDir, "sessions")));
+  const sessionStore = new SessionStore(join(config.cacheDir, "sessions"));
+  await sessionStore.index();
+  const router = new Router(pool, log, sessionStore);
   // Saved sessions nobody came back to are deleted after the retention time, checked hourly.
   const expire = () =>
     void router.expireSaved(config.sessionRetentionMs).then((n) => n && log.info({ expired: n }, "expired saved sessions"));
@@ -124,12 +131,40 @@ export async function startGateway(
   progress: (line: string) => void,
   options: RuntimeOptions = {},
 ): Promise<Gateway> {
+  // Credentials are checked before anything is built: a broken tenants file stops the start at once.
+  const tenants = config.tenantsFile ? await loadTenantsFile(config.tenantsFile) : undefined;
   const runtime = await createRuntime(config, log, progress, options);
-  const { manifests, pool, readiness, tracing, activity } = runtime;
-  const status = { manifests, pool, readiness, tracing, activity, sessionCounts: (): Record<string, number> => http.sessionCounts() };
+  const { manifests, pool, readiness, tracing, activity, router } = runtime;
+  let port = 0;
+  const gatekeeper = new Gatekeeper({
+    tenants,
+    oauth: config.oauthIssuer
+      ? new OAuthVerifier({
+          issuer: config.oauthIssuer,
+          jwksUrl: config.oauthJwksUrl,
+          tenantClaim: config.oauthTenantClaim,
+          requiredScopes: config.oauthScopes,
+          adminScope: config.oauthAdminScope,
+        })
+      : undefined,
+    publicUrl: () => config.publicUrl ?? `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`,
+  });
+  if (!gatekeeper.enabled && !isLoopback(config.host)) {
+    log.warn({ host: config.host }, "INSECURE: listening beyond loopback with no authentication (--insecure-no-auth); anyone who can reach this port can run code in the sandboxes");
+  }
+  const audit = new AuditLog(config.auditLog ?? join(config.cacheDir, "audit.log"));
+  const status = {
+    manifests,
+    pool,
+    readiness,
+    tracing,
+    activity,
+    sessionCounts: (): Record<string, number> => http.sessionCounts(),
+    tenantUsage: (tenant: string) => router.tenantUsage(tenant),
+  };
   const metrics = new Metrics({ poolStats: () => pool.stats(), poolTargets: () => manifests.map((m) => ({ server: m.name, ...m.pool })) });
-  const http = new HttpGateway(runtime.router, runtime.readiness, log, { ...config, status, metrics });
-  const port = await http.listen();
+  const http = new HttpGateway(router, readiness, log, { ...config, status, metrics, gatekeeper, audit });
+  port = await http.listen();
   log.info({ host: config.host, port, servers: runtime.manifests.map((m) => m.name) }, "gateway listening");
   return {
     ...runtime,
@@ -140,6 +175,7 @@ export async function startGateway(
       await http.close();
       await runtime.close();
       metrics.close();
+      await audit.close();
     },
   };
 }

@@ -6,6 +6,8 @@ import { after, before, describe, test } from "node:test";
 import { serve } from "@hono/node-server";
 import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { Hono } from "hono";
+import { LOCAL_PRINCIPAL } from "../src/auth/principal.js";
+import type { GatewayEnv } from "../src/gateway/admission.js";
 import { registerStatusRoutes, type StatusSources } from "../src/gateway/status-routes.js";
 import { Tracing } from "../src/telemetry/tracing.js";
 import { connect, sh, startReadyGateway } from "./helpers.js";
@@ -153,8 +155,13 @@ describe("the status page shows what servers name as text, never as markup", { t
         resumeLatency: () => ({}),
         openSessions: () => ({}),
       },
+      tenantUsage: () => ({ openSessions: 0, suspendedSessions: 0, runningSandboxes: 0 }),
     } as unknown as StatusSources;
-    const app = new Hono();
+    const app = new Hono<GatewayEnv>();
+    app.use("*", (c, next) => {
+      c.set("principal", LOCAL_PRINCIPAL);
+      return next();
+    });
     registerStatusRoutes(app, sources);
     [browser, port] = await Promise.all([
       HeadlessChromium.launch(),

@@ -1,6 +1,7 @@
 import { ConfigError } from "../config/gateway.js";
 import { BUILD_USAGE, buildCommand } from "./build.js";
 import { CALL_USAGE, callCommand } from "./call.js";
+import { KEYS_USAGE, keysCommand } from "./keys.js";
 import { START_USAGE, startCommand } from "./start.js";
 import { STDIO_USAGE, stdioCommand } from "./stdio.js";
 
@@ -9,6 +10,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   build: buildCommand,
   call: callCommand,
   stdio: stdioCommand,
+  keys: keysCommand,
 };
 
 const USAGE = `mcpvisor: MCP servers in microVMs resumed from snapshots
@@ -19,7 +21,9 @@ ${BUILD_USAGE}
 
 ${CALL_USAGE}
 
-${STDIO_USAGE}`;
+${STDIO_USAGE}
+
+${KEYS_USAGE}`;
 
 export async function main(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;

@@ -3,8 +3,10 @@ import { createLogger } from "../telemetry/log.js";
 import { COMMON_OPTIONS, configFrom, parse, progressPrinter } from "./common.js";
 
 export const START_USAGE = `mcpvisor start [--host H] [--port P] [--servers a,b] [--accel auto|kvm|tcg] [--cache-dir D]
+               [--tenants-file F] [--oauth-issuer URL] [--public-url URL] [--audit-log F] [--insecure-no-auth]
   Serves each hosted server at http://HOST:PORT/servers/<name>/mcp (Streamable HTTP),
-  with GET /healthz and GET /readyz. Builds whatever is missing first, showing progress.`;
+  with GET /healthz and GET /readyz. Builds whatever is missing first, showing progress.
+  Any host but loopback needs --tenants-file (API keys) or --oauth-issuer (OAuth access tokens).`;
 
 export async function startCommand(argv: string[]): Promise<void> {
   const { values } = parse(argv, {
@@ -12,12 +14,22 @@ export async function startCommand(argv: string[]): Promise<void> {
     host: { type: "string" },
     port: { type: "string" },
     servers: { type: "string" },
+    "tenants-file": { type: "string" },
+    "oauth-issuer": { type: "string" },
+    "public-url": { type: "string" },
+    "audit-log": { type: "string" },
+    "insecure-no-auth": { type: "boolean" },
   });
   if (values.help) return void console.log(START_USAGE);
   const config = configFrom(values, {
     ...(values.host ? { host: values.host } : {}),
     ...(values.port ? { port: Number(values.port) } : {}),
     ...(values.servers ? { servers: values.servers.split(",").filter(Boolean) } : {}),
+    tenantsFile: values["tenants-file"],
+    oauthIssuer: values["oauth-issuer"],
+    publicUrl: values["public-url"],
+    auditLog: values["audit-log"],
+    insecureNoAuth: values["insecure-no-auth"],
   });
   const log = createLogger(config.logLevel);
   const progress = progressPrinter();

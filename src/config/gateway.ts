@@ -30,8 +30,49 @@ export const GatewayConfigSchema = z
     /** Host names (besides loopback and the bound address) that requests may be addressed to. */
     allowedHosts: z.array(z.string()).default([]),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /** The URL clients reach the gateway at (behind a proxy, its public one); default http://host:port. */
+    publicUrl: z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, "")).optional(),
+    /** Tenants, their servers and limits, and hashed API keys (see README, "Remote access"). */
+    tenantsFile: z.string().min(1).optional(),
+    /** OAuth 2.1: the authorization server whose access tokens are accepted. */
+    oauthIssuer: z.url().optional(),
+    /** Its JWKS; found from the issuer's metadata when not set. */
+    oauthJwksUrl: z.url().optional(),
+    /** The token claim naming the tenant. */
+    oauthTenantClaim: z.string().min(1).default("tenant"),
+    /** Scopes every MCP request's token needs. */
+    oauthScopes: z.array(z.string().min(1)).default([]),
+    /** The scope that makes a caller an admin. */
+    oauthAdminScope: z.string().min(1).default("mcpvisor:admin"),
+    /** Listen on a non-loopback address with no authentication (refused unless set). */
+    insecureNoAuth: z.boolean().default(false),
+    /** Who called which tool, when, with what outcome: one JSON line per event; "off" for none. */
+    auditLog: z.string().min(1).optional(),
+    /** Largest accepted request head (request line and headers); larger gets 431. */
+    maxHeaderBytes: z.coerce.number().int().min(1024).default(16 * 1024),
+    /** Deepest JSON nesting accepted in a message. */
+    maxJsonDepth: z.coerce.number().int().min(4).default(64),
+    /** A client that has not sent its whole request head by then is cut off (slowloris). */
+    headersTimeoutMs: z.coerce.number().int().positive().default(10_000),
+    /** A client that has not sent its whole request (head and body) by then is cut off. */
+    requestTimeoutMs: z.coerce.number().int().positive().default(30_000),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    const authenticated = config.tenantsFile !== undefined || config.oauthIssuer !== undefined;
+    if (!isLoopback(config.host) && !authenticated && !config.insecureNoAuth) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["host"],
+        message: `refusing to listen on ${config.host} without authentication: anyone who can reach it could run code in your sandboxes. Configure API keys (--tenants-file) or OAuth (--oauth-issuer), or bind to 127.0.0.1; --insecure-no-auth overrides this`,
+      });
+    }
+  });
+
+/** Whether `host` only accepts connections from this machine. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
+}
 
 export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;
 
@@ -48,6 +89,15 @@ const ENV: Record<string, keyof GatewayConfig> = {
   MCPVISOR_SESSION_RETENTION_MS: "sessionRetentionMs",
   MCPVISOR_VM_QUEUE: "vmQueue",
   MCPVISOR_VM_QUEUE_TIMEOUT_MS: "vmQueueTimeoutMs",
+  MCPVISOR_PUBLIC_URL: "publicUrl",
+  MCPVISOR_TENANTS_FILE: "tenantsFile",
+  MCPVISOR_OAUTH_ISSUER: "oauthIssuer",
+  MCPVISOR_OAUTH_JWKS_URL: "oauthJwksUrl",
+  MCPVISOR_OAUTH_TENANT_CLAIM: "oauthTenantClaim",
+  MCPVISOR_OAUTH_ADMIN_SCOPE: "oauthAdminScope",
+  MCPVISOR_AUDIT_LOG: "auditLog",
+  MCPVISOR_MAX_HEADER_BYTES: "maxHeaderBytes",
+  MCPVISOR_MAX_JSON_DEPTH: "maxJsonDepth",
 };
 
 /** Merges flags over the environment and validates; a bad value names the setting and what it expects. */
@@ -55,6 +105,8 @@ export function resolveGatewayConfig(flags: Partial<Record<keyof GatewayConfig, 
   const fromEnv: Record<string, unknown> = {};
   for (const [name, key] of Object.entries(ENV)) if (env[name] !== undefined && env[name] !== "") fromEnv[key] = env[name];
   if (env.MCPVISOR_SERVERS) fromEnv.servers = env.MCPVISOR_SERVERS.split(",").filter(Boolean);
+  if (env.MCPVISOR_OAUTH_SCOPES) fromEnv.oauthScopes = env.MCPVISOR_OAUTH_SCOPES.split(/[ ,]+/).filter(Boolean);
+  if (env.MCPVISOR_INSECURE_NO_AUTH) fromEnv.insecureNoAuth = env.MCPVISOR_INSECURE_NO_AUTH === "1" || env.MCPVISOR_INSECURE_NO_AUTH === "true";
   if (env.MCPVISOR_ALLOWED_HOSTS) fromEnv.allowedHosts = env.MCPVISOR_ALLOWED_HOSTS.split(",").filter(Boolean);
   const merged = Object.fromEntries(
     Object.entries({ ...fromEnv, ...flags }).filter(([, value]) => value !== undefined),

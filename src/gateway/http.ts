@@ -5,8 +5,13 @@ import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
+import type { Gatekeeper } from "../auth/gatekeeper.js";
+import { PROTECTED_RESOURCE_METADATA } from "../auth/resource-paths.js";
 import { AGGREGATE, type Router } from "../router/router.js";
 import { faceRoute } from "./face-route.js";
+import type { AuditLog } from "../telemetry/audit-log.js";
+import { TenantCounter } from "../tenancy/tenant-counter.js";
+import { admission, type GatewayEnv } from "./admission.js";
 import { HostPolicy } from "./host-check.js";
 import { mountMetrics, type MetricsSource } from "./metrics-route.js";
 import type { Readiness } from "./readiness.js";
@@ -21,6 +26,13 @@ export interface HttpGatewayOptions {
   maxBodyBytes: number;
   sessionIdleMs: number;
   allowedHosts: string[];
+  maxHeaderBytes: number;
+  maxJsonDepth: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** Who may come in: every route but health, the status page's HTML and OAuth metadata asks it. */
+  gatekeeper: Gatekeeper;
+  audit: AuditLog;
   /** Served at `GET /metrics` when given. */
   metrics?: MetricsSource;
   /** The status page (`GET /`) and `GET /api/status`, `GET /api/traces`, when given. */
@@ -32,7 +44,7 @@ export interface HttpGatewayOptions {
  * server; `/sse`, `/messages` and `/ws` are every server aggregated.
  */
 export class HttpGateway {
-  readonly app = new Hono<{ Bindings: HttpBindings }>();
+  readonly app = new Hono<GatewayEnv>();
   private server: Server | undefined;
   private readonly streamable: StreamableHttpFace;
   private readonly sse: SseFace;
@@ -45,19 +57,46 @@ export class HttpGateway {
     private readonly options: HttpGatewayOptions,
   ) {
     const hostPolicy = new HostPolicy(options.host, options.allowedHosts);
-    this.streamable = new StreamableHttpFace(router, log, { idleMs: options.sessionIdleMs, maxBodyBytes: options.maxBodyBytes, hosts: hostPolicy });
-    this.sse = new SseFace(router, log, options.sessionIdleMs);
-    this.ws = new WebSocketFace(router, log, { idleMs: options.sessionIdleMs, maxMessageBytes: options.maxBodyBytes, hosts: hostPolicy });
+    this.streamable = new StreamableHttpFace(router, log, {
+      idleMs: options.sessionIdleMs,
+      maxBodyBytes: options.maxBodyBytes,
+      maxJsonDepth: options.maxJsonDepth,
+      hosts: hostPolicy,
+      gatekeeper: options.gatekeeper,
+      audit: options.audit,
+    });
+    // SSE streams and WebSockets of a tenant count together against its open streams.
+    const streams = new TenantCounter("streams", "open streams (SSE and WebSocket)");
+    this.sse = new SseFace(router, log, options.sessionIdleMs, streams, options.maxJsonDepth);
+    this.ws = new WebSocketFace(router, log, {
+      idleMs: options.sessionIdleMs,
+      maxMessageBytes: options.maxBodyBytes,
+      maxJsonDepth: options.maxJsonDepth,
+      hosts: hostPolicy,
+      gatekeeper: options.gatekeeper,
+      audit: options.audit,
+      streams,
+    });
     const app = this.app;
     app.get("/healthz", (c) => c.json({ ok: true }));
     app.get("/readyz", (c) => {
       const report = this.readiness.report();
       return c.json(report, report.ready ? 200 : 503);
     });
+    const { gatekeeper, audit } = options;
+    // With authentication on, the numbers are for the operator: an admin credential reads them.
+    if (gatekeeper.enabled) app.use("/metrics", admission(gatekeeper, audit, { adminOnly: true }));
     mountMetrics(app, options.metrics);
     // Health endpoints stay reachable by probes that address the gateway by any name.
     const hosts = hostPolicy.middleware();
     app.use("*", (c, next) => (c.req.path === "/healthz" || c.req.path === "/readyz" ? next() : hosts(c, next)));
+    // RFC 9728: where an MCP client learns which authorization server issues tokens for a resource.
+    if (gatekeeper.enabled) {
+      app.get(PROTECTED_RESOURCE_METADATA, (c) => c.json(gatekeeper.protectedResourceMetadata("")));
+      app.get(`${PROTECTED_RESOURCE_METADATA}/*`, (c) => c.json(gatekeeper.protectedResourceMetadata(c.req.path.slice(PROTECTED_RESOURCE_METADATA.length))));
+    }
+    const admit = admission(gatekeeper, audit);
+    for (const path of ["/mcp", "/servers/*", "/sse", "/messages", "/api/*"]) app.use(path, admit);
     if (options.status) registerStatusRoutes(app, options.status);
     const limit = bodyLimit({
       maxSize: options.maxBodyBytes,

@@ -1,4 +1,5 @@
 import { ErrorCode, JSONRPCMessageSchema, type JSONRPCMessage, type RequestId } from "@modelcontextprotocol/sdk/types.js";
+import { jsonDeeperThan } from "./json-depth.js";
 
 export type ParsedMessage =
   | { ok: true; message: JSONRPCMessage }
@@ -10,7 +11,10 @@ export type ParsedMessage =
  * Not JSON is a parse error (-32700); JSON that is not one MCP message is an invalid request (-32600),
  * as JSON-RPC 2.0 defines them.
  */
-export function parseJsonRpc(text: string): ParsedMessage {
+export function parseJsonRpc(text: string, maxDepth: number): ParsedMessage {
+  if (jsonDeeperThan(text, maxDepth)) {
+    return { ok: false, id: null, code: ErrorCode.InvalidRequest, error: `Invalid request: JSON nested deeper than ${maxDepth} levels` };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);

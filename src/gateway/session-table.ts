@@ -2,10 +2,13 @@ import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { Logger } from "pino";
 import type { Route } from "../router/router.js";
 import type { Session } from "../router/session.js";
+import type { Principal } from "../auth/principal.js";
 
 export interface FaceSession<T extends Transport = Transport> {
   route: Route;
   transport: T;
+  /** Whose session: only the same tenant may use it by its id. */
+  principal: Principal;
   lastSeen: number;
 }
 
@@ -30,17 +33,17 @@ export class SessionTable<T extends Transport = Transport> {
     return this.sessions.size;
   }
 
-  add(id: string, route: Route, transport: T): void {
-    this.sessions.set(id, { route, transport, lastSeen: Date.now() });
-    this.log.info({ face: this.face, route, session: id }, "session opened");
+  add(id: string, route: Route, transport: T, principal: Principal): void {
+    this.sessions.set(id, { route, transport, principal, lastSeen: Date.now() });
+    this.log.info({ face: this.face, route, session: id, tenant: principal.tenant }, "session opened");
   }
 
   /**
    * Registers a session under `id` before connecting it (so a request naming it early finds it), and
    * forgets it when it ends, or at once if connecting fails (the error is rethrown).
    */
-  async open(id: string, route: Route, transport: T, connect: () => Promise<Session>): Promise<void> {
-    this.add(id, route, transport);
+  async open(id: string, route: Route, transport: T, principal: Principal, connect: () => Promise<Session>): Promise<void> {
+    this.add(id, route, transport, principal);
     try {
       const session = await connect();
       session.onClosed(() => this.delete(id, "session ended"));
@@ -50,10 +53,19 @@ export class SessionTable<T extends Transport = Transport> {
     }
   }
 
-  /** The session, marked as used now; undefined once it ended. */
-  touch(id: string): FaceSession<T> | undefined {
+  /** Whether a session with this id is open in this process (whoever it belongs to). */
+  has(id: string): boolean {
+    return this.sessions.has(id);
+  }
+
+  /**
+   * The session `id` on `route`, marked as used now; undefined once it ended, and also when it belongs
+   * to another tenant or route: a caller cannot tell someone else's session from one that never existed.
+   */
+  touch(id: string, route: Route, tenant: string): FaceSession<T> | undefined {
     const session = this.sessions.get(id);
-    if (session) session.lastSeen = Date.now();
+    if (!session || session.route !== route || session.principal.tenant !== tenant) return undefined;
+    session.lastSeen = Date.now();
     return session;
   }
 

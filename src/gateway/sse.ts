@@ -1,15 +1,16 @@
-import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "hono";
 import type { Logger } from "pino";
 import { AGGREGATE, type Route, type Router } from "../router/router.js";
+import type { TenantCounter } from "../tenancy/tenant-counter.js";
+import { edgeErrorResponse, type GatewayEnv } from "./admission.js";
 import { errorReply, parseJsonRpc } from "./json-rpc.js";
 import { SessionTable } from "./session-table.js";
 import { jsonRpcHttpError } from "./streamable-http.js";
 
-export type NodeContext = Context<{ Bindings: HttpBindings }>;
+export type NodeContext = Context<GatewayEnv>;
 
 /**
  * The legacy HTTP+SSE face (MCP 2024-11-05) for older clients. `GET …/sse` opens a session's event
@@ -25,6 +26,9 @@ export class SseFace {
     private readonly router: Router,
     private readonly log: Logger,
     idleMs: number,
+    /** Each session's event stream counts against its tenant's open streams. */
+    private readonly streams: TenantCounter,
+    private readonly maxJsonDepth: number,
   ) {
     this.sessions = new SessionTable("sse", log, idleMs);
   }
@@ -36,12 +40,25 @@ export class SseFace {
   /** GET: opens a session on `route`; its client will POST to `messagesPath`. */
   async open(c: NodeContext, route: Route, messagesPath: string): Promise<Response> {
     if (!this.router.hasRoute(route)) return noSuchServer(route);
+    const principal = c.get("principal");
+    let releaseStream: () => void;
+    try {
+      releaseStream = this.streams.take(principal.tenant, principal.limits.maxStreams);
+    } catch (error) {
+      return edgeErrorResponse(error)!;
+    }
+    c.env.outgoing.once("close", releaseStream);
     const transport = new SSEServerTransport(messagesPath, c.env.outgoing);
     const id = transport.sessionId;
     // Known before the stream names it to the client, so its first POST always finds the session.
     try {
-      await this.sessions.open(id, route, transport, () => this.router.connect(route, transport, "sse"));
+      await this.sessions.open(id, route, transport, principal, () => this.router.connect(route, transport, "sse", { principal }));
     } catch (error) {
+      const refused = edgeErrorResponse(error);
+      if (refused && !c.env.outgoing.headersSent) {
+        releaseStream();
+        return refused;
+      }
       this.log.error({ route, err: (error as Error).message }, "could not open an SSE session");
       const message = `Could not open a session on ${route === AGGREGATE ? "the aggregated endpoint" : `'${route}'`}: ${(error as Error).message}`;
       if (!c.env.outgoing.headersSent) return jsonRpcHttpError(500, ErrorCode.InternalError, message);
@@ -57,14 +74,14 @@ export class SseFace {
     if (!id) {
       return jsonRpcHttpError(400, ErrorCode.InvalidRequest, "Bad request: no sessionId query parameter; POST to the URL the SSE stream's endpoint event names");
     }
-    const session = this.sessions.touch(id);
-    if (!session || session.route !== route) {
+    const session = this.sessions.touch(id, route, c.get("principal").tenant);
+    if (!session) {
       return jsonRpcHttpError(404, ErrorCode.ConnectionClosed, "Session not found: its SSE stream closed or it expired; open a new one with GET on the sse URL");
     }
     if (!/^application\/json\s*(;|$)/i.test(c.req.header("content-type") ?? "")) {
       return jsonRpcHttpError(415, ErrorCode.InvalidRequest, "Unsupported Media Type: send the JSON-RPC message with Content-Type: application/json");
     }
-    const parsed = parseJsonRpc(await c.req.text());
+    const parsed = parseJsonRpc(await c.req.text(), this.maxJsonDepth);
     if (!parsed.ok) return new Response(errorReply(parsed), { status: 400, headers: { "content-type": "application/json" } });
     await session.transport.handleMessage(parsed.message);
     return new Response("Accepted", { status: 202 });

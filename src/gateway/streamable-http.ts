@@ -2,7 +2,13 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
+import type { Gatekeeper, Refusal } from "../auth/gatekeeper.js";
+import type { Principal } from "../auth/principal.js";
+import { AccessError } from "../auth/access-error.js";
 import type { Route, Router } from "../router/router.js";
+import type { AuditLog } from "../telemetry/audit-log.js";
+import { QuotaError } from "../tenancy/quota-error.js";
+import { jsonDeeperThan } from "./json-depth.js";
 import type { Session } from "../router/session.js";
 import { SessionEventStore } from "./event-store.js";
 import { forbidden, type HostPolicy } from "./host-check.js";
@@ -23,7 +29,10 @@ export function bodyTooLarge(maxBytes: number): string {
 export interface StreamableHttpFaceOptions {
   idleMs: number;
   maxBodyBytes: number;
+  maxJsonDepth: number;
   hosts: HostPolicy;
+  gatekeeper: Gatekeeper;
+  audit: AuditLog;
 }
 
 /**
@@ -60,33 +69,51 @@ export class StreamableHttpFace {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
-    const refusal = this.admit(req);
-    if (refusal) return writeJsonRpcError(res, 403, ErrorCode.InvalidRequest, refusal);
+    const admitted = await this.admit(req);
+    if (!admitted.ok) return writeJsonRpcError(res, admitted.refusal.status, admitted.refusal.code, admitted.refusal.message, admitted.refusal.headers);
+    const { principal } = admitted;
     let body: string | undefined;
     if (req.method === "POST") {
       body = await readBody(req, this.options.maxBodyBytes);
       if (body === undefined) return writeJsonRpcError(res, 413, ErrorCode.InvalidRequest, bodyTooLarge(this.options.maxBodyBytes));
+      if (jsonDeeperThan(body, this.options.maxJsonDepth)) {
+        return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, `Invalid request: JSON nested deeper than ${this.options.maxJsonDepth} levels`);
+      }
     }
     if (!this.router.hasRoute(route)) return writeJsonRpcError(res, 404, ErrorCode.InvalidRequest, `No hosted server named '${route}'`);
     const sessionId = req.headers["mcp-session-id"];
     if (typeof sessionId === "string" && sessionId) {
-      const session = await this.find(sessionId, route);
+      const session = await this.find(sessionId, route, principal);
       if (!session) return writeJsonRpcError(res, 404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND);
       return session.transport.handleRequest(req, res, body);
     }
     if (body === undefined) {
       return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, "Bad request: no Mcp-Session-Id header; send initialize first");
     }
-    return isInitialize(body) ? this.startSession(req, res, route, body) : this.stateless(req, res, route, body);
+    try {
+      return await (isInitialize(body) ? this.startSession(req, res, route, body, principal) : this.stateless(req, res, route, body, principal));
+    } catch (error) {
+      // A tenant's limit or a server it may not use, met while opening the session: nothing was started.
+      if (!(error instanceof QuotaError || error instanceof AccessError) || res.headersSent) throw error;
+      const headers = error instanceof QuotaError ? { "retry-after": String(error.retryAfterSeconds) } : {};
+      return writeJsonRpcError(res, error instanceof QuotaError ? 429 : 403, error.code, error.message, headers);
+    }
   }
 
   /**
-   * Whether a request may reach MCP handling at all, and if not, why (403). Every request of this face
-   * passes here first: the Host/Origin check (DNS rebinding) now, and the place for authentication.
+   * Whether a request may reach MCP handling at all: every request of this face passes here first. The
+   * Host/Origin check (DNS rebinding), then the gatekeeper: credential and the tenant's request rate.
    */
-  private admit(req: IncomingMessage): string | undefined {
+  private async admit(req: IncomingMessage): Promise<{ ok: true; principal: Principal } | { ok: false; refusal: Pick<Refusal, "status" | "code" | "message" | "headers"> }> {
     const why = this.options.hosts.refusal(req.headers.host, req.headers.origin);
-    return why === undefined ? undefined : forbidden(why);
+    if (why !== undefined) return { ok: false, refusal: { status: 403, code: ErrorCode.InvalidRequest, message: forbidden(why), headers: {} } };
+    const path = (req.url ?? "/").split("?")[0]!;
+    const admitted = await this.options.gatekeeper.admit(req.headers.authorization, path);
+    if (!admitted.ok) {
+      const { refusal } = admitted;
+      this.options.audit.refused({ face: "streamable-http", path, status: refusal.status, reason: refusal.message, subject: refusal.subject, remoteAddress: req.socket.remoteAddress });
+    }
+    return admitted;
   }
 
   /**
@@ -94,26 +121,25 @@ export class StreamableHttpFace {
    * restart. The one place sessions are looked up by id, so whatever must hold between a session and its
    * caller is checked here.
    */
-  private async find(id: string, route: Route): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
-    const session = this.sessions.touch(id) ?? (await this.revive(id, route));
-    return session?.route === route ? session : undefined;
+  private async find(id: string, route: Route, principal: Principal): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
+    return this.sessions.touch(id, route, principal.tenant) ?? (this.sessions.has(id) ? undefined : await this.revive(id, route, principal));
   }
 
   /**
    * A request without a session (a stateless client): it is answered on its own, in a fresh clone that
    * is destroyed right after (`call` isolation), with a JSON response since there is no stream to keep.
    */
-  private async stateless(req: IncomingMessage, res: ServerResponse, route: Route, body: string): Promise<void> {
+  private async stateless(req: IncomingMessage, res: ServerResponse, route: Route, body: string, principal: Principal): Promise<void> {
     const transport = new StreamableHttpServerTransport();
-    await this.router.connect(route, transport, "streamable-http", { stateless: true });
+    await this.router.connect(route, transport, "streamable-http", { stateless: true, principal });
     res.once("close", () => void transport.close());
     await transport.handleRequest(req, res, body);
   }
 
-  private async startSession(req: IncomingMessage, res: ServerResponse, route: Route, body: string): Promise<void> {
+  private async startSession(req: IncomingMessage, res: ServerResponse, route: Route, body: string, principal: Principal): Promise<void> {
     let session: Session | undefined;
-    const transport = this.newTransport(route, randomUUID(), () => session?.end() ?? Promise.resolve());
-    session = await this.router.connect(route, transport, "streamable-http", { persistent: true });
+    const transport = this.newTransport(route, randomUUID(), principal, () => session?.end() ?? Promise.resolve());
+    session = await this.router.connect(route, transport, "streamable-http", { persistent: true, principal });
     session.onClosed(() => transport.sessionId && this.sessions.delete(transport.sessionId, "session ended"));
     await transport.handleRequest(req, res, body);
     // Anything but a valid initialize leaves the transport without a session: it has nothing to keep.
@@ -121,11 +147,11 @@ export class StreamableHttpFace {
   }
 
   /** A transport for one session; DELETE ends the session for good (its saved state goes too). */
-  private newTransport(route: Route, id: string, ended: () => Promise<void>): StreamableHttpServerTransport {
+  private newTransport(route: Route, id: string, principal: Principal, ended: () => Promise<void>): StreamableHttpServerTransport {
     const transport: StreamableHttpServerTransport = new StreamableHttpServerTransport({
       id,
       events: new SessionEventStore(),
-      onInitialized: () => this.sessions.add(id, route, transport),
+      onInitialized: () => this.sessions.add(id, route, transport, principal),
       onDeleted: async () => {
         this.sessions.delete(id, "session closed by client");
         await ended();
@@ -138,10 +164,10 @@ export class StreamableHttpFace {
    * A session id this process does not know may belong to a session saved before a restart. It is
    * initialized again here, with what its client declared the first time; the client sees nothing of it.
    */
-  private async revive(id: string, route: Route): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
+  private async revive(id: string, route: Route, principal: Principal): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
     let session: Session | undefined;
-    const transport = this.newTransport(route, id, () => session?.end() ?? Promise.resolve());
-    const revived = await this.router.revive(id, route, transport);
+    const transport = this.newTransport(route, id, principal, () => session?.end() ?? Promise.resolve());
+    const revived = await this.router.revive(id, route, transport, principal);
     if (!revived) return undefined;
     session = revived.session;
     session.onClosed(() => this.sessions.delete(id, "session ended"));
@@ -151,7 +177,7 @@ export class StreamableHttpFace {
       method: "initialize",
       params: { protocolVersion: revived.stored.protocolVersion, capabilities: revived.stored.clientCapabilities, clientInfo: { name: "revived", version: "0" } },
     });
-    return this.sessions.touch(id);
+    return this.sessions.touch(id, route, principal.tenant);
   }
 
   close(): Promise<void> {

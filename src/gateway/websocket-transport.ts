@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { WebSocket, type RawData } from "ws";
+import { QuotaError } from "../tenancy/quota-error.js";
 import { errorReply, parseJsonRpc } from "./json-rpc.js";
 
 /** How long a closing socket may take to answer our close frame before it is cut. */
@@ -12,6 +13,12 @@ const CLOSE_GRACE_MS = 2_000;
  * per frame. A frame that is not a message gets a JSON-RPC error reply and the socket stays open; a
  * frame over the server's `maxPayload` is refused by `ws` itself (close code 1009).
  */
+export interface WebSocketTransportOptions {
+  maxJsonDepth: number;
+  /** Charges one message to its tenant's request rate; throws QuotaError when it is spent. */
+  charge: () => void;
+}
+
 export class WebSocketServerTransport implements Transport {
   readonly sessionId = randomUUID();
   onclose?: () => void;
@@ -19,7 +26,10 @@ export class WebSocketServerTransport implements Transport {
   onmessage?: (message: JSONRPCMessage) => void;
   private ended = false;
 
-  constructor(private readonly socket: WebSocket) {
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly options: WebSocketTransportOptions,
+  ) {
     // No frame may be read before the router has installed its callbacks (start()).
     socket.pause();
     socket.on("message", (data) => this.receive(data));
@@ -49,9 +59,22 @@ export class WebSocketServerTransport implements Transport {
 
   private receive(data: RawData): void {
     // A Buffer (binaryType "nodebuffer") of UTF-8 JSON, text and binary frames alike: some clients send binary.
-    const parsed = parseJsonRpc(data.toString());
-    if (parsed.ok) return this.onmessage?.(parsed.message);
-    this.write(errorReply(parsed)).catch((error: Error) => this.onerror?.(error));
+    const parsed = parseJsonRpc(data.toString(), this.options.maxJsonDepth);
+    if (!parsed.ok) return this.reply(errorReply(parsed));
+    try {
+      this.options.charge();
+    } catch (error) {
+      if (!(error instanceof QuotaError)) throw error;
+      // Over the rate, a request is refused with when to retry; a notification or reply is dropped.
+      const id = (parsed.message as { id?: unknown; method?: unknown }).id;
+      if (id === undefined || !("method" in parsed.message)) return;
+      return this.reply(JSON.stringify({ jsonrpc: "2.0", id, error: { code: error.code, message: error.message, data: { retryAfterSeconds: error.retryAfterSeconds } } }));
+    }
+    this.onmessage?.(parsed.message);
+  }
+
+  private reply(text: string): void {
+    this.write(text).catch((error: Error) => this.onerror?.(error));
   }
 
   private write(text: string): Promise<void> {

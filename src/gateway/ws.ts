@@ -3,7 +3,13 @@ import type { Duplex } from "node:stream";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import { WebSocketServer, type WebSocket } from "ws";
-import type { Route, Router } from "../router/router.js";
+import type { Gatekeeper, Refusal } from "../auth/gatekeeper.js";
+import { mayUseServer, type Principal } from "../auth/principal.js";
+import { AGGREGATE, type Route, type Router } from "../router/router.js";
+import type { AuditLog } from "../telemetry/audit-log.js";
+import { QuotaError } from "../tenancy/quota-error.js";
+import type { TenantCounter } from "../tenancy/tenant-counter.js";
+import { EDGE_ERROR } from "../tenancy/quota-error.js";
 import type { HostPolicy } from "./host-check.js";
 import { SessionTable } from "./session-table.js";
 import { WebSocketServerTransport } from "./websocket-transport.js";
@@ -14,7 +20,12 @@ const SUBPROTOCOL = "mcp";
 export interface WebSocketFaceOptions {
   idleMs: number;
   maxMessageBytes: number;
+  maxJsonDepth: number;
   hosts: HostPolicy;
+  gatekeeper: Gatekeeper;
+  audit: AuditLog;
+  /** Each socket counts against its tenant's open streams. */
+  streams: TenantCounter;
 }
 
 /**
@@ -52,15 +63,47 @@ export class WebSocketFace {
     }
     if (route === undefined) return refuse(socket, 404, "No WebSocket endpoint here; use /ws (every server) or /servers/<name>/ws");
     if (!this.router.hasRoute(route)) return refuse(socket, 404, `No hosted server named '${route}'`);
-    this.wss.handleUpgrade(req, socket, head, (ws) => void this.open(ws, route));
+    void this.admit(req, socket, head, route);
   }
 
-  private async open(ws: WebSocket, route: Route): Promise<void> {
-    const transport = new WebSocketServerTransport(ws);
+  /** The same admission as every HTTP request: credential, request rate, server access, open streams. */
+  private async admit(req: IncomingMessage, socket: Duplex, head: Buffer, route: Route): Promise<void> {
+    const path = new URL(req.url ?? "/", "http://localhost").pathname;
+    const admitted = await this.options.gatekeeper.admit(req.headers.authorization, path);
+    let refusal: Pick<Refusal, "status" | "code" | "message" | "headers" | "subject"> | undefined = admitted.ok ? undefined : admitted.refusal;
+    let release: (() => void) | undefined;
+    if (admitted.ok) {
+      const { principal } = admitted;
+      if (route !== AGGREGATE && !mayUseServer(principal, route)) {
+        refusal = { status: 403, code: EDGE_ERROR.forbidden, message: `Tenant '${principal.tenant}' may not use server '${route}'`, headers: {}, subject: principal.subject };
+      } else {
+        try {
+          release = this.options.streams.take(principal.tenant, principal.limits.maxStreams);
+        } catch (error) {
+          if (!(error instanceof QuotaError)) throw error;
+          refusal = { status: 429, code: error.code, message: error.message, headers: { "retry-after": String(error.retryAfterSeconds) }, subject: principal.subject };
+        }
+      }
+    }
+    if (refusal || !admitted.ok) {
+      this.options.audit.refused({ face: "websocket", path, status: refusal!.status, reason: refusal!.message, subject: refusal!.subject, remoteAddress: req.socket.remoteAddress });
+      return refuse(socket, refusal!.status, refusal!.message, refusal!.code, refusal!.headers);
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.once("close", release!);
+      void this.open(ws, route, admitted.principal);
+    });
+  }
+
+  private async open(ws: WebSocket, route: Route, principal: Principal): Promise<void> {
+    const transport = new WebSocketServerTransport(ws, {
+      maxJsonDepth: this.options.maxJsonDepth,
+      charge: () => this.options.gatekeeper.charge(principal),
+    });
     const id = transport.sessionId;
-    ws.on("message", () => this.sessions.touch(id));
+    ws.on("message", () => this.sessions.touch(id, route, principal.tenant));
     try {
-      await this.sessions.open(id, route, transport, () => this.router.connect(route, transport, "websocket"));
+      await this.sessions.open(id, route, transport, principal, () => this.router.connect(route, transport, "websocket", { principal }));
     } catch (error) {
       this.log.error({ route, err: (error as Error).message }, "could not open a WebSocket session");
       const reason = `could not open a session: ${(error as Error).message}`.replace(/[^\x20-\x7e]/g, "?").slice(0, 123);
@@ -77,10 +120,11 @@ export class WebSocketFace {
 }
 
 /** Answers an upgrade request with a plain HTTP error whose body is a JSON-RPC error. */
-function refuse(socket: Duplex, status: number, message: string): void {
-  const body = JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: ErrorCode.InvalidRequest, message } });
+function refuse(socket: Duplex, status: number, message: string, code: number = ErrorCode.InvalidRequest, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify({ jsonrpc: "2.0", id: null, error: { code, message } });
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("");
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n${extra}` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }

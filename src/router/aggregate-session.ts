@@ -7,7 +7,8 @@ import type { Catalog } from "../sandbox/template.js";
 import type { RequestRecord } from "../telemetry/events.js";
 import { qualify, splitQualified } from "./names.js";
 import { ServerLink } from "./server-link.js";
-import { Session } from "./session.js";
+import { Session, type SessionOwner } from "./session.js";
+import { mayUseServer } from "../auth/principal.js";
 
 type Item = Record<string, unknown>;
 
@@ -32,9 +33,10 @@ export class AggregateSession extends Session {
   /** Which server each forwarded client request went to, for failures and cancellation. */
   private readonly routes = new Map<RequestId, string>();
 
-  constructor(transport: Transport, pool: SandboxPool, log: Logger, transportKind: string, stateless = false) {
-    super(transport, pool, log, transportKind);
-    for (const server of pool.serverNames()) {
+  constructor(transport: Transport, pool: SandboxPool, log: Logger, transportKind: string, owner: SessionOwner, stateless = false) {
+    super(transport, pool, log, transportKind, owner);
+    // Only the servers the tenant may use exist here: the others are not listed, and not callable.
+    for (const server of pool.serverNames().filter((s) => mayUseServer(owner.principal, s))) {
       const link: ServerLink = new ServerLink(server, pool, log.child({ server }), {
         message: (message, guestMs) => void this.fromServer(link, message, guestMs),
         requestFailed: (id, error) => {
@@ -42,7 +44,7 @@ export class AggregateSession extends Session {
           this.fail(id, error, server);
         },
         suspended: () => this.persistSoon(),
-      }, stateless);
+      }, owner.sandboxes, stateless);
       this.serverLinks.set(server, link);
     }
   }

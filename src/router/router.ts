@@ -4,7 +4,12 @@ import type { Logger } from "pino";
 import type { SandboxPool } from "../sandbox/pool.js";
 import { AggregateSession } from "./aggregate-session.js";
 import { ServerSession } from "./server-session.js";
-import type { Session } from "./session.js";
+import type { Session, SessionOwner } from "./session.js";
+import { LOCAL_PRINCIPAL, mayUseServer, type Principal } from "../auth/principal.js";
+import { AccessError } from "../auth/access-error.js";
+import { QuotaError } from "../tenancy/quota-error.js";
+import { TenantCounter } from "../tenancy/tenant-counter.js";
+import { TenantSandboxes } from "../tenancy/sandbox-quota.js";
 import type { SessionStore, StoredSession } from "./session-store.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import { events } from "../telemetry/events.js";
@@ -13,8 +18,21 @@ import { events } from "../telemetry/events.js";
  * Connects client transports to sandboxes: one client session gets one clone of the server's template,
  * resumed on its first request that needs the server and destroyed when the session ends.
  */
+export interface ConnectOptions {
+  /** A request without a session: answered in a clone of its own (`call` isolation). */
+  stateless?: boolean;
+  /** The client can name the session again (Mcp-Session-Id): it is saved while its sandboxes are suspended. */
+  persistent?: boolean;
+  /** Who opens it; the local user when absent (authentication off, or stdio). */
+  principal?: Principal;
+  /** Coming back after a gateway restart (admitted against the tenant's limits before). */
+  revived?: boolean;
+}
+
 export class Router {
   private readonly sessions = new Set<Session>();
+  private readonly openSessions = new TenantCounter("sessions", "open sessions");
+  private readonly tenantSandboxes = new TenantSandboxes();
 
   constructor(
     private readonly pool: SandboxPool,
@@ -32,17 +50,20 @@ export class Router {
    * Takes over the transport's callbacks and starts it. `route` is one hosted server (names unchanged)
    * or `"*"`, every server aggregated with namespaced names.
    */
-  async connect(
-    route: Route,
-    transport: Transport,
-    transportKind = "in-memory",
-    options: { stateless?: boolean; persistent?: boolean } = {},
-  ): Promise<Session> {
+  async connect(route: Route, transport: Transport, transportKind = "in-memory", options: ConnectOptions = {}): Promise<Session> {
     const stateless = options.stateless ?? false;
+    const principal = options.principal ?? LOCAL_PRINCIPAL;
+    if (route !== AGGREGATE && !mayUseServer(principal, route)) {
+      throw new AccessError(`Tenant '${principal.tenant}' may not use server '${route}'; its servers: ${principal.servers === "*" ? "all" : principal.servers.join(", ") || "none"}`);
+    }
+    // Stateless requests are no session to hold: the request rate and the sandbox limit cover them.
+    const release = stateless ? () => undefined : this.holdSession(principal, options.revived ?? false);
+    const owner: SessionOwner = { principal, sandboxes: this.tenantSandboxes.quotaFor(principal.tenant, principal.limits.maxSandboxes) };
     const session =
       route === AGGREGATE
-        ? new AggregateSession(transport, this.pool, this.log, transportKind, stateless)
-        : new ServerSession(route, transport, this.pool, this.log, transportKind, stateless);
+        ? new AggregateSession(transport, this.pool, this.log, transportKind, owner, stateless)
+        : new ServerSession(route, transport, this.pool, this.log, transportKind, owner, stateless);
+    session.onClosed(release);
     // Only sessions a client can name again (Streamable HTTP's Mcp-Session-Id) are worth saving.
     if (options.persistent && this.store && !stateless) session.enablePersistence(this.store, route);
     events.sessionOpened.publish({ transport: transportKind, route });
@@ -59,13 +80,26 @@ export class Router {
   }
 
   /**
+   * Counts a new session against its tenant's limits: open sessions, and sessions saved on disk (each
+   * new one may end up saved too). A session coming back after a restart was admitted before.
+   */
+  private holdSession(principal: Principal, revived: boolean): () => void {
+    const { tenant, limits } = principal;
+    if (!revived && this.store && this.store.countFor(tenant) >= limits.maxSuspended) {
+      throw new QuotaError("suspended", `Tenant '${tenant}' has ${this.store.countFor(tenant)} suspended sessions saved, its limit; end some (DELETE them) before opening more`);
+    }
+    return this.openSessions.take(tenant, revived ? Number.POSITIVE_INFINITY : limits.maxSessions);
+  }
+
+  /**
    * Brings back a session saved before a gateway restart: a new session on `transport`, holding the
    * suspended sandboxes it had. Undefined when there is no such session for this route, or when its
    * sandboxes cannot come back (their template was rebuilt, their state is gone): the record is dropped.
    */
-  async revive(id: string, route: Route, transport: Transport): Promise<{ session: Session; stored: StoredSession } | undefined> {
+  async revive(id: string, route: Route, transport: Transport, principal: Principal = LOCAL_PRINCIPAL): Promise<{ session: Session; stored: StoredSession } | undefined> {
     const stored = this.store ? await this.store.load(id) : undefined;
-    if (!stored || stored.route !== route) return undefined;
+    // Another tenant's session is, to this caller, no session at all.
+    if (!stored || stored.route !== route || stored.tenant !== principal.tenant) return undefined;
     const adopted: Array<[string, Sandbox]> = [];
     for (const [server, saved] of Object.entries(stored.sandboxes)) {
       const sandbox = this.pool.has(server) ? await this.pool.adoptSuspended(server, saved.sandboxId, saved.templateKey) : undefined;
@@ -77,7 +111,7 @@ export class Router {
       }
       adopted.push([server, sandbox]);
     }
-    const session = await this.connect(route, transport, stored.transport, { persistent: true });
+    const session = await this.connect(route, transport, stored.transport, { persistent: true, principal, revived: true });
     for (const [server, sandbox] of adopted) session.adopt(server, sandbox);
     this.log.info({ session: id, route, sandboxes: adopted.length }, "session revived from disk");
     return { session, stored };
@@ -93,7 +127,16 @@ export class Router {
     return expired.length;
   }
 
-  get openSessions(): number {
+  /** What `tenant` holds now: open sessions, sessions saved on disk, sandboxes running. */
+  tenantUsage(tenant: string): { openSessions: number; suspendedSessions: number; runningSandboxes: number } {
+    return {
+      openSessions: this.openSessions.count(tenant),
+      suspendedSessions: this.store?.countFor(tenant) ?? 0,
+      runningSandboxes: this.tenantSandboxes.running(tenant),
+    };
+  }
+
+  get sessionCount(): number {
     return this.sessions.size;
   }
 

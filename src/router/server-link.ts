@@ -7,6 +7,7 @@ import type { Sandbox } from "../sandbox/sandbox.js";
 import type { Catalog } from "../sandbox/template.js";
 import { nowMs, type RequestRecord } from "../telemetry/events.js";
 import { ToolArgumentChecker, type ArgumentCheck } from "./tool-arguments.js";
+import type { SandboxQuota } from "../tenancy/sandbox-quota.js";
 
 /** Puts W3C trace context in the request's `_meta`, where MCP servers look for it. */
 function withTraceparent(message: JsonRpcMessage, traceparent: string): JsonRpcMessage {
@@ -49,6 +50,8 @@ export class ServerLink {
     private readonly pool: SandboxPool,
     private readonly log: Logger,
     private readonly events: LinkEvents,
+    /** The session tenant's hold on sandboxes: room is made before any is acquired or resumed. */
+    private readonly quota: SandboxQuota,
     /** Stateless requests get `call` isolation whatever the manifest says: there is no session to keep. */
     forceCallIsolation = false,
   ) {
@@ -125,7 +128,7 @@ export class ServerLink {
       return;
     }
     const start = nowMs();
-    const sandbox = await this.pool.acquire(this.server);
+    const sandbox = await this.acquireWithin();
     if (record) record.acquire = { start, end: nowMs(), source: sandbox.timings.source };
     if (this.closed) {
       void sandbox.destroy("session ended while the sandbox was resuming");
@@ -189,16 +192,33 @@ export class ServerLink {
   private async ensureSandbox(): Promise<Sandbox> {
     const existing = this.sandbox;
     if (existing && existing.state !== "destroyed") {
-      await existing.ensureRunning(); // throws if it could not be brought back; the next request starts afresh
+      if (existing.state === "suspended") {
+        const reserved = await this.quota.reserve();
+        // throws if it could not be brought back; the next request starts afresh
+        await existing.ensureRunning().finally(() => reserved(existing));
+      } else {
+        await existing.ensureRunning();
+      }
       return existing;
     }
-    this.acquiring ??= this.pool
-      .acquire(this.server)
+    this.acquiring ??= this.acquireWithin()
       .then((sandbox) => this.attach(sandbox))
       .finally(() => {
         this.acquiring = undefined;
       });
     return await this.acquiring;
+  }
+
+  /** A fresh clone, counted against the tenant's sandboxes for as long as it lives. */
+  private async acquireWithin(): Promise<Sandbox> {
+    const reserved = await this.quota.reserve();
+    try {
+      const sandbox = await this.pool.acquire(this.server);
+      reserved(sandbox);
+      return sandbox;
+    } finally {
+      reserved();
+    }
   }
 
   private async attach(sandbox: Sandbox): Promise<Sandbox> {

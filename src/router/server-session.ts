@@ -5,7 +5,7 @@ import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { RequestRecord } from "../telemetry/events.js";
 import { ServerLink } from "./server-link.js";
-import { Session } from "./session.js";
+import { Session, type SessionOwner } from "./session.js";
 
 /**
  * A client session on one hosted server, names unchanged: what a client configured for that server
@@ -20,9 +20,10 @@ export class ServerSession extends Session {
     pool: SandboxPool,
     log: Logger,
     transportKind: string,
+    owner: SessionOwner,
     stateless = false,
   ) {
-    super(transport, pool, log, transportKind);
+    super(transport, pool, log, transportKind, owner);
     this.link = new ServerLink(server, pool, log.child({ server }), {
       message: (message, guestMs) => {
         const refusal = this.refusedByClient(message);
@@ -31,7 +32,7 @@ export class ServerSession extends Session {
       },
       requestFailed: (id, error) => this.fail(id, error, server),
       suspended: () => this.persistSoon(),
-    }, stateless);
+    }, owner.sandboxes, stateless);
   }
 
   protected linkFor(server: string): ServerLink | undefined {

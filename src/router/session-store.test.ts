@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { SessionStore, type StoredSession } from "./session-store.js";
 
 const session = (id: string, savedAt = new Date().toISOString()): StoredSession => ({
+  tenant: "local",
   id,
   route: "memory",
   transport: "streamable-http",

@@ -4,6 +4,8 @@ import { join } from "node:path";
 /** What it takes to bring a session back after a gateway restart: its route and its saved sandboxes. */
 export interface StoredSession {
   id: string;
+  /** Only this tenant may bring the session back. */
+  tenant: string;
   route: string;
   transport: string;
   protocolVersion: string;
@@ -20,7 +22,41 @@ const ID = /^[A-Za-z0-9-]{1,128}$/;
  * synced and renamed, so a crash at any moment leaves the old record or the new one, never a torn one.
  */
 export class SessionStore {
+  /** Saved session ids per tenant, for the tenants' quota on suspended sessions; filled by `index()`. */
+  private readonly byTenant = new Map<string, Set<string>>();
+
   constructor(private readonly dir: string) {}
+
+  /** Reads which tenant every saved session belongs to (once, at start). */
+  async index(): Promise<void> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.dir);
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      if (!entry.endsWith(".json")) continue;
+      const session = await this.load(entry.slice(0, -5));
+      if (session) this.remember(session.id, session.tenant);
+    }
+  }
+
+  /** Sessions of `tenant` saved on disk now. */
+  countFor(tenant: string): number {
+    return this.byTenant.get(tenant)?.size ?? 0;
+  }
+
+  private remember(id: string, tenant: string): void {
+    this.forget(id);
+    let ids = this.byTenant.get(tenant);
+    if (!ids) this.byTenant.set(tenant, (ids = new Set()));
+    ids.add(id);
+  }
+
+  private forget(id: string): void {
+    for (const [tenant, ids] of this.byTenant) if (ids.delete(id) && ids.size === 0) this.byTenant.delete(tenant);
+  }
 
   private path(id: string): string {
     if (!ID.test(id)) throw new Error(`not a session id: ${id}`);
@@ -39,19 +75,24 @@ export class SessionStore {
       await fh.close();
     }
     await rename(tmp, final);
+    this.remember(session.id, session.tenant);
   }
 
   async load(id: string): Promise<StoredSession | undefined> {
     if (!ID.test(id)) return undefined;
     try {
-      return JSON.parse(await readFile(this.path(id), "utf8")) as StoredSession;
+      const session = JSON.parse(await readFile(this.path(id), "utf8")) as StoredSession;
+      // Records saved before tenants existed belong to the local user.
+      return { ...session, tenant: session.tenant ?? "local" };
     } catch {
       return undefined;
     }
   }
 
   async delete(id: string): Promise<void> {
-    if (ID.test(id)) await rm(this.path(id), { force: true });
+    if (!ID.test(id)) return;
+    await rm(this.path(id), { force: true });
+    this.forget(id);
   }
 
   /** Removes records saved longer ago than `maxAgeMs`; returns them so their saved state can go too. */
@@ -75,6 +116,7 @@ export class SessionStore {
       if (session && Date.parse(session.savedAt) < cutoff) {
         expired.push(session);
         await rm(path, { force: true });
+        this.forget(session.id);
       }
     }
     return expired;

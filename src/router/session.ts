@@ -15,6 +15,14 @@ import type { Sandbox } from "../sandbox/sandbox.js";
 import type { ServerLink } from "./server-link.js";
 import type { SessionStore, StoredSession } from "./session-store.js";
 import { toJsonRpcError } from "./to-wire.js";
+import type { Principal } from "../auth/principal.js";
+import type { SandboxQuota } from "../tenancy/sandbox-quota.js";
+
+/** Whose session it is: the principal it was opened by, and its tenant's hold on sandboxes. */
+export interface SessionOwner {
+  principal: Principal;
+  sandboxes: SandboxQuota;
+}
 
 /**
  * What every client session shares, whatever it is routed to: the transport, the order messages are
@@ -37,6 +45,7 @@ export abstract class Session {
     protected readonly pool: SandboxPool,
     protected readonly log: Logger,
     protected readonly transportKind: string,
+    protected readonly owner: SessionOwner,
   ) {
     // One message at a time: a request must not overtake one sent before it (e.g. its own cancellation).
     transport.onmessage = (message, extra) => {
@@ -76,6 +85,8 @@ export abstract class Session {
       const incoming = headerTraceparent ?? (typeof meta?.traceparent === "string" ? meta.traceparent : undefined);
       record = {
         transport: this.transportKind,
+        tenant: this.owner.principal.tenant,
+        subject: this.owner.principal.subject,
         sessionId: this.transport.sessionId,
         requestId: id,
         method,
@@ -251,6 +262,7 @@ export abstract class Session {
         }
         await persistence.store.save({
           id,
+          tenant: this.owner.principal.tenant,
           route: persistence.route,
           transport: this.transportKind,
           protocolVersion: this.protocolVersion,

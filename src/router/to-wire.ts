@@ -1,5 +1,6 @@
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import { SandboxError } from "../sandbox/errors.js";
+import { QuotaError } from "../tenancy/quota-error.js";
 
 export interface JsonRpcErrorObject {
   code: number;
@@ -12,6 +13,9 @@ export interface JsonRpcErrorObject {
  * a person can act on, and `data` a program can branch on (`retryable`).
  */
 export function toJsonRpcError(error: unknown, server: string): JsonRpcErrorObject {
+  if (error instanceof QuotaError) {
+    return { code: error.code, message: error.message, data: { server, retryable: true, reason: `QUOTA_${error.kind.toUpperCase()}`, retryAfterSeconds: error.retryAfterSeconds } };
+  }
   if (error instanceof SandboxError) {
     const data = { server, retryable: error.retryable, reason: error.code };
     switch (error.code) {

@@ -11,6 +11,9 @@ export type Outcome = "ok" | "tool_error" | "error" | "timeout";
 /** One client request, from arrival to answer. Times are epoch milliseconds with sub-ms precision. */
 export interface RequestRecord {
   transport: string;
+  /** Whose request: the tenant and the credential (an API key's id, a token's subject). */
+  tenant: string;
+  subject: string;
   sessionId: string | undefined;
   requestId: string | number;
   method: string;

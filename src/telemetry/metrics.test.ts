@@ -8,7 +8,7 @@ import { Metrics, methodLabel, sandboxCounts } from "./metrics.js";
 import { requestLogFields, subscribeRequestLog, traceIdOf } from "./request-log.js";
 
 function request(overrides: Partial<RequestRecord>): RequestRecord {
-  return { transport: "streamable-http", sessionId: "s1", requestId: 1, method: "tools/call", startedAt: 1000, endedAt: 1012.5, outcome: "ok", ...overrides };
+  return { transport: "streamable-http", tenant: "local", subject: "local", sessionId: "s1", requestId: 1, method: "tools/call", startedAt: 1000, endedAt: 1012.5, outcome: "ok", ...overrides };
 }
 
 /** The value of one series in Prometheus text, or undefined when it is absent. */

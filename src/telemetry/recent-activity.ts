@@ -9,6 +9,7 @@ import { events, type Outcome, type RequestRecord, type SandboxResumeRecord, typ
 export interface CallView {
   /** Epoch milliseconds when the request arrived. */
   at: number;
+  tenant: string;
   method: string;
   server?: string;
   tool?: string;
@@ -66,8 +67,10 @@ export class RecentActivity {
   }
 
   /** The last calls, newest first. */
-  recentCalls(limit = this.maxCalls): CallView[] {
-    return this.calls.slice(-limit).reverse();
+  /** Newest first; with `tenant`, only that tenant's. */
+  recentCalls(limit = this.maxCalls, tenant?: string): CallView[] {
+    const calls = tenant === undefined ? this.calls : this.calls.filter((c) => c.tenant === tenant);
+    return calls.slice(-limit).reverse();
   }
 
   /** Resume latency per server (ms). */
@@ -87,6 +90,7 @@ export class RecentActivity {
     const end = record.endedAt ?? record.startedAt;
     const call: CallView = {
       at: record.startedAt,
+      tenant: record.tenant,
       method: record.method,
       outcome: record.outcome,
       durationMs: round(end - record.startedAt),

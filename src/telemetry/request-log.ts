@@ -12,6 +12,7 @@ export function traceIdOf(traceparent: string | undefined): string | undefined {
 export function requestLogFields(record: RequestRecord): Record<string, unknown> {
   const fields: Record<string, unknown> = {
     transport: record.transport,
+    tenant: record.tenant,
     method: record.method,
     server: record.server,
     tool: record.tool,

@@ -11,6 +11,8 @@ function simulate(partial: Partial<RequestRecord>, phases: (record: RequestRecor
   const t0 = 1_700_000_000_000.25;
   const record: RequestRecord = {
     transport: "streamable-http",
+    tenant: "local",
+    subject: "local",
     sessionId: "sess-1",
     requestId: 7,
     method: "tools/call",

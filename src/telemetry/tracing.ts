@@ -91,6 +91,10 @@ export interface TracingOptions {
 }
 
 const MAX_SPANS_PER_TRACE = 500;
+
+function ofTenant(spans: SpanView[], tenant: string | undefined): SpanView[] {
+  return tenant === undefined ? spans : spans.filter((s) => s.attributes["mcpvisor.tenant"] === tenant);
+}
 const propagator = new W3CTraceContextPropagator();
 
 /** Keeps the spans of the last N traces, grouped by trace id; the newest trace is last. */
@@ -111,20 +115,25 @@ export class RecentTraces implements SpanProcessor {
     while (this.traces.size > this.maxTraces) this.traces.delete(this.traces.keys().next().value!);
   }
 
-  /** Newest first; with `methods`, only traces with a request span of one of these MCP methods. */
-  list(limit = this.maxTraces, methods?: ReadonlySet<string>): TraceView[] {
+  /**
+   * Newest first; with `methods`, only traces with a request span of one of these MCP methods; with
+   * `tenant`, only that tenant's spans (a trace id can be shared by two tenants' requests: each sees its own).
+   */
+  list(limit = this.maxTraces, methods?: ReadonlySet<string>, tenant?: string): TraceView[] {
     const out: TraceView[] = [];
-    for (const [traceId, spans] of [...this.traces].reverse()) {
+    for (const [traceId, all] of [...this.traces].reverse()) {
       if (out.length >= limit) break;
+      const spans = ofTenant(all, tenant);
+      if (!spans.length) continue;
       if (methods && !spans.some((s) => methods.has(String(s.attributes["mcp.method.name"])))) continue;
       out.push(traceView(traceId, spans));
     }
     return out;
   }
 
-  get(traceId: string): TraceView | undefined {
-    const spans = this.traces.get(traceId);
-    return spans ? traceView(traceId, spans) : undefined;
+  get(traceId: string, tenant?: string): TraceView | undefined {
+    const spans = ofTenant(this.traces.get(traceId) ?? [], tenant);
+    return spans.length ? traceView(traceId, spans) : undefined;
   }
 
   clear(): void {
@@ -239,8 +248,8 @@ export class Tracing {
   }
 
   /** The recent traces, newest first; see `RecentTraces.list`. */
-  traces(limit?: number, methods?: ReadonlySet<string>): TraceView[] {
-    return this.recent.list(limit, methods);
+  traces(limit?: number, methods?: ReadonlySet<string>, tenant?: string): TraceView[] {
+    return this.recent.list(limit, methods, tenant);
   }
 
   private start(record: RequestRecord): void {
@@ -259,6 +268,7 @@ export class Tracing {
           ...(transport ? { "network.transport": transport.transport } : {}),
           ...(transport?.protocol ? { "network.protocol.name": transport.protocol } : {}),
           "mcpvisor.transport": record.transport,
+          "mcpvisor.tenant": record.tenant,
         },
       },
       parent,
@@ -290,7 +300,8 @@ export class Tracing {
       s.end(Math.max(start, end));
       return s;
     };
-    const server = record.server ? { "mcpvisor.server": record.server } : {};
+    // Every span says whose request it is: tenants see only their own spans.
+    const server = { "mcpvisor.tenant": record.tenant, ...(record.server ? { "mcpvisor.server": record.server } : {}) };
     const routedAt = record.acquire?.start ?? record.guest?.sent ?? endedAt;
     child("mcpvisor.router.route", record.startedAt, routedAt, server);
     if (record.acquire) {

@@ -1,0 +1,134 @@
+import type { OAuthVerifier } from "./oauth.js";
+import { ApiKeys, KEY_PREFIX } from "./api-keys.js";
+import { LOCAL_PRINCIPAL, type Principal } from "./principal.js";
+import { PROTECTED_RESOURCE_METADATA, resourcePathFor } from "./resource-paths.js";
+import { limitsOf, type TenantsFile } from "./tenants-file.js";
+import { RateLimiter } from "../tenancy/rate-limiter.js";
+import { EDGE_ERROR, QuotaError } from "../tenancy/quota-error.js";
+
+/** Why a request is turned away at the edge: an HTTP status, its headers, and a JSON-RPC error. */
+export interface Refusal {
+  status: 401 | 403 | 429;
+  code: number;
+  message: string;
+  headers: Record<string, string>;
+  /** For the audit log: the credential that was presented, if it named one. */
+  subject?: string;
+}
+
+export type Admission = { ok: true; principal: Principal } | { ok: false; refusal: Refusal };
+
+export interface GatekeeperOptions {
+  /** API keys and per-tenant settings; absent means no API keys. */
+  tenants?: TenantsFile;
+  /** OAuth access-token validation; absent means no OAuth. */
+  oauth?: OAuthVerifier;
+  /** This gateway's public base URL (no trailing slash): the OAuth audience and metadata URLs. */
+  publicUrl: () => string;
+}
+
+/**
+ * Who may come in, decided once per request at the edge and the same way for every face: an API key
+ * or an OAuth access token in `Authorization: Bearer …`, then the tenant's request rate. With neither
+ * keys nor OAuth configured everyone is the local user (the gateway then listens on loopback only).
+ */
+export class Gatekeeper {
+  private readonly keys: ApiKeys;
+  private readonly rate = new RateLimiter();
+
+  constructor(private readonly options: GatekeeperOptions) {
+    this.keys = new ApiKeys(options.tenants?.keys ?? []);
+  }
+
+  /** Whether any credential is required at all. */
+  get enabled(): boolean {
+    return this.keys.size > 0 || this.options.oauth !== undefined;
+  }
+
+  /** Authenticates and charges the tenant's request rate. */
+  async admit(authorization: string | undefined, path: string): Promise<Admission> {
+    const admission = await this.authenticate(authorization, path);
+    if (!admission.ok) return admission;
+    try {
+      this.charge(admission.principal);
+      return admission;
+    } catch (error) {
+      if (!(error instanceof QuotaError)) throw error;
+      return { ok: false, refusal: { status: 429, code: error.code, message: error.message, headers: { "retry-after": String(error.retryAfterSeconds) }, subject: admission.principal.subject } };
+    }
+  }
+
+  /** Charges one request to the tenant's rate (for messages on a connection admitted before); throws QuotaError. */
+  charge(principal: Principal): void {
+    this.rate.take(principal.tenant, principal.limits);
+  }
+
+  async authenticate(authorization: string | undefined, path: string): Promise<Admission> {
+    if (!this.enabled) return { ok: true, principal: LOCAL_PRINCIPAL };
+    const token = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "")?.[1];
+    if (!token) return this.unauthorized(path, "Authentication required: send Authorization: Bearer <API key or access token>");
+    const key = this.keys.find(token);
+    if (key) return { ok: true, principal: this.tenantPrincipal(key.tenant, `key:${key.id}`) };
+    const oauth = this.options.oauth;
+    if (!oauth || token.startsWith(KEY_PREFIX)) return this.unauthorized(path, "The API key is not valid", "invalid_token");
+    const base = this.options.publicUrl();
+    const resource = resourcePathFor(path);
+    const check = await oauth.verify(token, [...new Set([base, `${base}/`, `${base}${resource}`])]);
+    if (!check.ok) return this.unauthorized(path, `The access token is not accepted: ${check.reason}`, "invalid_token");
+    const missing = oauth.requiredScopes.filter((s) => !check.scopes.has(s));
+    const subject = `oauth:${check.payload.sub ?? "?"}`;
+    if (missing.length) return this.insufficientScope(path, oauth.requiredScopes, `The access token lacks the scope(s) ${missing.join(", ")}`, subject);
+    const principal = this.tenantPrincipal(check.tenant, subject);
+    return { ok: true, principal: check.scopes.has(oauth.adminScope) ? { ...principal, admin: true } : principal };
+  }
+
+  /** A refusal for a route only admins may use (e.g. `/metrics`), or undefined when `principal` may. */
+  requireAdmin(principal: Principal, path: string): Refusal | undefined {
+    if (principal.admin) return undefined;
+    const scope = this.options.oauth?.adminScope;
+    const message = `Only an admin may read ${path}${scope ? ` (scope ${scope})` : ""}`;
+    return scope ? this.insufficientScope(path, [scope], message, principal.subject).refusal : { status: 403, code: EDGE_ERROR.forbidden, message, headers: {}, subject: principal.subject };
+  }
+
+  /** RFC 9728 protected-resource metadata for `resourcePath` ("" for the gateway as a whole). */
+  protectedResourceMetadata(resourcePath: string): Record<string, unknown> {
+    const oauth = this.options.oauth;
+    return {
+      resource: `${this.options.publicUrl()}${resourcePath}`,
+      ...(oauth ? { authorization_servers: [oauth.issuer], scopes_supported: [...new Set([...oauth.requiredScopes, oauth.adminScope])] } : {}),
+      bearer_methods_supported: ["header"],
+      resource_name: "mcpvisor",
+    };
+  }
+
+  private tenantPrincipal(tenant: string, subject: string): Principal {
+    const entry = this.options.tenants?.tenants[tenant];
+    return {
+      tenant,
+      subject,
+      admin: entry?.admin ?? false,
+      servers: entry?.servers ?? "*",
+      limits: limitsOf(this.options.tenants, tenant),
+    };
+  }
+
+  private challenge(path: string, extra: string): string {
+    const params = [`realm="mcpvisor"`];
+    if (this.options.oauth) params.push(`resource_metadata="${this.options.publicUrl()}${PROTECTED_RESOURCE_METADATA}${resourcePathFor(path)}"`);
+    return `Bearer ${[...params, extra].filter(Boolean).join(", ")}`;
+  }
+
+  private unauthorized(path: string, message: string, error?: string): Admission {
+    const extra = error ? `error="${error}", error_description="${quoteSafe(message)}"` : "";
+    return { ok: false, refusal: { status: 401, code: EDGE_ERROR.unauthorized, message, headers: { "www-authenticate": this.challenge(path, extra) } } };
+  }
+
+  private insufficientScope(path: string, scopes: readonly string[], message: string, subject: string): { ok: false; refusal: Refusal } {
+    const extra = `error="insufficient_scope", scope="${scopes.join(" ")}", error_description="${quoteSafe(message)}"`;
+    return { ok: false, refusal: { status: 403, code: EDGE_ERROR.forbidden, message, headers: { "www-authenticate": this.challenge(path, extra) }, subject } };
+  }
+}
+
+function quoteSafe(text: string): string {
+  return text.replace(/["\\\r\n]/g, "'");
+}

@@ -1,0 +1,64 @@
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import pino, { type Logger } from "pino";
+import { events, type RequestRecord } from "./events.js";
+import { traceIdOf } from "./request-log.js";
+
+/** A request turned away at the edge: no credential, a bad one, a forbidden route, a tenant over its limit. */
+export interface RefusedRequest {
+  face: string;
+  path: string;
+  status: number;
+  reason: string;
+  tenant?: string;
+  subject?: string;
+  remoteAddress?: string;
+}
+
+/**
+ * The audit trail, on a stream of its own (a file, apart from the operational log): who called which
+ * tool on which server, when, with what outcome and trace id; and every request refused at the edge.
+ * Arguments, results and credentials are never written.
+ */
+export class AuditLog {
+  private readonly log: Logger | undefined;
+  private readonly onRequestEnd = (message: unknown) => this.toolCall(message as RequestRecord);
+
+  /** `destination`: a file path (appended to, created with its directory), or "off". */
+  constructor(destination: string) {
+    if (destination === "off") return;
+    const stream = pino.destination({ dest: destination, mkdir: true, sync: false });
+    this.log = pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime, messageKey: "event", formatters: { level: (label) => ({ level: label }) } }, stream);
+    subscribe(events.requestEnd.name, this.onRequestEnd);
+  }
+
+  refused(request: RefusedRequest): void {
+    this.log?.info(request, "refused");
+  }
+
+  private toolCall(record: RequestRecord): void {
+    if (record.method !== "tools/call") return;
+    this.log?.info(
+      {
+        tenant: record.tenant,
+        subject: record.subject,
+        server: record.server,
+        tool: record.tool,
+        face: record.transport,
+        session: record.sessionId,
+        outcome: record.outcome ?? "error",
+        ...(record.errorType ? { errorType: record.errorType } : {}),
+        durationMs: Math.round(((record.endedAt ?? record.startedAt) - record.startedAt) * 1000) / 1000,
+        traceId: traceIdOf(record.traceparent ?? record.incomingTraceparent),
+      },
+      "tools/call",
+    );
+  }
+
+  /** Stops listening and writes out what is buffered. */
+  close(): Promise<void> {
+    unsubscribe(events.requestEnd.name, this.onRequestEnd);
+    const log = this.log;
+    if (!log) return Promise.resolve();
+    return new Promise((resolve) => log.flush(() => resolve()));
+  }
+}

@@ -1,0 +1,105 @@
+import { createServer, type Server } from "node:http";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { exportJWK, generateKeyPair, SignJWT, type JWTPayload } from "jose";
+import { generateKey } from "../src/auth/api-keys.js";
+import type { TenantsFile } from "../src/auth/tenants-file.js";
+
+type TenantsInput = { defaults?: Partial<TenantsFile["defaults"]>; tenants: Record<string, { servers?: string[]; admin?: boolean; limits?: Partial<TenantsFile["defaults"]> }> };
+
+/**
+ * A tenants file in a fresh directory, with one API key per tenant (named after it); the keys are
+ * returned, as `mcpvisor keys add` would print them.
+ */
+export async function tenantsFileWith(input: TenantsInput): Promise<{ path: string; dir: string; keys: Record<string, string> }> {
+  const dir = await mkdtemp(join(tmpdir(), "mcpv-auth-"));
+  const keys: Record<string, string> = {};
+  const entries = Object.keys(input.tenants).map((tenant) => {
+    const { key, sha256 } = generateKey();
+    keys[tenant] = key;
+    return { id: `${tenant}-key`, tenant, sha256 };
+  });
+  const path = join(dir, "tenants.json");
+  await writeFile(path, JSON.stringify({ defaults: input.defaults ?? {}, tenants: input.tenants, keys: entries }), { mode: 0o600 });
+  return { path, dir, keys };
+}
+
+/** An MCP client over Streamable HTTP that sends `Authorization: Bearer <token>`. */
+export async function connectAs(url: string, token: string): Promise<Client> {
+  const client = new Client({ name: "mcpvisor-auth-test", version: "0.0.0" });
+  await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  return client;
+}
+
+/** Ends the client's session at the gateway (DELETE; `Client.close()` alone does not) and closes it. */
+export async function endSession(client: Client): Promise<void> {
+  await (client.transport as unknown as StreamableHTTPClientTransport).terminateSession();
+  await client.close();
+}
+
+/** A raw JSON-RPC POST, for looking at status codes and headers the SDK client hides. */
+export function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "application/json, text/event-stream", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+export const INITIALIZE = {
+  jsonrpc: "2.0",
+  id: 1,
+  method: "initialize",
+  params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "raw", version: "0" } },
+};
+
+/**
+ * A real OAuth authorization server, as far as a resource server sees one: RFC 8414 metadata naming a
+ * JWKS, the JWKS itself (an ES256 key made here), and tokens signed with that key. Nothing is stubbed
+ * in the gateway: it fetches the metadata and keys over HTTP like it would from any issuer.
+ */
+export class LocalIssuer {
+  private constructor(
+    private readonly server: Server,
+    readonly url: string,
+    private readonly privateKey: CryptoKey,
+  ) {}
+
+  static async start(): Promise<LocalIssuer> {
+    const { publicKey, privateKey } = await generateKeyPair("ES256");
+    const jwk = { ...(await exportJWK(publicKey)), kid: "test-key", alg: "ES256", use: "sig" };
+    let url = "";
+    const server = createServer((req, res) => {
+      res.setHeader("content-type", "application/json");
+      if (req.url === "/.well-known/oauth-authorization-server") {
+        res.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/jwks`, authorization_endpoint: `${url}/authorize`, token_endpoint: `${url}/token` }));
+      } else if (req.url === "/jwks") {
+        res.end(JSON.stringify({ keys: [jwk] }));
+      } else {
+        res.statusCode = 404;
+        res.end("{}");
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return new LocalIssuer(server, url, privateKey);
+  }
+
+  /** A signed access token; `expiresIn` like "5m" or a past epoch second. */
+  async token(claims: JWTPayload & { aud: string | string[] }, options: { expiresIn?: string | number; issuer?: string; key?: CryptoKey } = {}): Promise<string> {
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: "ES256", kid: "test-key" })
+      .setIssuer(options.issuer ?? this.url)
+      .setIssuedAt()
+      .setExpirationTime(options.expiresIn ?? "5m")
+      .sign(options.key ?? this.privateKey);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
