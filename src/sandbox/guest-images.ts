@@ -10,7 +10,7 @@ import {
 import type { ServerManifest } from "../config/manifest.js";
 import type { SandboxDriver, VmSpec } from "./driver.js";
 import { chooseAccel, type AccelDecision, type AccelSetting } from "./qemu/accel-probe.js";
-import { ensureVmmUser } from "./qemu/vmm-user.js";
+import { closeCacheDir, ensureVmmUser } from "./qemu/vmm-user.js";
 
 export interface GuestPlan {
   base: BaseImage;
@@ -36,6 +36,7 @@ export async function prepareGuests(manifests: ServerManifest[], options: Prepar
   const { build, driver, log } = options;
   await ensureHostPackages(build);
   await ensureVmmUser(build.progress);
+  await closeCacheDir(build.cacheDir);
   const base = await buildBaseImage(build);
   // Under TCG the guest cannot calibrate its TSC against anything reliable on a busy host and may hang
   // at boot; the image build measures the host's rate and the guest is told it.

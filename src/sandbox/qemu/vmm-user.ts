@@ -54,6 +54,23 @@ export async function ensureVmmUser(progress: (line: string) => void): Promise<v
   if (!stdout.trim().split(/\s+/).includes("kvm")) await run("usermod", ["--append", "--groups", "kvm", VMM_USER]);
 }
 
+/**
+ * Closes the cache directory to everyone but its owner when QEMU runs as the VMM user. QEMU gets its
+ * files as descriptors and needs no path in it, while it holds suspended sessions' memory, session
+ * records and template state, none of which the VMM user (or any other) should read.
+ */
+export async function closeCacheDir(cacheDir: string): Promise<void> {
+  if (!runningAsRoot()) return;
+  await mkdir(cacheDir, { recursive: true, mode: 0o700 });
+  const dir = await open(cacheDir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    const { mode } = await dir.stat();
+    if (mode & 0o077) await dir.chmod(mode & 0o7700);
+  } finally {
+    await dir.close();
+  }
+}
+
 let identity: Promise<VmmIdentity | undefined> | undefined;
 
 /** The identity QEMU runs as, or `undefined` when it runs as the gateway's own user. */
