@@ -124,7 +124,15 @@ export class HttpGateway {
     return new Promise((resolve, reject) => {
       const hono = getRequestListener(this.app.fetch, { hostname: this.options.host });
       // Streamable HTTP (/mcp, /servers/<name>/mcp) is served on node:http directly, every other path by hono.
-      const server = createServer((req, res) => {
+      const { maxHeaderBytes, headersTimeoutMs, requestTimeoutMs } = this.options;
+      // Slow clients (slowloris) are cut off; node checks the deadlines every connectionsCheckingInterval.
+      const limits = {
+        maxHeaderSize: maxHeaderBytes,
+        headersTimeout: headersTimeoutMs,
+        requestTimeout: Math.max(requestTimeoutMs, headersTimeoutMs),
+        connectionsCheckingInterval: Math.min(Math.ceil(headersTimeoutMs / 4), 30_000),
+      };
+      const server = createServer(limits, (req, res) => {
         const route = faceRoute(req.url, "mcp");
         void (route === undefined ? hono(req, res) : this.streamable.serve(req, res, route));
       });
