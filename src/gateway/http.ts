@@ -17,7 +17,7 @@ import { mountMetrics, type MetricsSource } from "./metrics-route.js";
 import type { Readiness } from "./readiness.js";
 import { SseFace } from "./sse.js";
 import { registerStatusRoutes, type StatusSources } from "./status-routes.js";
-import { bodyTooLarge, jsonRpcHttpError, StreamableHttpFace } from "./streamable-http.js";
+import { bodyTooLarge, CLOSE_AFTER_REFUSAL, jsonRpcHttpError, StreamableHttpFace } from "./streamable-http.js";
 import { WebSocketFace } from "./ws.js";
 
 export interface HttpGatewayOptions {
@@ -100,7 +100,7 @@ export class HttpGateway {
     if (options.status) registerStatusRoutes(app, options.status);
     const limit = bodyLimit({
       maxSize: options.maxBodyBytes,
-      onError: () => jsonRpcHttpError(413, ErrorCode.InvalidRequest, bodyTooLarge(options.maxBodyBytes)),
+      onError: () => jsonRpcHttpError(413, ErrorCode.InvalidRequest, bodyTooLarge(options.maxBodyBytes), CLOSE_AFTER_REFUSAL),
     });
     app.use("/servers/*", limit);
     app.use("/messages", limit);

@@ -17,9 +17,15 @@ import { SessionTable, type FaceSession } from "./session-table.js";
 import { SESSION_NOT_FOUND, StreamableHttpServerTransport, writeJsonRpcError } from "./streamable-http-transport.js";
 
 /** A JSON-RPC error as a web Response, for the faces served through hono. */
-export function jsonRpcHttpError(status: number, code: number, message: string): Response {
-  return new Response(jsonRpcError(null, code, message), { status, headers: { "content-type": "application/json" } });
+export function jsonRpcHttpError(status: number, code: number, message: string, headers: Record<string, string> = {}): Response {
+  return new Response(jsonRpcError(null, code, message), { status, headers: { "content-type": "application/json", ...headers } });
 }
+
+/**
+ * Sent with a 413: the rest of the body is never read, so the connection cannot carry another request;
+ * saying so keeps a keep-alive client from sending its next request down a socket about to close.
+ */
+export const CLOSE_AFTER_REFUSAL = { connection: "close" } as const;
 
 /** What a client whose request body is over the limit is told (413), on every face. */
 export function bodyTooLarge(maxBytes: number): string {
@@ -75,7 +81,7 @@ export class StreamableHttpFace {
     let body: string | undefined;
     if (req.method === "POST") {
       body = await readBody(req, this.options.maxBodyBytes);
-      if (body === undefined) return writeJsonRpcError(res, 413, ErrorCode.InvalidRequest, bodyTooLarge(this.options.maxBodyBytes));
+      if (body === undefined) return writeJsonRpcError(res, 413, ErrorCode.InvalidRequest, bodyTooLarge(this.options.maxBodyBytes), CLOSE_AFTER_REFUSAL);
       if (jsonDeeperThan(body, this.options.maxJsonDepth)) {
         return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, `Invalid request: JSON nested deeper than ${this.options.maxJsonDepth} levels`);
       }
