@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
+import { parseTenantsFile } from "../src/auth/tenants-file.js";
+import { resolveGatewayConfig } from "../src/config/gateway.js";
 import { ServerManifestSchema } from "../src/config/manifest.js";
 import { REPO_ROOT } from "../src/main.js";
 import { Metrics } from "../src/telemetry/metrics.js";
@@ -93,4 +95,18 @@ test("the Kubernetes ConfigMap holds valid server manifests, the same as servers
   const deployment = await readFile(join(DEPLOY, "kubernetes", "deployment.yaml"), "utf8");
   assert.match(deployment, /name: mcpvisor-servers/);
   assert.match(deployment, /kvm/);
+});
+
+test("the Kubernetes pod listens beyond loopback, so it is configured with a valid tenants file", async () => {
+  const deployment = await readFile(join(DEPLOY, "kubernetes", "deployment.yaml"), "utf8");
+  const env = Object.fromEntries([...deployment.matchAll(/- name: (MCPVISOR_\w+)\n\s+value: "?([^"\n]+)"?/g)].map((m) => [m[1], m[2]]));
+  assert.equal(env.MCPVISOR_HOST, "0.0.0.0");
+  assert.doesNotThrow(() => resolveGatewayConfig({}, { ...env, MCPVISOR_SERVERS_DIR: "/etc/mcpvisor/servers" }), "the gateway would start with this environment");
+  assert.match(deployment, /mountPath: \/etc\/mcpvisor\/auth/);
+  assert.match(deployment, /secretName: mcpvisor-tenants/);
+  const secret = await readFile(join(DEPLOY, "kubernetes", "tenants-secret.yaml"), "utf8");
+  const body = /tenants\.json: \|\n((?: {4}.*\n)+)/.exec(secret)![1]!.replace(/^ {4}/gm, "");
+  const tenants = parseTenantsFile("tenants-secret.yaml", body);
+  assert.ok(tenants.keys.length >= 1 && tenants.keys.every((k) => tenants.tenants[k.tenant]));
+  assert.throws(() => resolveGatewayConfig({}, { ...env, MCPVISOR_TENANTS_FILE: "", MCPVISOR_SERVERS_DIR: "/x" }), /refusing to listen on 0\.0\.0\.0/);
 });
