@@ -53,6 +53,9 @@ export class VmmProcess {
       if (this.consoleListeners.size) for (const l of this.consoleListeners) l(chunk.toString("utf8"));
     });
     child.stderr!.on("data", (chunk: Buffer) => this.stderr.push(chunk));
+    // QEMU closes its end with bytes unread when a load fails or it dies, which shows here as
+    // ECONNRESET; migrate-incoming's answer and QEMU's exit already report that, so it is ignored.
+    this.migrationIn.on("error", () => undefined);
     this.exited = new Promise<VmExit>((resolve) => {
       child.once("exit", (code, signal) => {
         const exit: VmExit = {
