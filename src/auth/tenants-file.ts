@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { ConfigError } from "../config/gateway.js";
+import { parseJsonFile } from "../config/json-file.js";
 import type { TenantLimits } from "./principal.js";
 
 const LimitsSchema = z
@@ -48,11 +49,14 @@ const TENANT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export const TenantsFileSchema = z
   .object({
     defaults: LimitsSchema.partial().default({}),
-    tenants: z.record(z.string().regex(TENANT_NAME, "tenant names are letters, digits, '_', '.', '-'"), TenantSchema).default({}),
+    tenants: z.record(z.string(), TenantSchema).default({}),
     keys: z.array(KeySchema).default([]),
   })
   .strict()
   .superRefine((file, ctx) => {
+    for (const name of Object.keys(file.tenants)) {
+      if (!TENANT_NAME.test(name)) ctx.addIssue({ code: "custom", path: ["tenants", name], message: "tenant names are letters, digits, '_', '.', '-' (at most 64)" });
+    }
     const ids = new Set<string>();
     file.keys.forEach((key, i) => {
       if (!file.tenants[key.tenant]) ctx.addIssue({ code: "custom", path: ["keys", i, "tenant"], message: `no tenant '${key.tenant}' in "tenants"` });
@@ -66,18 +70,7 @@ export type TenantEntry = TenantsFile["tenants"][string];
 export type KeyEntry = TenantsFile["keys"][number];
 
 export function parseTenantsFile(path: string, text: string): TenantsFile {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
-  const parsed = TenantsFileSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
-    throw new ConfigError(`${path}: invalid tenants file: ${issues}`);
-  }
-  return parsed.data;
+  return parseJsonFile(TenantsFileSchema, path, text, "tenants file");
 }
 
 export async function loadTenantsFile(path: string): Promise<TenantsFile> {

@@ -1,6 +1,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { ConfigError } from "./gateway.js";
+import { parseJsonFile } from "./json-file.js";
 import { ServerManifestSchema, type ServerManifest } from "./manifest.js";
 
 /**
@@ -27,19 +28,9 @@ export async function loadManifests(dir: string, only: string[] = []): Promise<S
 }
 
 export function parseManifest(path: string, text: string): ServerManifest {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(`${path}: not valid JSON (${(err as Error).message})`);
+  const manifest = parseJsonFile(ServerManifestSchema, path, text, "server manifest");
+  if (manifest.name !== basename(path, ".json")) {
+    throw new ConfigError(`${path}: name: '${manifest.name}' must match the file name '${basename(path, ".json")}'`);
   }
-  const parsed = ServerManifestSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
-    throw new ConfigError(`${path}: invalid server manifest: ${issues}`);
-  }
-  if (parsed.data.name !== basename(path, ".json")) {
-    throw new ConfigError(`${path}: name: '${parsed.data.name}' must match the file name '${basename(path, ".json")}'`);
-  }
-  return parsed.data;
+  return manifest;
 }
