@@ -216,7 +216,7 @@ describe("RecentActivity", () => {
         { ...calls[0], at: 0 },
         {
           at: 0, method: "tools/call", server: "exec", tool: "c", outcome: "ok", durationMs: 41, acquireMs: 30, acquireSource: "warm-pool",
-          roundtripMs: 10, guestMs: 8, transport: "streamable-http", sessionId: "sess-1", traceId,
+          roundtripMs: 10, guestMs: 8, transport: "streamable-http", tenant: "local", sessionId: "sess-1", traceId,
         },
       );
 
