@@ -9,8 +9,10 @@ import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { resolveGatewayConfig } from "../src/config/gateway.js";
-import { connectAs, INITIALIZE, post, tenantsFileWith } from "./auth-helpers.js";
-import { startReadyGateway } from "./helpers.js";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { connectAs, endSession, INITIALIZE, post, tenantsFileWith } from "./auth-helpers.js";
+import { eventually, serversDirWith, startReadyGateway } from "./helpers.js";
 
 describe("API keys and tenants", { timeout: 240_000 }, () => {
   let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
@@ -212,4 +214,35 @@ describe("API keys and tenants", { timeout: 240_000 }, () => {
     for (const key of Object.values(keys)) assert.ok(!text.includes(key), "no key in the audit log");
     assert.ok(!text.includes("mcpv_wrong"), "not even a wrong one");
   });
+});
+
+test("a saved session comes back after a restart only for its own tenant", { timeout: 180_000 }, async () => {
+  const file = await tenantsFileWith({ tenants: { acme: {}, globex: {} } });
+  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 500 } }) });
+  const config = { servers: ["memory"], serversDir, tenantsFile: file.path, auditLog: "off" };
+  let gateway = await startReadyGateway(config, { pool: { prestarted: 0, warm: 0 } });
+  const url = () => `http://127.0.0.1:${gateway.port}/servers/memory/mcp`;
+  const resume = async (tenant: string, sessionId: string) => {
+    const client = new Client({ name: "resumer", version: "0" });
+    const transport = new StreamableHTTPClientTransport(new URL(url()), { sessionId, requestInit: { headers: { authorization: `Bearer ${file.keys[tenant]}` } } });
+    await client.connect(transport); // with a session id the SDK client skips initialize
+    return client;
+  };
+  try {
+    const acme = await connectAs(url(), file.keys.acme!);
+    await acme.callTool({ name: "create_entities", arguments: { entities: [{ name: "saved-for-acme", entityType: "t", observations: ["x"] }] } });
+    const sessionId = (acme.transport as { sessionId?: string }).sessionId!;
+    await eventually(() => gateway.router.tenantUsage("acme").suspendedSessions === 1, "acme's session to be suspended and saved", 20_000);
+    await gateway.close(); // what is suspended stays on disk
+    gateway = await startReadyGateway(config, { pool: { prestarted: 0, warm: 0 } });
+
+    const intruder = await resume("globex", sessionId);
+    await assert.rejects(intruder.callTool({ name: "read_graph", arguments: {} }), /404|Session not found/);
+    await intruder.close();
+    const owner = await resume("acme", sessionId);
+    assert.match(JSON.stringify(await owner.callTool({ name: "read_graph", arguments: {} })), /saved-for-acme/, "the intruder's try left it intact");
+    await endSession(owner);
+  } finally {
+    await gateway.close();
+  }
 });
