@@ -62,3 +62,25 @@ test("a suspended session survives kill -9 of the gateway: the client carries on
     gateway.kill("SIGKILL");
   }
 });
+
+test("a graceful stop (SIGTERM) saves sessions that were running, and the client carries on after the restart", { timeout: 240_000 }, async () => {
+  const serversDir = await serversDirWith({ memory: () => ({}) }); // the default idle suspend (60 s) never comes in this test
+  const port = await freePort();
+  let gateway = await startGatewayProcess(port, serversDir);
+  try {
+    const url = `http://127.0.0.1:${port}/servers/memory/mcp`;
+    const client = new RawMcpClient(url);
+    await client.initialize();
+    await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: "deployed-over", entityType: "t", observations: ["SIGTERM"] }] } });
+    assert.equal(await suspendedCount(port), 0, "the session's sandbox is running, not suspended");
+    gateway.kill("SIGTERM");
+    const code = await new Promise((r) => gateway.once("exit", r));
+    assert.equal(code, 0);
+    gateway = await startGatewayProcess(port, serversDir);
+    const graph = (await client.request("tools/call", { name: "read_graph", arguments: {} })) as { structuredContent: { entities: { name: string }[] } };
+    assert.deepEqual(graph.structuredContent.entities.map((e) => e.name), ["deployed-over"]);
+    await client.close();
+  } finally {
+    gateway.kill("SIGKILL");
+  }
+});

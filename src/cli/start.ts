@@ -8,6 +8,8 @@ export const START_USAGE = `mcpvisor start [--host H] [--port P] [--servers a,b]
   with GET /healthz and GET /readyz. Builds whatever is missing first, showing progress.
   Any host but loopback needs --tenants-file (API keys) or --oauth-issuer (OAuth access tokens).`;
 
+const SHUTDOWN_SAVE_MS = 20_000;
+
 export async function startCommand(argv: string[]): Promise<void> {
   const { values } = parse(argv, {
     ...COMMON_OPTIONS,
@@ -45,7 +47,10 @@ export async function startCommand(argv: string[]): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    progress(`${signal}: shutting down (ending every sandbox)`);
+    // Sessions' idle sandboxes are saved first, so clients carry on after a restart (a deploy, say);
+    // 20 s leaves room under systemd's and Kubernetes' usual 30 s stop timeouts.
+    progress(`${signal}: saving idle sessions to disk, then shutting down`);
+    await gateway.router.suspendSessions(SHUTDOWN_SAVE_MS);
     await gateway.close();
     process.exit(0);
   };

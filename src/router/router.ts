@@ -140,6 +140,19 @@ export class Router {
     return this.sessions.size;
   }
 
+  /**
+   * Saves the running sandboxes of every session that can be revived, a few at a time (each suspend
+   * streams guest RAM), until `deadlineMs` has passed; what is saved by then outlives the process.
+   */
+  async suspendSessions(deadlineMs: number): Promise<void> {
+    const queue = [...this.sessions];
+    const deadline = Date.now() + deadlineMs;
+    const worker = async () => {
+      for (let session = queue.shift(); session && Date.now() < deadline; session = queue.shift()) await session.suspendForShutdown();
+    };
+    await Promise.race([Promise.all(Array.from({ length: 4 }, worker)), new Promise((r) => setTimeout(r, deadlineMs).unref())]);
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled([...this.sessions].map((s) => s.close()));
   }

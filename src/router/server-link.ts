@@ -239,6 +239,11 @@ export class ServerLink {
     this.listen(sandbox);
   }
 
+  /** Saves the session's sandbox to disk now if it runs and is idle (a shutdown: it comes back after). */
+  async suspendIfIdle(): Promise<void> {
+    if (this.sandbox?.state === "idle") await this.sandbox.suspend();
+  }
+
   /** The session's sandbox while it is saved on disk: what a restarted gateway needs to find it. */
   get suspendedSandbox(): { sandboxId: string } | undefined {
     return this.sandbox?.state === "suspended" ? { sandboxId: this.sandbox.id } : undefined;

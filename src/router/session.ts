@@ -274,6 +274,16 @@ export abstract class Session {
       .catch((err: Error) => this.log.warn({ err: err.message }, "could not save the session"));
   }
 
+  /**
+   * Before a shutdown: a session its client can come back to has its idle sandboxes saved to disk, so
+   * a restart loses nothing of it. Sessions that cannot be saved are left as they are.
+   */
+  async suspendForShutdown(): Promise<void> {
+    if (!this.persistence || !this.transport.sessionId || this.closed) return;
+    await Promise.allSettled(this.links().map((link) => link.suspendIfIdle()));
+    await this.persisting;
+  }
+
   /** The client ended the session (DELETE): everything it had goes, on disk too. */
   async end(): Promise<void> {
     await this.close(false);
