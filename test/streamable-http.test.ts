@@ -48,14 +48,16 @@ describe("Streamable HTTP on the wire", { timeout: 180_000 }, () => {
    * connection there (a client whose stream broke).
    */
   const stream = (method: string, headers: Record<string, string>, body: string | undefined, stop: (e: SseEvent) => boolean) =>
-    new Promise<{ status: number; events: SseEvent[]; ended: boolean }>((resolve, reject) => {
+    new Promise<{ status: number; events: SseEvent[]; chunks: string[]; ended: boolean }>((resolve, reject) => {
       const events: SseEvent[] = [];
+      const chunks: string[] = [];
       const req = request(
         { host: "127.0.0.1", port: gateway.port, path, method, headers: { host: `127.0.0.1:${gateway.port}`, accept: ACCEPT, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25", ...headers } },
         (res) => {
           let buffer = "";
           res.setEncoding("utf8");
           res.on("data", (chunk: string) => {
+            chunks.push(chunk);
             buffer += chunk;
             let end: number;
             while ((end = buffer.indexOf("\n\n")) !== -1) {
@@ -65,11 +67,11 @@ describe("Streamable HTTP on the wire", { timeout: 180_000 }, () => {
               events.push(event);
               if (stop(event)) {
                 req.destroy();
-                return resolve({ status: res.statusCode ?? 0, events, ended: false });
+                return resolve({ status: res.statusCode ?? 0, events, chunks, ended: false });
               }
             }
           });
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, events, ended: true }));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, events, chunks, ended: true }));
         },
       );
       req.on("error", reject);
@@ -101,6 +103,13 @@ describe("Streamable HTTP on the wire", { timeout: 180_000 }, () => {
     const parsed = messages.map((e) => JSON.parse(e.data) as { method?: string; id?: number; params?: { progress: number } });
     assert.deepEqual(parsed.map((m) => m.method ?? `result ${m.id}`), ["notifications/progress", "notifications/progress", "notifications/progress", "result 1"]);
     assert.deepEqual(parsed.slice(0, 3).map((m) => m.params?.progress), [0, 50, 100]);
+  });
+
+  test("a slow call's stream opens before its answer: headers and the priming event are held back only briefly", async () => {
+    // test_reconnection answers after 100 ms and sends nothing before; the stream must not stay silent till then.
+    const reply = await stream("POST", { "content-type": "application/json" }, call(16, "test_reconnection"), () => false);
+    assert.equal(reply.chunks[0]?.includes('"id":16'), false, "the priming event came in a write of its own, before the answer");
+    assert.deepEqual(reply.events.map((e) => (e.data ? (JSON.parse(e.data) as { id: number }).id : "priming")), ["priming", 16]);
   });
 
   test("a client whose stream broke resumes it with Last-Event-ID and gets what followed, result included", async () => {

@@ -20,6 +20,8 @@ import { jsonRpcError } from "./json-rpc.js";
 const STANDALONE: StreamId = "_GET_stream";
 /** Proxies and idle timeouts drop a silent stream; a comment frame this often keeps it open. */
 const KEEP_ALIVE_MS = 15_000;
+/** How long a POST's SSE headers and priming event may wait to share a write with the answer (see SseResponse). */
+const HOLD_MS = 20;
 /** Clients before this protocol version cannot take an SSE event without data (a priming event). */
 const PRIMING_SINCE = "2025-11-25";
 /** The SDK's code for header-level refusals (Accept, Content-Type, protocol version, session state). */
@@ -144,9 +146,6 @@ export class StreamableHttpServerTransport implements Transport {
     } catch {
       return writeJsonRpcError(res, 400, ErrorCode.ParseError, "Parse error: Invalid JSON");
     }
-    if (Array.isArray(raw) && raw.length === 0) {
-      return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, "Invalid Request: an empty batch holds no message");
-    }
     if (Array.isArray(raw) && raw.length > MAX_BATCH_SIZE) {
       return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, `Invalid Request: Batch must not exceed ${MAX_BATCH_SIZE} messages`);
     }
@@ -199,8 +198,7 @@ export class StreamableHttpServerTransport implements Transport {
       const asked = init ? init.params?.protocolVersion : header(req, "mcp-protocol-version");
       const version = typeof asked === "string" ? asked : DEFAULT_NEGOTIATED_PROTOCOL_VERSION;
       // A priming event gives the client an event id to resume from before anything else is sent.
-      if (version >= PRIMING_SINCE) stream.write(undefined, this.session.events.add(streamId, undefined));
-      else stream.flush();
+      stream.hold(version >= PRIMING_SINCE ? this.session.events.add(streamId, undefined) : undefined);
       const exchange: Exchange = { kind: "stream", streamId, unanswered: new Set(ids) };
       for (const id of ids) this.exchanges.set(id, exchange);
     }
@@ -218,7 +216,7 @@ export class StreamableHttpServerTransport implements Transport {
     if (this.streams.has(STANDALONE)) {
       return writeJsonRpcError(res, 409, REFUSED, "Conflict: Only one SSE stream is allowed per session");
     }
-    this.open(STANDALONE, res).flush();
+    this.open(STANDALONE, res).start("");
   }
 
   /** A client whose stream broke reconnects with the last event id it got: it gets what followed on that stream. */
@@ -231,9 +229,7 @@ export class StreamableHttpServerTransport implements Transport {
       return writeJsonRpcError(res, 409, REFUSED, "Conflict: Stream already has an active connection");
     }
     const stream = this.open(streamId, res);
-    const missed = events.after(lastEventId);
-    for (const event of missed) stream.write(event.message, event.id);
-    if (missed.length === 0) stream.flush();
+    stream.start(events.after(lastEventId).map((event) => frame(event.message, event.id)).join(""));
     // A request stream whose requests are all answered (the answers were just replayed) has nothing more to come.
     const answered = streamId !== STANDALONE && ![...this.exchanges.values()].some((e) => e.kind === "stream" && e.streamId === streamId);
     if (answered) {
@@ -297,37 +293,58 @@ type Exchange =
   | { kind: "stream"; streamId: StreamId; unanswered: Set<RequestId> }
   | { kind: "collect"; ids: RequestId[]; answers: Map<RequestId, JSONRPCMessage>; deliver: (answers: JSONRPCMessage[]) => void };
 
-/** One open SSE response (a POST's answer stream, or a GET stream). */
+/**
+ * One SSE response: a POST's answer stream, or a GET stream. A POST's stream holds its headers and
+ * priming event back for up to HOLD_MS: a call answered by then goes out in one write (headers, priming
+ * event, answer, with a Content-Length), not three. Anything else the server sends starts the stream at
+ * once, so progress is never held up; a slow call's client sees its stream open after HOLD_MS.
+ */
 class SseResponse {
-  private readonly keepAlive: NodeJS.Timeout;
+  /** The priming event, until the stream starts. */
+  private held = "";
+  /** The hold, then the keep-alive: a silent stream is dropped by proxies and idle timeouts. */
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly res: ServerResponse,
-    headers: OutgoingHttpHeaders,
+    private readonly headers: OutgoingHttpHeaders,
     gone: () => void,
   ) {
-    // Headers go out with the first event, in one packet; `flush` sends them alone when there is none.
-    res.writeHead(200, headers);
-    this.keepAlive = setInterval(() => res.write(": keepalive\n\n"), KEEP_ALIVE_MS).unref();
     res.once("close", () => {
-      clearInterval(this.keepAlive);
+      clearTimeout(this.timer);
       gone();
     });
   }
 
-  /** An event; without a message, a priming event (an id and empty data). */
-  write(message: JSONRPCMessage | undefined, eventId: EventId): void {
-    this.res.write(frame(message, eventId));
+  /** Holds the headers back for at most HOLD_MS, and the priming event (an event id, no data) if there is one. */
+  hold(primingEventId: EventId | undefined): void {
+    if (primingEventId) this.held = frame(undefined, primingEventId);
+    this.timer = setTimeout(() => this.start(""), HOLD_MS).unref();
   }
 
-  flush(): void {
-    this.res.flushHeaders();
+  write(message: JSONRPCMessage, eventId: EventId): void {
+    if (this.res.headersSent) this.res.write(frame(message, eventId));
+    else this.start(frame(message, eventId));
+  }
+
+  /** Sends the headers, what was held back and `text`; then keeps the stream alive. */
+  start(text: string): void {
+    clearTimeout(this.timer);
+    this.res.writeHead(200, this.headers);
+    const first = this.held + text;
+    this.held = "";
+    if (first) this.res.write(first);
+    else this.res.flushHeaders();
+    this.timer = setInterval(() => this.res.write(": keepalive\n\n"), KEEP_ALIVE_MS).unref();
   }
 
   /** Ends the stream, with its last event in the same write. */
   end(message?: JSONRPCMessage, eventId?: EventId): void {
-    clearInterval(this.keepAlive);
-    this.res.end(message ? frame(message, eventId!) : undefined);
+    clearTimeout(this.timer);
+    const last = this.held + (message ? frame(message, eventId!) : "");
+    this.held = "";
+    if (this.res.headersSent) this.res.end(last || undefined);
+    else this.res.writeHead(200, { ...this.headers, "content-length": Buffer.byteLength(last) }).end(last);
   }
 }
 
