@@ -15,11 +15,14 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** The gateway as users run it: its own process, so it can be killed with SIGKILL. */
+/**
+ * The gateway as users run it: its own process, so it can be killed with SIGKILL. Its log is dropped
+ * unless MCPVISOR_TEST_GATEWAY_STDERR is set (then it shows, at debug level, for a failure's diagnosis).
+ */
 async function startGatewayProcess(port: number, serversDir: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, [join(REPO_ROOT, "bin", "mcpvisor"), "start", "--port", String(port), "--servers", "memory"], {
-    env: { ...process.env, MCPVISOR_SERVERS_DIR: serversDir, MCPVISOR_LOG_LEVEL: "warn" },
-    stdio: ["ignore", "ignore", "ignore"],
+    env: { ...process.env, MCPVISOR_SERVERS_DIR: serversDir, MCPVISOR_LOG_LEVEL: process.env.MCPVISOR_TEST_GATEWAY_STDERR ? "debug" : "warn" },
+    stdio: ["ignore", "ignore", process.env.MCPVISOR_TEST_GATEWAY_STDERR ? "inherit" : "ignore"],
   });
   const deadline = Date.now() + 60_000;
   for (;;) {
