@@ -18,15 +18,21 @@ export function refusalResponse(refusal: Pick<Refusal, "status" | "code" | "mess
 }
 
 /**
- * The response for a tenant's limit or a forbidden server met while opening a session (403, or 429
- * with Retry-After); undefined for any other error, which the caller handles as before.
+ * A tenant's limit (429 with Retry-After) or a server it may not use (403), met past the gatekeeper,
+ * as a refusal; undefined for any other error, which the caller handles as before.
  */
-export function edgeErrorResponse(error: unknown): Response | undefined {
+export function edgeRefusal(error: unknown, subject?: string): Refusal | undefined {
   if (error instanceof QuotaError) {
-    return refusalResponse({ status: 429, code: error.code, message: error.message, headers: { "retry-after": String(error.retryAfterSeconds) } });
+    return { status: 429, code: error.code, message: error.message, headers: { "retry-after": String(error.retryAfterSeconds) }, subject };
   }
-  if (error instanceof AccessError) return refusalResponse({ status: 403, code: error.code, message: error.message, headers: {} });
+  if (error instanceof AccessError) return { status: 403, code: error.code, message: error.message, headers: {}, subject };
   return undefined;
+}
+
+/** `edgeRefusal` as a response. */
+export function edgeErrorResponse(error: unknown): Response | undefined {
+  const refusal = edgeRefusal(error);
+  return refusal && refusalResponse(refusal);
 }
 
 /**

@@ -4,10 +4,9 @@ import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import type { Gatekeeper, Refusal } from "../auth/gatekeeper.js";
 import type { Principal } from "../auth/principal.js";
-import { AccessError } from "../auth/access-error.js";
 import type { Route, Router } from "../router/router.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
-import { QuotaError } from "../tenancy/quota-error.js";
+import { edgeRefusal } from "./admission.js";
 import { jsonDeeperThan } from "./json-depth.js";
 import type { Session } from "../router/session.js";
 import { SessionEventStore } from "./event-store.js";
@@ -100,9 +99,9 @@ export class StreamableHttpFace {
       return await (isInitialize(body) ? this.startSession(req, res, route, body, principal) : this.stateless(req, res, route, body, principal));
     } catch (error) {
       // A tenant's limit or a server it may not use, met while opening the session: nothing was started.
-      if (!(error instanceof QuotaError || error instanceof AccessError) || res.headersSent) throw error;
-      const headers = error instanceof QuotaError ? { "retry-after": String(error.retryAfterSeconds) } : {};
-      return writeJsonRpcError(res, error instanceof QuotaError ? 429 : 403, error.code, error.message, headers);
+      const refusal = edgeRefusal(error);
+      if (!refusal || res.headersSent) throw error;
+      return writeJsonRpcError(res, refusal.status, refusal.code, refusal.message, refusal.headers);
     }
   }
 

@@ -3,13 +3,13 @@ import type { Duplex } from "node:stream";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import { WebSocketServer, type WebSocket } from "ws";
+import { AccessError } from "../auth/access-error.js";
 import type { Gatekeeper, Refusal } from "../auth/gatekeeper.js";
 import { mayUseServer, type Principal } from "../auth/principal.js";
 import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
-import { QuotaError } from "../tenancy/quota-error.js";
 import type { TenantCounter } from "../tenancy/tenant-counter.js";
-import { EDGE_ERROR } from "../tenancy/quota-error.js";
+import { edgeRefusal } from "./admission.js";
 import type { HostPolicy } from "./host-check.js";
 import { SessionTable } from "./session-table.js";
 import { WebSocketServerTransport } from "./websocket-transport.js";
@@ -70,29 +70,28 @@ export class WebSocketFace {
   private async admit(req: IncomingMessage, socket: Duplex, head: Buffer, route: Route): Promise<void> {
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     const admitted = await this.options.gatekeeper.admit(req.headers.authorization, path);
-    let refusal: Pick<Refusal, "status" | "code" | "message" | "headers" | "subject"> | undefined = admitted.ok ? undefined : admitted.refusal;
-    let release: (() => void) | undefined;
-    if (admitted.ok) {
-      const { principal } = admitted;
-      if (route !== AGGREGATE && !mayUseServer(principal, route)) {
-        refusal = { status: 403, code: EDGE_ERROR.forbidden, message: `Tenant '${principal.tenant}' may not use server '${route}'`, headers: {}, subject: principal.subject };
-      } else {
-        try {
-          release = this.options.streams.take(principal.tenant, principal.limits.maxStreams);
-        } catch (error) {
-          if (!(error instanceof QuotaError)) throw error;
-          refusal = { status: 429, code: error.code, message: error.message, headers: { "retry-after": String(error.retryAfterSeconds) }, subject: principal.subject };
-        }
-      }
-    }
-    if (refusal || !admitted.ok) {
-      this.options.audit.refused({ face: "websocket", path, status: refusal!.status, reason: refusal!.message, subject: refusal!.subject, remoteAddress: req.socket.remoteAddress });
-      return refuse(socket, refusal!.status, refusal!.message, refusal!.code, refusal!.headers);
+    const held = admitted.ok ? this.holdStream(admitted.principal, route) : admitted;
+    if (!held.ok) {
+      const { refusal } = held;
+      this.options.audit.refused({ face: "websocket", path, status: refusal.status, reason: refusal.message, subject: refusal.subject, remoteAddress: req.socket.remoteAddress });
+      return refuse(socket, refusal.status, refusal.message, refusal.code, refusal.headers);
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      ws.once("close", release!);
-      void this.open(ws, route, admitted.principal);
+      ws.once("close", held.release);
+      void this.open(ws, route, held.principal);
     });
+  }
+
+  /** The socket's place among its tenant's open streams, if the tenant may use `route` and has one free. */
+  private holdStream(principal: Principal, route: Route): { ok: true; principal: Principal; release: () => void } | { ok: false; refusal: Refusal } {
+    try {
+      if (route !== AGGREGATE && !mayUseServer(principal, route)) throw new AccessError(`Tenant '${principal.tenant}' may not use server '${route}'`);
+      return { ok: true, principal, release: this.options.streams.take(principal.tenant, principal.limits.maxStreams) };
+    } catch (error) {
+      const refusal = edgeRefusal(error, principal.subject);
+      if (!refusal) throw error;
+      return { ok: false, refusal };
+    }
   }
 
   private async open(ws: WebSocket, route: Route, principal: Principal): Promise<void> {
