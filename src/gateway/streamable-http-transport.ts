@@ -146,6 +146,9 @@ export class StreamableHttpServerTransport implements Transport {
     } catch {
       return writeJsonRpcError(res, 400, ErrorCode.ParseError, "Parse error: Invalid JSON");
     }
+    if (Array.isArray(raw) && raw.length === 0) {
+      return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, "Invalid Request: an empty batch holds no message");
+    }
     if (Array.isArray(raw) && raw.length > MAX_BATCH_SIZE) {
       return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, `Invalid Request: Batch must not exceed ${MAX_BATCH_SIZE} messages`);
     }
