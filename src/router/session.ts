@@ -135,21 +135,23 @@ export abstract class Session {
     };
   }
 
-  /** Delivers a server message; a response ends its request's bookkeeping. */
+  /**
+   * Delivers a server message; a response ends its request's bookkeeping, after it is on its way to
+   * the client (telemetry is not on the answer's path).
+   */
   protected async deliver(message: JsonRpcMessage, guestMs?: number): Promise<void> {
     const id = message.id as RequestId | undefined;
-    const isResponse = id !== undefined && !("method" in message);
-    if (isResponse) {
-      const guest = this.inFlight.get(id)?.record.guest;
-      if (guest) {
-        guest.answered = nowMs();
-        if (guestMs !== undefined) guest.guestMs = guestMs;
-      }
-      const error = message.error as { code?: number } | undefined;
-      const isToolError = (message.result as { isError?: unknown } | undefined)?.isError === true;
-      this.finish(id, error ? (error.code === ErrorCode.RequestTimeout ? "timeout" : "error") : isToolError ? "tool_error" : "ok", error ? `rpc_${error.code}` : undefined);
+    if (id === undefined || "method" in message) return this.reply(message, this.relatedRequest(message));
+    const guest = this.inFlight.get(id)?.record.guest;
+    if (guest) {
+      guest.answered = nowMs();
+      if (guestMs !== undefined) guest.guestMs = guestMs;
     }
-    await this.reply(message, isResponse ? id : this.relatedRequest(message));
+    const sent = this.reply(message, id);
+    const error = message.error as { code?: number } | undefined;
+    const isToolError = (message.result as { isError?: unknown } | undefined)?.isError === true;
+    this.finish(id, error ? (error.code === ErrorCode.RequestTimeout ? "timeout" : "error") : isToolError ? "tool_error" : "ok", error ? `rpc_${error.code}` : undefined);
+    await sent;
   }
 
   /**
@@ -176,13 +178,13 @@ export abstract class Session {
   }
 
   protected replyError(id: RequestId, code: number, message: string, data?: Record<string, unknown>): void {
-    this.finish(id, "error", `rpc_${code}`);
     void this.reply({ jsonrpc: "2.0", id, error: { code, message, ...(data ? { data } : {}) } });
+    this.finish(id, "error", `rpc_${code}`);
   }
 
   protected replyResult(id: RequestId, result: Record<string, unknown>): void {
-    this.finish(id, "ok");
     void this.reply({ jsonrpc: "2.0", id, result });
+    this.finish(id, "ok");
   }
 
   /** Ends a request's bookkeeping; false when it was already answered. */
