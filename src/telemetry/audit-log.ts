@@ -3,6 +3,8 @@ import pino, { type Logger } from "pino";
 import { events, type RequestRecord } from "./events.js";
 import { traceIdOf } from "./request-log.js";
 
+const FLUSH_EVERY_MS = 1_000;
+
 /** A request turned away at the edge: no credential, a bad one, a forbidden route, a tenant over its limit. */
 export interface RefusedRequest {
   face: string;
@@ -21,13 +23,20 @@ export interface RefusedRequest {
  */
 export class AuditLog {
   private readonly log: Logger | undefined;
+  private readonly flusher: NodeJS.Timeout | undefined;
   private readonly onRequestEnd = (message: unknown) => this.toolCall(message as RequestRecord);
 
-  /** `destination`: a file path (appended to, created with its directory), or "off". */
+  /**
+   * `destination`: a file path (appended to, created with its directory), or "off". Lines are written
+   * in batches (4 KiB, or every second), not one write per call: a write per tool call was the largest
+   * single cost on the request path. A hard kill can lose the last second of lines.
+   */
   constructor(destination: string) {
     if (destination === "off") return;
-    const stream = pino.destination({ dest: destination, mkdir: true, sync: false });
+    const stream = pino.destination({ dest: destination, mkdir: true, sync: false, minLength: 4096 });
     this.log = pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime, messageKey: "event", formatters: { level: (label) => ({ level: label }) } }, stream);
+    this.flusher = setInterval(() => this.log?.flush(), FLUSH_EVERY_MS);
+    this.flusher.unref();
     subscribe(events.requestEnd.name, this.onRequestEnd);
   }
 
@@ -57,6 +66,7 @@ export class AuditLog {
   /** Stops listening and writes out what is buffered. */
   close(): Promise<void> {
     unsubscribe(events.requestEnd.name, this.onRequestEnd);
+    clearInterval(this.flusher);
     const log = this.log;
     if (!log) return Promise.resolve();
     return new Promise((resolve) => log.flush(() => resolve()));
