@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
 import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
 import type { SandboxDriver, SnapshotFiles, VmSpec } from "./driver.js";
 import { guestNotify, guestRequest } from "./guest-rpc.js";
+
+const run = promisify(execFile);
 
 function alive(pid: number): boolean {
   try {
@@ -80,8 +84,31 @@ export function runDriverSuite(name: string, setup: () => Promise<{ driver: Sand
       for (let i = 64; i < bytes.length; i += 97) bytes[i] = bytes[i]! ^ 0xff;
       await writeFile(bad.statePath, bytes);
       const pending = await driver.prestart(spec, bad);
-      await assert.rejects(driver.resume(pending, 10_000), { code: "RESUME_FAILED" });
+      await assert.rejects(driver.resume(pending, 10_000), (err: Error & { code?: string }) => {
+        assert.equal(err.code, "RESUME_FAILED");
+        // The error carries what the VMM said, not only the broken socket its death shows as first.
+        if (name === "qemu") assert.match(err.message, /QEMU stderr: .*qemu-system-x86_64: /);
+        return true;
+      });
       assert.equal(alive(pending.pid), false);
+    });
+
+    test("a state stream whose end is read only after the VMM has loaded it still resumes", async () => {
+      // The VMM closes its end of the stream once the state is loaded. On a busy gateway (at start-up) the
+      // file's end could be read only after that, and the clone, loaded fine, was killed for a "premature
+      // close". A FIFO held open after the last byte makes that order certain.
+      const late = { ...snapshot, statePath: join(dir, "state.fifo") };
+      await run("mkfifo", [late.statePath]);
+      const writer = spawn("sh", ["-c", '{ cat "$0"; sleep 1; } > "$1"', snapshot.statePath, late.statePath], { stdio: "ignore" });
+      const writerDone = new Promise((resolve) => writer.once("exit", resolve));
+      try {
+        const vm = await driver.resume(await driver.prestart(spec, late), 20_000);
+        assert.equal((await vm.channel.ping(10_000)).serverAlive, true);
+        await vm.kill("test over");
+      } finally {
+        writer.kill(); // it may still block opening the FIFO if nothing read it
+        await writerDone;
+      }
     });
   });
 }

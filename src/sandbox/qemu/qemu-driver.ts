@@ -4,6 +4,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { open, rename, rm, truncate, writeFile } from "node:fs/promises";
 import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import { createGunzip, createGzip } from "node:zlib";
@@ -110,6 +111,37 @@ function lastLine(text: string): string {
   return text.trim().split("\n").slice(-3).join(" | ");
 }
 
+/**
+ * Ends a VMM a step failed on and says what it left behind: how it ended, and the tails of its stderr
+ * and of the guest console. A QEMU that dies shows first as a broken socket (QMP `read ECONNRESET` or a
+ * closed connection) before its exit is reaped, and that alone does not say why it died.
+ */
+async function endWithReport(proc: VmmProcess, reason: string): Promise<string> {
+  await proc.kill(reason);
+  const exit = await proc.exited;
+  const ended = exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
+  // A QEMU the gateway ended says why (a kill may be recorded for a QEMU that had already exited, so
+  // only a SIGKILL counts as the gateway's).
+  const ours = exit.signal === "SIGKILL" && !exit.reason.startsWith("QEMU ");
+  const why = !ours ? "" : exit.reason === reason ? " by the gateway after the failure" : ` by the gateway (${exit.reason})`;
+  const parts = [`QEMU ${ended}${why}`];
+  const stderr = tail(exit.vmmStderrTail);
+  const guest = tail(exit.consoleTail);
+  parts.push(`QEMU stderr: ${stderr || "(empty)"}`);
+  if (guest) parts.push(`console: ${guest}`);
+  return parts.join("; ");
+}
+
+/** The last lines of `text`, at most ~1 KiB, on one line. */
+function tail(text: string, lines = 8, chars = 1024): string {
+  const joined = text.trim().split("\n").slice(-lines).map((l) => l.trim()).filter(Boolean).join(" | ");
+  return joined.length > chars ? `…${joined.slice(-chars)}` : joined;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 export class QemuDriver implements SandboxDriver {
   readonly name = "qemu";
   private cachedVersion: Promise<string> | undefined;
@@ -135,8 +167,8 @@ export class QemuDriver implements SandboxDriver {
       const qmp = await whileAlive(proc, QmpClient.open(proc.qmpSocket, CONNECT_TIMEOUT_MS), "QMP connect");
       return { qmp, agent: new AgentChannel(proc.agentSocket) };
     } catch (err) {
-      await proc.kill("start-up failed");
-      throw err;
+      const report = await endWithReport(proc, "start-up failed");
+      throw new SandboxError(err instanceof SandboxError ? err.code : "VMM_START_FAILED", `${messageOf(err)} (${report})`, { cause: err });
     }
   }
 
@@ -199,10 +231,11 @@ export class QemuDriver implements SandboxDriver {
     const proc = await this.start(`vm-${randomUUID().slice(0, 8)}`, spec, snapshot.ramPath, false, true);
     const { qmp, agent } = await this.connect(proc);
     try {
-      await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] });
+      await whileAlive(proc, qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] }), "prestart");
     } catch (err) {
-      await proc.kill("prestart failed");
-      throw err;
+      agent.close();
+      const report = await endWithReport(proc, "prestart failed");
+      throw new SandboxError(err instanceof SandboxError ? err.code : "VMM_START_FAILED", `${messageOf(err)} (${report})`, { cause: err });
     }
     return new QemuPendingVm(proc, qmp, agent, snapshot);
   }
@@ -215,10 +248,9 @@ export class QemuDriver implements SandboxDriver {
     if (!(pending instanceof QemuPendingVm)) throw new TypeError("QemuDriver.resume needs a VMM it prestarted");
     const { process: proc, qmp, agent, snapshot } = pending;
     try {
-      // The stream goes into QEMU's inherited descriptor; a stream that cannot be read ends the VMM, which
-      // fails the load at once instead of leaving QEMU waiting for data.
-      const source = suspendedState ? createReadStream(suspendedState).pipe(createGunzip()) : createReadStream(snapshot.statePath);
-      pipeline(source, proc.migrationIn).catch((err: Error) => void proc.kill(`state stream failed: ${err.message}`));
+      feedState(proc.migrationIn, suspendedState ?? snapshot.statePath, suspendedState !== undefined, (err) =>
+        void proc.kill(`state stream failed: ${err.message}`),
+      );
       await whileAlive(proc, qmp.execute("migrate-incoming", { uri: `fd:${MIGRATION_IN_FD}` }), "state load");
       // Without -S QEMU runs the guest as soon as the state is loaded: no `cont` round trip needed.
       const status = await whileAlive(proc, qmp.waitWhileStatus("inmigrate", timeoutMs), "state load");
@@ -226,10 +258,41 @@ export class QemuDriver implements SandboxDriver {
       await whileAlive(proc, agent.resume(timeoutMs), "agent resume");
       return new QemuVm(proc, qmp, agent, "", snapshot.ramPath);
     } catch (err) {
-      await proc.kill("resume failed");
-      throw new SandboxError("RESUME_FAILED", `could not resume from snapshot: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      agent.close();
+      const report = await endWithReport(proc, "resume failed");
+      throw new SandboxError("RESUME_FAILED", `could not resume from snapshot: ${messageOf(err)} (${report})`, { cause: err });
     }
   }
+}
+
+/**
+ * Streams saved device state (gzip'd for a suspended session) into QEMU's incoming-migration descriptor.
+ *
+ * QEMU closes its end as soon as it has loaded the state, which can be before this side has seen the
+ * file's end: that takes one more read on libuv's pool, and a busy event loop (spawns and template
+ * hashing at gateway start) delays it past a load that takes a few milliseconds. So QEMU's end
+ * closing, or failing, only stops the feed: `stream.pipeline` would call it a premature close, and killing
+ * QEMU for that killed clones that had loaded fine. Whether the load worked is for `migrate-incoming`,
+ * `query-status` and QEMU's exit to say. A source that cannot be read does fail (`onSourceError`) at
+ * once, since QEMU would otherwise wait for the rest of the stream until the resume deadline.
+ */
+function feedState(into: Socket, path: string, gzipped: boolean, onSourceError: (err: Error) => void): void {
+  if (into.destroyed) return; // QEMU is gone already: the resume's next step says so
+  let stopped = false;
+  const failed = (err: Error) => {
+    if (stopped) return;
+    stopped = true;
+    onSourceError(err);
+  };
+  const file = createReadStream(path).on("error", failed);
+  const source: Readable = gzipped ? file.pipe(createGunzip()).on("error", failed) : file;
+  into.once("close", () => {
+    stopped = true;
+    file.destroy();
+    source.destroy();
+  });
+  // Errors on `into` (EPIPE, ECONNRESET once QEMU closed its end) are handled by VmmProcess.
+  source.pipe(into);
 }
 
 /**

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { open, type FileHandle } from "node:fs/promises";
 import type { Socket } from "node:net";
+import type { Readable } from "node:stream";
 import type { VmExit } from "../driver.js";
 import { SandboxError } from "../errors.js";
 import { TailBuffer } from "./tail-buffer.js";
@@ -8,6 +9,8 @@ import { grantToVmm, prepareRunRoot, setprivOptions, vmmIdentity } from "./vmm-u
 
 export const QEMU_BINARY = "qemu-system-x86_64";
 const TAIL_BYTES = 16 * 1024;
+/** How long an exit waits for the last of QEMU's stdout/stderr (pipes only QEMU writes, so EOF comes at once). */
+const DRAIN_MS = 500;
 
 /**
  * Descriptors QEMU inherits. QMP, the agent channel and the incoming migration stream are socketpairs,
@@ -53,11 +56,14 @@ export class VmmProcess {
       if (this.consoleListeners.size) for (const l of this.consoleListeners) l(chunk.toString("utf8"));
     });
     child.stderr!.on("data", (chunk: Buffer) => this.stderr.push(chunk));
-    // QEMU closes its end with bytes unread when a load fails or it dies, which shows here as
-    // ECONNRESET; migrate-incoming's answer and QEMU's exit already report that, so it is ignored.
+    // QEMU closes its end once it has loaded the state, and with bytes unread when a load fails or it
+    // dies, which shows here as EPIPE or ECONNRESET; migrate-incoming's answer and QEMU's exit already
+    // report a failure, so it is ignored (qemu-driver.ts feedState).
     this.migrationIn.on("error", () => undefined);
     this.exited = new Promise<VmExit>((resolve) => {
-      child.once("exit", (code, signal) => {
+      child.once("exit", async (code, signal) => {
+        // What QEMU wrote just before it died may still be in the pipes when its exit is reaped.
+        await drained([child.stdout!, child.stderr!], DRAIN_MS);
         const exit: VmExit = {
           code,
           signal,
@@ -140,4 +146,22 @@ export class VmmProcess {
     }
     await this.exited;
   }
+}
+
+/** Resolves when every stream has closed, or after `ms` at most. */
+function drained(streams: Readable[], ms: number): Promise<void> {
+  const pending = streams.filter((s) => !s.closed);
+  if (!pending.length) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    let left = pending.length;
+    for (const s of pending) {
+      s.once("close", () => {
+        if (--left === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    }
+  });
 }
