@@ -38,15 +38,25 @@ const suspendedCount = async (port: number): Promise<number> => {
   return report.servers.reduce((n, s) => n + s.suspended, 0);
 };
 
+/** A client's session on the memory server, holding one entity named `name`. */
+async function sessionHolding(port: number, name: string): Promise<RawMcpClient> {
+  const client = new RawMcpClient(`http://127.0.0.1:${port}/servers/memory/mcp`);
+  await client.initialize();
+  await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name, entityType: "t", observations: ["x"] }] } });
+  return client;
+}
+
+async function entityNames(client: RawMcpClient): Promise<string[]> {
+  const graph = (await client.request("tools/call", { name: "read_graph", arguments: {} })) as { structuredContent: { entities: { name: string }[] } };
+  return graph.structuredContent.entities.map((e) => e.name);
+}
+
 test("a suspended session survives kill -9 of the gateway: the client carries on with its Mcp-Session-Id", { timeout: 240_000 }, async () => {
   const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_000 } }) });
   const port = await freePort();
   let gateway = await startGatewayProcess(port, serversDir);
   try {
-    const url = `http://127.0.0.1:${port}/servers/memory/mcp`;
-    const client = new RawMcpClient(url);
-    await client.initialize();
-    await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: "survivor", entityType: "t", observations: ["kill -9"] }] } });
+    const client = await sessionHolding(port, "survivor");
     const deadline = Date.now() + 20_000;
     while ((await suspendedCount(port)) < 1) {
       if (Date.now() > deadline) throw new Error("the session was not suspended");
@@ -55,10 +65,9 @@ test("a suspended session survives kill -9 of the gateway: the client carries on
     gateway.kill("SIGKILL");
     await new Promise((r) => gateway.once("exit", r));
     gateway = await startGatewayProcess(port, serversDir);
-    const graph = (await client.request("tools/call", { name: "read_graph", arguments: {} })) as { structuredContent: { entities: { name: string }[] } };
-    assert.deepEqual(graph.structuredContent.entities.map((e) => e.name), ["survivor"]);
+    assert.deepEqual(await entityNames(client), ["survivor"]);
     await client.close();
-    const gone = new RawMcpClient(url);
+    const gone = new RawMcpClient(`http://127.0.0.1:${port}/servers/memory/mcp`);
     Object.assign(gone, { sessionId: (client as unknown as { sessionId: string }).sessionId });
     await assert.rejects(gone.request("tools/list", {}), /HTTP 404/, "a session ended with DELETE is gone for good");
   } finally {
@@ -71,17 +80,13 @@ test("a graceful stop (SIGTERM) saves sessions that were running, and the client
   const port = await freePort();
   let gateway = await startGatewayProcess(port, serversDir);
   try {
-    const url = `http://127.0.0.1:${port}/servers/memory/mcp`;
-    const client = new RawMcpClient(url);
-    await client.initialize();
-    await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: "deployed-over", entityType: "t", observations: ["SIGTERM"] }] } });
+    const client = await sessionHolding(port, "deployed-over");
     assert.equal(await suspendedCount(port), 0, "the session's sandbox is running, not suspended");
     gateway.kill("SIGTERM");
     const code = await new Promise((r) => gateway.once("exit", r));
     assert.equal(code, 0);
     gateway = await startGatewayProcess(port, serversDir);
-    const graph = (await client.request("tools/call", { name: "read_graph", arguments: {} })) as { structuredContent: { entities: { name: string }[] } };
-    assert.deepEqual(graph.structuredContent.entities.map((e) => e.name), ["deployed-over"]);
+    assert.deepEqual(await entityNames(client), ["deployed-over"]);
     await client.close();
   } finally {
     gateway.kill("SIGKILL");
