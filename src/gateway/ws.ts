@@ -10,7 +10,7 @@ import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
 import type { TenantCounter } from "../tenancy/tenant-counter.js";
 import { edgeRefusal } from "./admission.js";
-import type { HostPolicy } from "./host-check.js";
+import { forbidden, type HostPolicy } from "./host-check.js";
 import { SessionTable } from "./session-table.js";
 import { WebSocketServerTransport } from "./websocket-transport.js";
 
@@ -59,7 +59,7 @@ export class WebSocketFace {
     socket.on("error", (err) => this.log.debug({ err: err.message }, "WebSocket upgrade socket error"));
     const refusal = this.options.hosts.refusal(req.headers.host, req.headers.origin);
     if (refusal) {
-      return refuse(socket, 403, `Forbidden: ${refusal}; add the name to allowedHosts (MCPVISOR_ALLOWED_HOSTS) if it is yours`);
+      return refuse(socket, 403, forbidden(refusal));
     }
     if (route === undefined) return refuse(socket, 404, "No WebSocket endpoint here; use /ws (every server) or /servers/<name>/ws");
     if (!this.router.hasRoute(route)) return refuse(socket, 404, `No hosted server named '${route}'`);
