@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { request, type IncomingMessage } from "node:http";
 import { after, before, describe, test } from "node:test";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { startReadyGateway } from "./helpers.js";
 
 // The Streamable HTTP face is served straight on node:http; these are its answers as a client sees them on
@@ -110,6 +112,37 @@ describe("Streamable HTTP on the wire", { timeout: 180_000 }, () => {
     const reply = await stream("POST", { "content-type": "application/json" }, call(16, "test_reconnection"), () => false);
     assert.equal(reply.chunks[0]?.includes('"id":16'), false, "the priming event came in a write of its own, before the answer");
     assert.deepEqual(reply.events.map((e) => (e.data ? (JSON.parse(e.data) as { id: number }).id : "priming")), ["priming", 16]);
+  });
+
+  test("a request answered within the hold, with nothing before, gets one JSON body, in a session too", async () => {
+    // ping is answered by the gateway itself: always within the hold, whatever the machine's load.
+    const reply = await post(JSON.stringify({ jsonrpc: "2.0", id: 17, method: "ping" }));
+    assert.equal(reply.status, 200);
+    assert.match(String(reply.headers["content-type"]), /^application\/json/);
+    assert.equal(reply.headers["mcp-session-id"], session);
+    assert.equal((JSON.parse(reply.body) as { id: number }).id, 17);
+  });
+
+  test("the SDK Client takes an error answer as final: no reconnect to resume its stream", async () => {
+    const requests: string[] = [];
+    const transport = new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${gateway.port}${path}`), {
+      fetch: ((url: string | URL, init?: RequestInit) => {
+        requests.push(`${init?.method ?? "GET"} ${new Headers(init?.headers).get("last-event-id") ?? ""}`.trim());
+        return fetch(url, init);
+      }) as typeof fetch,
+    });
+    const client = new Client({ name: "wire-sdk", version: "0" });
+    const errors: string[] = [];
+    client.onerror = (error) => errors.push(error.message);
+    await client.connect(transport);
+    await new Promise((r) => setTimeout(r, 200)); // the client's own GET stream opens
+    requests.length = 0;
+    for (let i = 0; i < 3; i++) await assert.rejects(client.callTool({ name: "no_such_tool", arguments: {} }), /Unknown tool/);
+    await new Promise((r) => setTimeout(r, 1_500)); // a reconnect would come at once (no backoff for the first)
+    assert.deepEqual(requests, ["POST", "POST", "POST"]);
+    assert.deepEqual(errors, []);
+    await transport.terminateSession();
+    await client.close();
   });
 
   test("a client whose stream broke resumes it with Last-Event-ID and gets what followed, result included", async () => {

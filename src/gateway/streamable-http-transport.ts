@@ -298,9 +298,9 @@ type Exchange =
 
 /**
  * One SSE response: a POST's answer stream, or a GET stream. A POST's stream holds its headers and
- * priming event back for up to HOLD_MS: a call answered by then goes out in one write (headers, priming
- * event, answer, with a Content-Length), not three. Anything else the server sends starts the stream at
- * once, so progress is never held up; a slow call's client sees its stream open after HOLD_MS.
+ * priming event back for up to HOLD_MS: a call answered by then, with nothing before, is answered with
+ * one JSON body in one write. Anything else the server sends starts the stream at once, so progress is
+ * never held up; a slow call's client sees its stream open (priming event first) after HOLD_MS.
  */
 class SseResponse {
   /** The priming event, until the stream starts. */
@@ -341,14 +341,32 @@ class SseResponse {
     this.timer = setInterval(() => this.res.write(": keepalive\n\n"), KEEP_ALIVE_MS).unref();
   }
 
+  /**
+   * An answer that came within the hold, before anything else, goes as one JSON body (the client accepts
+   * both). There is nothing to resume, and clients take a JSON answer as final, whereas an SSE stream with
+   * event ids that ends in an *error* makes the SDK's client (1.32) reconnect with Last-Event-ID to resume.
+   */
+  private answerAsJson(message: JSONRPCMessage): void {
+    this.held = "";
+    const body = JSON.stringify(message);
+    this.res.writeHead(200, { ...jsonHeaders(this.headers), "content-length": Buffer.byteLength(body) }).end(body);
+  }
+
   /** Ends the stream, with its last event in the same write. */
   end(message?: JSONRPCMessage, eventId?: EventId): void {
     clearTimeout(this.timer);
+    if (message && !this.res.headersSent) return this.answerAsJson(message);
     const last = this.held + (message ? frame(message, eventId!) : "");
     this.held = "";
     if (this.res.headersSent) this.res.end(last || undefined);
     else this.res.writeHead(200, { ...this.headers, "content-length": Buffer.byteLength(last) }).end(last);
   }
+}
+
+/** The headers of a JSON answer on a stream's response: the session's id, if any, stays. */
+function jsonHeaders(sse: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const session = sse["mcp-session-id"];
+  return { "content-type": "application/json", ...(session ? { "mcp-session-id": session } : {}) };
 }
 
 function frame(message: JSONRPCMessage | undefined, eventId: EventId): string {
