@@ -7,6 +7,7 @@ import type { ServerManifest } from "./config/manifest.js";
 import { Gatekeeper } from "./auth/gatekeeper.js";
 import { OAuthVerifier } from "./auth/oauth.js";
 import { loadTenantsFile } from "./auth/tenants-file.js";
+import { watchTenantsFile } from "./auth/tenants-watcher.js";
 import { isLoopback } from "./config/gateway.js";
 import { HttpGateway } from "./gateway/http.js";
 import { AuditLog } from "./telemetry/audit-log.js";
@@ -149,6 +150,7 @@ export async function startGateway(
       : undefined,
     publicUrl: () => config.publicUrl ?? `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`,
   });
+  const stopWatchingTenants = config.tenantsFile ? watchTenantsFile(config.tenantsFile, gatekeeper, log) : () => undefined;
   if (!gatekeeper.enabled && !isLoopback(config.host)) {
     log.warn({ host: config.host }, "INSECURE: listening beyond loopback with no authentication (--insecure-no-auth); anyone who can reach this port can run code in the sandboxes");
   }
@@ -172,6 +174,7 @@ export async function startGateway(
     metrics,
     port,
     async close() {
+      stopWatchingTenants();
       await http.close();
       await runtime.close();
       metrics.close();

@@ -3,16 +3,22 @@
  * key, and nothing of one tenant (sessions, servers, resources, calls, traces) is reachable by another.
  */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { resolveGatewayConfig } from "../src/config/gateway.js";
+import { REPO_ROOT } from "../src/main.js";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { connectAs, endSession, INITIALIZE, post, tenantsFileWith } from "./auth-helpers.js";
 import { eventually, serversDirWith, startReadyGateway } from "./helpers.js";
+
+const execFileAsync = promisify(execFile);
 
 describe("API keys and tenants", { timeout: 240_000 }, () => {
   let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
@@ -246,3 +252,41 @@ test("a saved session comes back after a restart only for its own tenant", { tim
     await gateway.close();
   }
 });
+
+test("the tenants file is the gate: with no keys nobody is in; keys added and revoked take effect without a restart", { timeout: 120_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), "mcpv-keys-"));
+  const path = join(dir, "tenants.json");
+  await writeFile(path, JSON.stringify({ tenants: {} }));
+  const gateway = await startReadyGateway({ servers: ["memory"], tenantsFile: path, auditLog: "off" }, { pool: { prestarted: 0, warm: 0 } });
+  const url = `http://127.0.0.1:${gateway.port}/servers/memory/mcp`;
+  const statusWith = async (key: string) => (await post(url, INITIALIZE, { authorization: `Bearer ${key}` })).status;
+  try {
+    assert.equal((await post(url, INITIALIZE)).status, 401, "a tenants file without keys lets nobody in");
+
+    // The CLI adds a key (a real process, as an operator runs it); the running gateway picks it up.
+    const { stdout } = await execFileAsync(process.execPath, [join(REPO_ROOT, "bin", "mcpvisor"), "keys", "add", "--file", path, "--tenant", "acme", "--id", "acme-laptop"]);
+    const key = stdout.trim();
+    assert.match(key, /^mcpv_[\w-]{40,}$/);
+    assert.ok(!(await readFile(path, "utf8")).includes(key), "only the key's hash is stored");
+    await eventuallyAsync(async () => (await statusWith(key)) === 200, "the new key to be accepted");
+
+    // A file that does not parse is refused; the last good one stays in force.
+    await writeFile(path, "{ not json");
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(await statusWith(key), 200);
+
+    // Revoked: the key is gone from the file, and from the gateway.
+    await writeFile(path, JSON.stringify({ tenants: { acme: {} }, keys: [] }));
+    await eventuallyAsync(async () => (await statusWith(key)) === 401, "the revoked key to be refused");
+  } finally {
+    await gateway.close();
+  }
+});
+
+async function eventuallyAsync(check: () => Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

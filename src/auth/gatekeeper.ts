@@ -33,16 +33,27 @@ export interface GatekeeperOptions {
  * keys nor OAuth configured everyone is the local user (the gateway then listens on loopback only).
  */
 export class Gatekeeper {
-  private readonly keys: ApiKeys;
+  private tenants: TenantsFile | undefined;
+  private keys: ApiKeys;
   private readonly rate = new RateLimiter();
 
   constructor(private readonly options: GatekeeperOptions) {
+    this.tenants = options.tenants;
     this.keys = new ApiKeys(options.tenants?.keys ?? []);
   }
 
-  /** Whether any credential is required at all. */
+  /** Whether any credential is required at all: a tenants file, even one with no keys, closes the gate. */
   get enabled(): boolean {
-    return this.keys.size > 0 || this.options.oauth !== undefined;
+    return this.tenants !== undefined || this.options.oauth !== undefined;
+  }
+
+  /**
+   * Takes an edited tenants file: new keys work and removed ones stop working from the next request on.
+   * Sessions and streams opened before keep the principal they were opened with.
+   */
+  replaceTenants(tenants: TenantsFile): void {
+    this.tenants = tenants;
+    this.keys = new ApiKeys(tenants.keys);
   }
 
   /** Authenticates and charges the tenant's request rate. */
@@ -102,13 +113,13 @@ export class Gatekeeper {
   }
 
   private tenantPrincipal(tenant: string, subject: string): Principal {
-    const entry = this.options.tenants?.tenants[tenant];
+    const entry = this.tenants?.tenants[tenant];
     return {
       tenant,
       subject,
       admin: entry?.admin ?? false,
       servers: entry?.servers ?? "*",
-      limits: limitsOf(this.options.tenants, tenant),
+      limits: limitsOf(this.tenants, tenant),
     };
   }
 
