@@ -36,6 +36,7 @@ describe("OAuth access tokens", { timeout: 180_000 }, () => {
     const perPath = (await (await fetch(`${base}/.well-known/oauth-protected-resource/servers/memory/mcp`)).json()) as Record<string, unknown>;
     assert.equal(perPath.resource, `${base}/servers/memory/mcp`);
     assert.ok((perPath.scopes_supported as string[]).includes("mcp:tools"));
+    assert.equal((await fetch(`${base}/.well-known/oauth-protected-resource/etc/passwd`)).status, 404, "only MCP resources have metadata");
   });
 
   test("401 names the metadata URL; a valid token for this resource gets in and is never passed on", async () => {
@@ -62,6 +63,7 @@ describe("OAuth access tokens", { timeout: 180_000 }, () => {
       "another issuer": await issuer.token({ ...claims, aud: `${base}/mcp` }, { issuer: "https://evil.example" }),
       "a key the issuer does not publish": await issuer.token({ ...claims, aud: `${base}/mcp` }, { key: forger }),
       "no tenant claim": await issuer.token({ sub: "alice", scope: "mcp:tools", aud: `${base}/mcp` }),
+      "the local user's reserved tenant": await issuer.token({ sub: "mallory", tenant: "local", scope: "mcp:tools", aud: `${base}/mcp` }),
       "not a JWT": "abc.def.ghi",
     };
     for (const [why, token] of Object.entries(bad)) {

@@ -1,4 +1,5 @@
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload } from "jose";
+import { LOCAL_PRINCIPAL } from "./principal.js";
 
 export interface OAuthSettings {
   /** The authorization server's issuer identifier; tokens must carry it as `iss`. */
@@ -52,6 +53,7 @@ export class OAuthVerifier {
       if (typeof tenant !== "string" || tenant === "") {
         return { ok: false, reason: `the token has no '${this.settings.tenantClaim}' claim naming a tenant` };
       }
+      if (tenant === LOCAL_PRINCIPAL.tenant) return { ok: false, reason: `the tenant '${tenant}' is reserved for the unauthenticated local user` };
       const scope = typeof payload.scope === "string" ? payload.scope : "";
       return { ok: true, payload, tenant, scopes: new Set(scope.split(" ").filter(Boolean)) };
     } catch (error) {

@@ -36,7 +36,10 @@ export interface Principal {
   limits: TenantLimits;
 }
 
-/** The only principal when authentication is off: the local user, trusted with everything. */
+/**
+ * The only principal when authentication is off: the local user, trusted with everything. Its tenant
+ * name is reserved: no key or token can name it (sessions saved without authentication stay its own).
+ */
 export const LOCAL_PRINCIPAL: Principal = { tenant: "local", subject: "local", admin: true, servers: "*", limits: UNLIMITED };
 
 export function mayUseServer(principal: Principal, server: string): boolean {

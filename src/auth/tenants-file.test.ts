@@ -15,6 +15,7 @@ test("a tenants file's mistakes are named, field by field", () => {
     /key id 'k' is used twice/,
   );
   assert.throws(() => parseTenantsFile("t.json", JSON.stringify({ tenants: { "a b": {} } })), /tenant names are letters/);
+  assert.throws(() => parseTenantsFile("t.json", JSON.stringify({ tenants: { local: {} } })), /'local' is reserved/);
   assert.throws(() => parseTenantsFile("t.json", JSON.stringify({ defaults: { burst: 0 } })), /defaults\.burst/);
 });
 

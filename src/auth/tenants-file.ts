@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { ConfigError } from "../config/gateway.js";
 import { parseJsonFile } from "../config/json-file.js";
-import type { TenantLimits } from "./principal.js";
+import { LOCAL_PRINCIPAL, type TenantLimits } from "./principal.js";
 
 const LimitsSchema = z
   .object({
@@ -56,6 +56,7 @@ export const TenantsFileSchema = z
   .superRefine((file, ctx) => {
     for (const name of Object.keys(file.tenants)) {
       if (!TENANT_NAME.test(name)) ctx.addIssue({ code: "custom", path: ["tenants", name], message: "tenant names are letters, digits, '_', '.', '-' (at most 64)" });
+      if (name === LOCAL_PRINCIPAL.tenant) ctx.addIssue({ code: "custom", path: ["tenants", name], message: `'${name}' is reserved for the unauthenticated local user` });
     }
     const ids = new Set<string>();
     file.keys.forEach((key, i) => {

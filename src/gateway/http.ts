@@ -6,7 +6,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
 import type { Gatekeeper } from "../auth/gatekeeper.js";
-import { PROTECTED_RESOURCE_METADATA } from "../auth/resource-paths.js";
+import { PROTECTED_RESOURCE_METADATA, resourcePathFor } from "../auth/resource-paths.js";
 import { AGGREGATE, type Router } from "../router/router.js";
 import { faceRoute } from "./face-route.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
@@ -93,7 +93,11 @@ export class HttpGateway {
     // RFC 9728: where an MCP client learns which authorization server issues tokens for a resource.
     if (gatekeeper.enabled) {
       app.get(PROTECTED_RESOURCE_METADATA, (c) => c.json(gatekeeper.protectedResourceMetadata("")));
-      app.get(`${PROTECTED_RESOURCE_METADATA}/*`, (c) => c.json(gatekeeper.protectedResourceMetadata(c.req.path.slice(PROTECTED_RESOURCE_METADATA.length))));
+      app.get(`${PROTECTED_RESOURCE_METADATA}/*`, (c) => {
+        const resource = c.req.path.slice(PROTECTED_RESOURCE_METADATA.length);
+        if (resourcePathFor(resource) !== resource) return jsonRpcHttpError(404, ErrorCode.InvalidRequest, `No protected resource at ${resource}; MCP resources are /mcp and /servers/<name>/mcp`);
+        return c.json(gatekeeper.protectedResourceMetadata(resource));
+      });
     }
     const admit = admission(gatekeeper, audit);
     for (const path of ["/mcp", "/servers/*", "/sse", "/messages", "/api/*"]) app.use(path, admit);
