@@ -107,6 +107,15 @@ describe("Streamable HTTP on the wire", { timeout: 180_000 }, () => {
     assert.deepEqual(parsed.slice(0, 3).map((m) => m.params?.progress), [0, 50, 100]);
   });
 
+  test("a stream delivered whole is not kept for resumption (the session holds only what a broken stream may ask for)", async () => {
+    const reply = await stream("POST", { "content-type": "application/json" }, call(18, "test_tool_with_progress", { progressToken: "p18" }), () => false);
+    assert.ok(reply.ended);
+    const priming = reply.events[0]!.id!;
+    const resumed = await send("GET", { accept: ACCEPT, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25", "last-event-id": priming });
+    assert.equal(resumed.status, 400);
+    assert.match(resumed.body, /unknown to this session or too old/);
+  });
+
   test("a slow call's stream opens before its answer: headers and the priming event are held back only briefly", async () => {
     // test_reconnection answers after 100 ms and sends nothing before; the stream must not stay silent till then.
     const reply = await stream("POST", { "content-type": "application/json" }, call(16, "test_reconnection"), () => false);

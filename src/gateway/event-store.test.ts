@@ -24,3 +24,13 @@ test("keeps a bounded number of events; a too-old event id is unknown", () => {
   assert.equal(store.streamOf(first), undefined);
   assert.deepEqual(store.after(first), []);
 });
+
+test("a stream delivered whole is forgotten; the others stay resumable", () => {
+  const store = new SessionEventStore();
+  const a1 = store.add("a", note(1));
+  const b1 = store.add("b", note(2));
+  const b2 = store.add("b", note(3));
+  store.dropStream("a");
+  assert.equal(store.streamOf(a1), undefined);
+  assert.deepEqual(store.after(b1), [{ id: b2, message: note(3) }]);
+});

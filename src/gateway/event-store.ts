@@ -30,6 +30,13 @@ export class SessionEventStore {
     return id;
   }
 
+  /** Forgets a stream's events: it was delivered whole, nobody will resume it. */
+  dropStream(streamId: StreamId): void {
+    let kept = 0;
+    for (const event of this.events) if (event.streamId !== streamId) this.events[kept++] = event;
+    this.events.length = kept;
+  }
+
   /** The stream an event was sent on; undefined when the id is unknown or too old to replay. */
   streamOf(eventId: EventId): StreamId | undefined {
     return this.events.find((e) => e.id === eventId)?.streamId;

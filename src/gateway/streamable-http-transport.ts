@@ -117,7 +117,10 @@ export class StreamableHttpServerTransport implements Transport {
     const stream = this.streams.get(exchange.streamId);
     if (answer && (exchange.unanswered.delete(requestId), exchange.unanswered.size === 0)) {
       this.streams.delete(exchange.streamId);
-      stream?.end(message, eventId);
+      // Once the whole stream is handed to the network there is nothing left to resume: its events go, so
+      // a long session holds only what a broken stream may still ask for, not its last 1000 answers.
+      const { events } = this.session!;
+      stream?.end(message, eventId, () => events.dropStream(exchange.streamId));
     } else {
       stream?.write(message, eventId);
     }
@@ -352,9 +355,10 @@ class SseResponse {
     this.res.writeHead(200, { ...jsonHeaders(this.headers), "content-length": Buffer.byteLength(body) }).end(body);
   }
 
-  /** Ends the stream, with its last event in the same write. */
-  end(message?: JSONRPCMessage, eventId?: EventId): void {
+  /** Ends the stream, with its last event in the same write; `delivered` once it is all written out. */
+  end(message?: JSONRPCMessage, eventId?: EventId, delivered?: () => void): void {
     clearTimeout(this.timer);
+    if (delivered) this.res.once("finish", delivered);
     if (message && !this.res.headersSent) return this.answerAsJson(message);
     const last = this.held + (message ? frame(message, eventId!) : "");
     this.held = "";
