@@ -4,17 +4,10 @@ import { LOCAL_PRINCIPAL, type Principal } from "./principal.js";
 import { PROTECTED_RESOURCE_METADATA, resourcePathFor } from "./resource-paths.js";
 import { limitsOf, type TenantsFile } from "./tenants-file.js";
 import { RateLimiter } from "../tenancy/rate-limiter.js";
-import { EDGE_ERROR, QuotaError } from "../tenancy/quota-error.js";
+import { EDGE_ERROR } from "../tenancy/quota-error.js";
+import { refusalFor, type Refusal } from "./refusal.js";
 
-/** Why a request is turned away at the edge: an HTTP status, its headers, and a JSON-RPC error. */
-export interface Refusal {
-  status: 401 | 403 | 429;
-  code: number;
-  message: string;
-  headers: Record<string, string>;
-  /** For the audit log: the credential that was presented, if it named one. */
-  subject?: string;
-}
+export type { Refusal };
 
 export type Admission = { ok: true; principal: Principal } | { ok: false; refusal: Refusal };
 
@@ -64,8 +57,9 @@ export class Gatekeeper {
       this.charge(admission.principal);
       return admission;
     } catch (error) {
-      if (!(error instanceof QuotaError)) throw error;
-      return { ok: false, refusal: { status: 429, code: error.code, message: error.message, headers: { "retry-after": String(error.retryAfterSeconds) }, subject: admission.principal.subject } };
+      const refusal = refusalFor(error, admission.principal.subject);
+      if (!refusal) throw error;
+      return { ok: false, refusal };
     }
   }
 

@@ -1,8 +1,7 @@
 import type { HttpBindings } from "@hono/node-server";
 import type { Context, MiddlewareHandler } from "hono";
-import { AccessError } from "../auth/access-error.js";
-import type { Gatekeeper, Refusal } from "../auth/gatekeeper.js";
-import { QuotaError } from "../tenancy/quota-error.js";
+import type { Gatekeeper } from "../auth/gatekeeper.js";
+import { refusalFor, type Refusal } from "../auth/refusal.js";
 import type { Principal } from "../auth/principal.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
 
@@ -17,21 +16,9 @@ export function refusalResponse(refusal: Pick<Refusal, "status" | "code" | "mess
   });
 }
 
-/**
- * A tenant's limit (429 with Retry-After) or a server it may not use (403), met past the gatekeeper,
- * as a refusal; undefined for any other error, which the caller handles as before.
- */
-export function edgeRefusal(error: unknown, subject?: string): Refusal | undefined {
-  if (error instanceof QuotaError) {
-    return { status: 429, code: error.code, message: error.message, headers: { "retry-after": String(error.retryAfterSeconds) }, subject };
-  }
-  if (error instanceof AccessError) return { status: 403, code: error.code, message: error.message, headers: {}, subject };
-  return undefined;
-}
-
-/** `edgeRefusal` as a response. */
+/** A tenant's limit or a forbidden server met past the gatekeeper (`refusalFor`), as a response. */
 export function edgeErrorResponse(error: unknown): Response | undefined {
-  const refusal = edgeRefusal(error);
+  const refusal = refusalFor(error);
   return refusal && refusalResponse(refusal);
 }
 

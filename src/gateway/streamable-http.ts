@@ -2,11 +2,11 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
-import type { Gatekeeper, Refusal } from "../auth/gatekeeper.js";
+import type { Gatekeeper } from "../auth/gatekeeper.js";
+import { refusalFor, type Refusal } from "../auth/refusal.js";
 import type { Principal } from "../auth/principal.js";
 import type { Route, Router } from "../router/router.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
-import { edgeRefusal } from "./admission.js";
 import { jsonDeeperThan } from "./json-depth.js";
 import type { Session } from "../router/session.js";
 import { SessionEventStore } from "./event-store.js";
@@ -99,7 +99,7 @@ export class StreamableHttpFace {
       return await (isInitialize(body) ? this.startSession(req, res, route, body, principal) : this.stateless(req, res, route, body, principal));
     } catch (error) {
       // A tenant's limit or a server it may not use, met while opening the session: nothing was started.
-      const refusal = edgeRefusal(error);
+      const refusal = refusalFor(error);
       if (!refusal || res.headersSent) throw error;
       return writeJsonRpcError(res, refusal.status, refusal.code, refusal.message, refusal.headers);
     }

@@ -4,12 +4,12 @@ import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import { WebSocketServer, type WebSocket } from "ws";
 import { AccessError } from "../auth/access-error.js";
-import type { Gatekeeper, Refusal } from "../auth/gatekeeper.js";
+import type { Gatekeeper } from "../auth/gatekeeper.js";
+import { refusalFor, type Refusal } from "../auth/refusal.js";
 import { mayUseServer, type Principal } from "../auth/principal.js";
 import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
 import type { TenantCounter } from "../tenancy/tenant-counter.js";
-import { edgeRefusal } from "./admission.js";
 import { forbidden, type HostPolicy } from "./host-check.js";
 import { SessionTable } from "./session-table.js";
 import { WebSocketServerTransport } from "./websocket-transport.js";
@@ -88,7 +88,7 @@ export class WebSocketFace {
       if (route !== AGGREGATE && !mayUseServer(principal, route)) throw new AccessError(`Tenant '${principal.tenant}' may not use server '${route}'`);
       return { ok: true, principal, release: this.options.streams.take(principal.tenant, principal.limits.maxStreams) };
     } catch (error) {
-      const refusal = edgeRefusal(error, principal.subject);
+      const refusal = refusalFor(error, principal.subject);
       if (!refusal) throw error;
       return { ok: false, refusal };
     }
