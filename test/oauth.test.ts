@@ -104,3 +104,21 @@ describe("OAuth access tokens", { timeout: 180_000 }, () => {
     await acme.close();
   });
 });
+
+test("an issuer out of reach is the gateway's trouble: 503 with Retry-After, not a 401 that sends clients to log in again", { timeout: 120_000 }, async () => {
+  const issuer = await LocalIssuer.start();
+  const token = await issuer.token({ sub: "alice", tenant: "acme", aud: "http://127.0.0.1/mcp", scope: "mcp:tools" });
+  await issuer.close(); // its metadata and keys are gone
+  const gateway = await startReadyGateway({ servers: ["memory"], oauthIssuer: issuer.url, auditLog: "off" }, { pool: { prestarted: 0, warm: 0 } });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const response = await post(`http://127.0.0.1:${gateway.port}/mcp`, INITIALIZE, { authorization: `Bearer ${token}` });
+      assert.equal(response.status, 503);
+      assert.equal(response.headers.get("retry-after"), "5");
+      assert.match(((await response.json()) as { error: { message: string } }).error.message, /cannot be checked right now: the issuer's metadata cannot be read/);
+    }
+    assert.equal((await post(`http://127.0.0.1:${gateway.port}/mcp`, INITIALIZE)).status, 401, "no token at all is still 401");
+  } finally {
+    await gateway.close();
+  }
+});

@@ -79,6 +79,10 @@ export class Gatekeeper {
     const base = this.options.publicUrl();
     const resource = resourcePathFor(path);
     const check = await oauth.verify(token, [...new Set([base, `${base}/`, `${base}${resource}`])]);
+    if (!check.ok && check.unavailable) {
+      const message = `Access tokens cannot be checked right now: ${check.reason}; retry shortly`;
+      return { ok: false, refusal: { status: 503, code: EDGE_ERROR.unavailable, message, headers: { "retry-after": "5" } } };
+    }
     if (!check.ok) return this.unauthorized(path, `The access token is not accepted: ${check.reason}`, "invalid_token");
     const missing = oauth.requiredScopes.filter((s) => !check.scopes.has(s));
     const subject = `oauth:${check.payload.sub ?? "?"}`;

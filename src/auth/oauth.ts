@@ -16,7 +16,11 @@ export interface OAuthSettings {
 
 export type TokenCheck =
   | { ok: true; payload: JWTPayload; scopes: Set<string>; tenant: string }
-  | { ok: false; reason: string };
+  /** `unavailable`: the issuer's keys could not be had, so the token says nothing yet either way. */
+  | { ok: false; reason: string; unavailable?: true };
+
+/** After the issuer's metadata could not be read, requests fail fast for this long before it is tried again. */
+const DISCOVERY_RETRY_MS = 5_000;
 
 /**
  * Validates OAuth 2.1 access tokens (JWTs) as a resource server, per the MCP authorization spec: the
@@ -25,6 +29,7 @@ export type TokenCheck =
  */
 export class OAuthVerifier {
   private jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
+  private discoveryFailed: { at: number; reason: string } | undefined;
 
   constructor(private readonly settings: OAuthSettings) {}
 
@@ -57,15 +62,25 @@ export class OAuthVerifier {
       const scope = typeof payload.scope === "string" ? payload.scope : "";
       return { ok: true, payload, tenant, scopes: new Set(scope.split(" ").filter(Boolean)) };
     } catch (error) {
-      return { ok: false, reason: describe(error) };
+      // The issuer or its keys out of reach is the gateway's trouble, not a bad token (a 401 would send
+      // clients through their whole authorization flow again).
+      const unavailable = error instanceof IssuerUnavailable || error instanceof joseErrors.JWKSTimeout || error instanceof joseErrors.JWKSInvalid || !(error instanceof joseErrors.JOSEError);
+      return unavailable ? { ok: false, reason: describe(error), unavailable } : { ok: false, reason: describe(error) };
     }
   }
 
   private async keySet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
     if (this.jwks) return this.jwks;
-    const url = this.settings.jwksUrl ?? (await discoverJwksUrl(this.settings.issuer));
-    this.jwks = createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, timeoutDuration: 5_000 });
-    return this.jwks;
+    if (this.discoveryFailed && Date.now() - this.discoveryFailed.at < DISCOVERY_RETRY_MS) throw new IssuerUnavailable(this.discoveryFailed.reason);
+    try {
+      const url = this.settings.jwksUrl ?? (await discoverJwksUrl(this.settings.issuer));
+      this.jwks = createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, timeoutDuration: 5_000 });
+      this.discoveryFailed = undefined;
+      return this.jwks;
+    } catch (error) {
+      this.discoveryFailed = { at: Date.now(), reason: (error as Error).message };
+      throw new IssuerUnavailable(this.discoveryFailed.reason);
+    }
   }
 }
 
@@ -87,7 +102,12 @@ async function discoverJwksUrl(issuer: string): Promise<string> {
   throw new Error(`the issuer ${issuer} publishes no metadata with a jwks_uri`);
 }
 
+class IssuerUnavailable extends Error {}
+
 function describe(error: unknown): string {
+  if (error instanceof IssuerUnavailable) return `the issuer's metadata cannot be read (${error.message})`;
+  if (error instanceof joseErrors.JWKSTimeout) return "the issuer's keys (JWKS) did not arrive in time";
+  if (error instanceof joseErrors.JWKSInvalid) return "the issuer's keys (JWKS) are not a valid key set";
   if (error instanceof joseErrors.JWTExpired) return "the token has expired";
   if (error instanceof joseErrors.JWTClaimValidationFailed) return `the token's '${error.claim}' claim is not accepted (${error.reason})`;
   if (error instanceof joseErrors.JWSSignatureVerificationFailed) return "the token's signature does not verify";

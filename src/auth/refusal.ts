@@ -3,7 +3,7 @@ import { AccessError } from "./access-error.js";
 
 /** Why a request is turned away at the edge: an HTTP status, its headers, and a JSON-RPC error. */
 export interface Refusal {
-  status: 401 | 403 | 429;
+  status: 401 | 403 | 429 | 503;
   code: number;
   message: string;
   headers: Record<string, string>;

@@ -3,6 +3,8 @@ export const EDGE_ERROR = {
   unauthorized: -32001,
   forbidden: -32003,
   quota: -32029,
+  /** Credentials cannot be checked right now (the OAuth issuer is out of reach). */
+  unavailable: -32005,
 } as const;
 
 export type QuotaKind = "requests" | "sessions" | "suspended" | "streams" | "sandboxes";
