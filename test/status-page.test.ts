@@ -10,6 +10,7 @@ import { LOCAL_PRINCIPAL } from "../src/auth/principal.js";
 import type { GatewayEnv } from "../src/gateway/admission.js";
 import { registerStatusRoutes, type StatusSources } from "../src/gateway/status-routes.js";
 import { Tracing } from "../src/telemetry/tracing.js";
+import { connectAs, endSession, tenantsFileWith } from "./auth-helpers.js";
 import { connect, sh, startReadyGateway } from "./helpers.js";
 import { HeadlessChromium } from "./tools/headless-chromium.js";
 
@@ -189,5 +190,45 @@ describe("the status page shows what servers name as text, never as markup", { t
     })`);
     assert.deepEqual(page, { xss: "undefined", images: 0, tool: evil, desc: `<b>${evil}</b>`, call: evil });
     assert.deepEqual(browser.problems, []);
+  });
+});
+
+describe("the status page for a tenant, behind authentication", { timeout: 300_000 }, () => {
+  test("asks for a key, then shows the tenant its own calls and holdings, without errors", async () => {
+    const file = await tenantsFileWith({ tenants: { acme: { servers: ["exec"] }, globex: { servers: ["exec"] } } });
+    const [gateway, browser] = await Promise.all([
+      startReadyGateway({ servers: ["exec"], tenantsFile: file.path, auditLog: "off" }, { pool: { prestarted: 0, warm: 0 } }),
+      HeadlessChromium.launch(),
+    ]);
+    try {
+      for (const tenant of ["acme", "globex"]) {
+        const client = await connectAs(gateway.url("exec"), file.keys[tenant]!);
+        await sh(client, `echo ${tenant}`);
+        await endSession(client);
+      }
+      await browser.goto(`http://127.0.0.1:${gateway.port}/`);
+      await browser.waitFor(`!document.querySelector("#signin").hidden`, "the sign-in box");
+      const before = browser.problems.length; // the unauthenticated polls were answered 401, as they should be
+      await browser.evaluate(`(() => {
+        document.querySelector("#token").value = ${JSON.stringify(file.keys.acme)};
+        document.querySelector("#use-token").click();
+      })()`);
+      await browser.waitFor(`document.querySelector("#calls tr[data-trace]")`, "the tenant's calls");
+      const page = await browser.evaluate<{ signin: boolean; summary: string; servers: string[]; calls: number }>(`({
+        signin: document.querySelector("#signin").hidden,
+        summary: document.querySelector("#summary").textContent,
+        servers: [...document.querySelectorAll("[data-server]")].map((c) => c.dataset.server),
+        calls: document.querySelectorAll("#calls tr[data-trace]").length,
+      })`);
+      assert.equal(page.signin, true, "the sign-in box is gone once the key works");
+      assert.match(page.summary, /tenant acme: 0 open sessions · 0 sandboxes running · 0 suspended/);
+      assert.deepEqual(page.servers, ["exec"]);
+      assert.equal(page.calls, 1, "acme's one call, not globex's");
+      assert.deepEqual(browser.problems.slice(before), [], "no errors once signed in");
+      assert.ok(browser.problems.slice(0, before).every((p) => /401/.test(p.text)), JSON.stringify(browser.problems));
+    } finally {
+      await browser.close();
+      await gateway.close();
+    }
   });
 });
