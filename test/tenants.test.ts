@@ -3,7 +3,7 @@
  * key, and nothing of one tenant (sessions, servers, resources, calls, traces) is reachable by another.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -290,3 +290,30 @@ async function eventuallyAsync(check: () => Promise<boolean>, what: string, time
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+test("the CLI refuses to listen beyond loopback without authentication, and says so loudly when told to anyway", { timeout: 120_000 }, async () => {
+  const cli = join(REPO_ROOT, "bin", "mcpvisor");
+  const refused = await execFileAsync(process.execPath, [cli, "start", "--host", "0.0.0.0", "--port", "0"]).then(
+    () => ({ code: 0, stderr: "" }),
+    (error: { code: number; stderr: string }) => error,
+  );
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, /refusing to listen on 0\.0\.0\.0 without authentication.*--tenants-file.*--oauth-issuer.*--insecure-no-auth/);
+
+  const child = spawn(process.execPath, [cli, "start", "--host", "0.0.0.0", "--port", "0", "--servers", "memory", "--insecure-no-auth"], {
+    env: { ...process.env, MCPVISOR_LOG_FORMAT: "json", MCPVISOR_AUDIT_LOG: "off" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  try {
+    let stderr = "";
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const deadline = Date.now() + 60_000;
+    while (!/INSECURE: listening beyond loopback with no authentication/.test(stderr)) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no warning in: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(stderr, /"level":40/, "logged as a warning");
+  } finally {
+    child.kill("SIGKILL");
+  }
+});
