@@ -227,7 +227,7 @@ export class ServerLink {
       throw new SandboxError("POOL_CLOSED", "the session ended");
     }
     this.listen(sandbox);
-    this.log.info({ server: this.server, sandbox: sandbox.id, ...sandbox.timings }, "sandbox attached to session");
+    this.log.info({ sandbox: sandbox.id, ...sandbox.timings }, "sandbox attached to session");
     for (const message of this.preamble.values()) {
       await this.request(message.method as string, message.params as Record<string, unknown>).catch(() => undefined);
     }
@@ -262,7 +262,7 @@ export class ServerLink {
     });
     sandbox.on("closed", (error) => {
       if (this.sandbox === sandbox) this.sandbox = undefined;
-      if (error) this.log.warn({ server: this.server, sandbox: sandbox.id, err: error.message }, "sandbox lost; the next request gets a fresh one");
+      if (error) this.log.warn({ sandbox: sandbox.id, err: error.message }, "sandbox lost; the next request gets a fresh one");
     });
   }
 
