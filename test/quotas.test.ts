@@ -1,7 +1,7 @@
 /**
  * Per-tenant limits, tried from outside: request rate (429 + Retry-After on HTTP, a JSON-RPC error on a
  * WebSocket), open sessions, open streams, running sandboxes (the tenant's least recently used idle one
- * is suspended, nothing lost) and suspended sessions. Each tenant's limits are its own.
+ * is suspended, nothing lost) and saved sessions (the least recently saved one is evicted). Each tenant's limits are its own.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -110,18 +110,18 @@ describe("tenant quotas", { timeout: 240_000 }, () => {
     assert.equal(usage.runningSandboxes, 1, "a's sandbox was suspended to make room for b's");
     await eventually(() => gateway.router.tenantUsage("tight").suspendedSessions === 1, "a's session to be saved as suspended");
 
-    // The tenant is at its limit of suspended sessions: a third session is refused until one ends.
-    const c = await post(`${base}/servers/memory/mcp`, INITIALIZE, as("tight"));
-    assert.equal(c.status, 429);
-    assert.match(((await c.json()) as { error: { message: string } }).error.message, /suspended sessions saved, its limit/);
-
     // a comes back (b's idle sandbox is suspended in turn), with its data.
     const graph = (await a.callTool({ name: "read_graph", arguments: {} })) as CallToolResult;
     assert.match(JSON.stringify(graph), /kept-by-a/);
-    for (const client of [a, b]) {
-      await endSession(client);
-    }
-    await eventually(() => gateway.router.tenantUsage("tight").suspendedSessions === 0, "ended sessions to be deleted from disk");
-    assert.equal((await post(`${base}/servers/memory/mcp`, INITIALIZE, as("tight"))).status, 200);
+    await eventually(() => gateway.router.tenantUsage("tight").suspendedSessions === 2, "b's session to be saved too");
+
+    // At its limit of saved sessions, a new session evicts the least recently saved one (a's), like a
+    // bounded cache: clients that never DELETE must not lock their tenant out.
+    const c = await connectAs(`${base}/servers/memory/mcp`, keys.tight!);
+    assert.equal(gateway.router.tenantUsage("tight").suspendedSessions, 0, "both saved sessions were over the limit of 1");
+    await assert.rejects(a.callTool({ name: "read_graph", arguments: {} }), /404|Session not found/, "the evicted session is gone, plainly");
+    await c.callTool({ name: "read_graph", arguments: {} });
+    for (const client of [b, c]) await endSession(client).catch(() => undefined);
+    await a.close();
   });
 });

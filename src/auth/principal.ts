@@ -8,7 +8,7 @@ export interface TenantLimits {
   maxSandboxes: number;
   /** Client sessions open at once, on every face together (a suspended one is still open). */
   maxSessions: number;
-  /** Sessions saved to disk with a suspended sandbox; past it, new sessions are refused. */
+  /** Sessions saved to disk with a suspended sandbox; past it, a new session evicts the least recently saved. */
   maxSuspended: number;
   /** Long-lived streams at once: SSE streams, WebSockets and Streamable HTTP GET streams. */
   maxStreams: number;

@@ -7,7 +7,6 @@ import { ServerSession } from "./server-session.js";
 import type { Session, SessionOwner } from "./session.js";
 import { LOCAL_PRINCIPAL, mayUseServer, type Principal } from "../auth/principal.js";
 import { AccessError } from "../auth/access-error.js";
-import { QuotaError } from "../tenancy/quota-error.js";
 import { TenantCounter } from "../tenancy/tenant-counter.js";
 import { TenantSandboxes } from "../tenancy/sandbox-quota.js";
 import type { SessionStore, StoredSession } from "./session-store.js";
@@ -57,7 +56,7 @@ export class Router {
       throw new AccessError(`Tenant '${principal.tenant}' may not use server '${route}'; its servers: ${principal.servers === "*" ? "all" : principal.servers.join(", ") || "none"}`);
     }
     // Stateless requests are no session to hold: the request rate and the sandbox limit cover them.
-    const release = stateless ? () => undefined : this.holdSession(principal, options.revived ?? false);
+    const release = stateless ? () => undefined : await this.holdSession(principal, options.revived ?? false);
     const owner: SessionOwner = { principal, sandboxes: this.tenantSandboxes.quotaFor(principal.tenant, principal.limits.maxSandboxes) };
     const session =
       route === AGGREGATE
@@ -80,15 +79,36 @@ export class Router {
   }
 
   /**
-   * Counts a new session against its tenant's limits: open sessions, and sessions saved on disk (each
-   * new one may end up saved too). A session coming back after a restart was admitted before.
+   * Counts a new session against its tenant's open sessions, and makes room among its saved ones (each
+   * new session may end up saved too). A session coming back after a restart was admitted before.
    */
-  private holdSession(principal: Principal, revived: boolean): () => void {
+  private async holdSession(principal: Principal, revived: boolean): Promise<() => void> {
     const { tenant, limits } = principal;
-    if (!revived && this.store && this.store.countFor(tenant) >= limits.maxSuspended) {
-      throw new QuotaError("suspended", `Tenant '${tenant}' has ${this.store.countFor(tenant)} suspended sessions saved, its limit; end some (DELETE them) before opening more`);
+    const release = this.openSessions.take(tenant, revived ? Number.POSITIVE_INFINITY : limits.maxSessions);
+    if (!revived) await this.evictSaved(tenant, limits.maxSuspended).catch((err: Error) => this.log.warn({ tenant, err: err.message }, "could not evict a saved session"));
+    return release;
+  }
+
+  /**
+   * A tenant at its limit of saved (suspended) sessions loses its least recently saved one, as a bounded
+   * cache would: clients that never end their sessions (many never send DELETE) must not lock their
+   * tenant out. The evicted session ends for good: its client gets 404 and starts a new one.
+   */
+  private async evictSaved(tenant: string, limit: number): Promise<void> {
+    const store = this.store;
+    if (!store) return;
+    while (store.countFor(tenant) > 0 && store.countFor(tenant) >= limit) {
+      const id = store.oldestOf(tenant)!;
+      const live = [...this.sessions].find((s) => s.id === id);
+      if (live) {
+        await live.end();
+      } else {
+        const saved = await store.load(id);
+        await store.delete(id);
+        for (const [server, sandbox] of Object.entries(saved?.sandboxes ?? {})) await this.pool.discardSuspended(server, sandbox.sandboxId);
+      }
+      this.log.info({ tenant, session: id, limit }, "saved session evicted: the tenant is at its limit of suspended sessions");
     }
-    return this.openSessions.take(tenant, revived ? Number.POSITIVE_INFINITY : limits.maxSessions);
   }
 
   /**

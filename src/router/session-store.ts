@@ -22,8 +22,8 @@ const ID = /^[A-Za-z0-9-]{1,128}$/;
  * synced and renamed, so a crash at any moment leaves the old record or the new one, never a torn one.
  */
 export class SessionStore {
-  /** Saved session ids per tenant, for the tenants' quota on suspended sessions; filled by `index()`. */
-  private readonly byTenant = new Map<string, Set<string>>();
+  /** Saved sessions per tenant (id -> when saved), for the tenants' limit on them; filled by `index()`. */
+  private readonly byTenant = new Map<string, Map<string, number>>();
 
   constructor(private readonly dir: string) {}
 
@@ -38,7 +38,7 @@ export class SessionStore {
     for (const entry of entries) {
       if (!entry.endsWith(".json")) continue;
       const session = await this.load(entry.slice(0, -5));
-      if (session) this.remember(session.id, session.tenant);
+      if (session) this.remember(session);
     }
   }
 
@@ -47,11 +47,18 @@ export class SessionStore {
     return this.byTenant.get(tenant)?.size ?? 0;
   }
 
-  private remember(id: string, tenant: string): void {
-    this.forget(id);
-    let ids = this.byTenant.get(tenant);
-    if (!ids) this.byTenant.set(tenant, (ids = new Set()));
-    ids.add(id);
+  /** The id of `tenant`'s least recently saved session, if it has any. */
+  oldestOf(tenant: string): string | undefined {
+    let oldest: [string, number] | undefined;
+    for (const entry of this.byTenant.get(tenant) ?? []) if (!oldest || entry[1] < oldest[1]) oldest = entry;
+    return oldest?.[0];
+  }
+
+  private remember(session: StoredSession): void {
+    this.forget(session.id);
+    let ids = this.byTenant.get(session.tenant);
+    if (!ids) this.byTenant.set(session.tenant, (ids = new Map()));
+    ids.set(session.id, Date.parse(session.savedAt) || 0);
   }
 
   private forget(id: string): void {
@@ -75,7 +82,7 @@ export class SessionStore {
       await fh.close();
     }
     await rename(tmp, final);
-    this.remember(session.id, session.tenant);
+    this.remember(session);
   }
 
   async load(id: string): Promise<StoredSession | undefined> {

@@ -59,6 +59,11 @@ export abstract class Session {
     transport.onerror = (error) => this.log.debug({ err: error.message }, "client transport error");
   }
 
+  /** The id its client names it by (Mcp-Session-Id), for sessions that have one. */
+  get id(): string | undefined {
+    return this.transport.sessionId;
+  }
+
   onClosed(listener: () => void): void {
     if (this.closed) listener();
     else this.closedListeners.add(listener);

@@ -7,7 +7,7 @@ export const EDGE_ERROR = {
   unavailable: -32005,
 } as const;
 
-export type QuotaKind = "requests" | "sessions" | "suspended" | "streams" | "sandboxes";
+export type QuotaKind = "requests" | "sessions" | "streams" | "sandboxes";
 
 /**
  * A tenant went past one of its limits. Nothing was done and nothing is lost: the client can retry
