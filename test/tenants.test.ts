@@ -268,7 +268,7 @@ test("the tenants file is the gate: with no keys nobody is in; keys added and re
     const key = stdout.trim();
     assert.match(key, /^mcpv_[\w-]{40,}$/);
     assert.ok(!(await readFile(path, "utf8")).includes(key), "only the key's hash is stored");
-    await eventuallyAsync(async () => (await statusWith(key)) === 200, "the new key to be accepted");
+    await eventually(async () => (await statusWith(key)) === 200, "the new key to be accepted");
 
     // A file that does not parse is refused; the last good one stays in force.
     await writeFile(path, "{ not json");
@@ -277,19 +277,11 @@ test("the tenants file is the gate: with no keys nobody is in; keys added and re
 
     // Revoked: the key is gone from the file, and from the gateway.
     await writeFile(path, JSON.stringify({ tenants: { acme: {} }, keys: [] }));
-    await eventuallyAsync(async () => (await statusWith(key)) === 401, "the revoked key to be refused");
+    await eventually(async () => (await statusWith(key)) === 401, "the revoked key to be refused");
   } finally {
     await gateway.close();
   }
 });
-
-async function eventuallyAsync(check: () => Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test("the CLI refuses to listen beyond loopback without authentication, and says so loudly when told to anyway", { timeout: 120_000 }, async () => {
   const cli = join(REPO_ROOT, "bin", "mcpvisor");

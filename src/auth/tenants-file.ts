@@ -67,7 +67,6 @@ export const TenantsFileSchema = z
   });
 
 export type TenantsFile = z.infer<typeof TenantsFileSchema>;
-export type TenantEntry = TenantsFile["tenants"][string];
 export type KeyEntry = TenantsFile["keys"][number];
 
 export function parseTenantsFile(path: string, text: string): TenantsFile {

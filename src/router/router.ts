@@ -156,10 +156,6 @@ export class Router {
     };
   }
 
-  get sessionCount(): number {
-    return this.sessions.size;
-  }
-
   /**
    * Saves the running sandboxes of every session that can be revived, a few at a time (each suspend
    * streams guest RAM), until `deadlineMs` has passed; what is saved by then outlives the process.
