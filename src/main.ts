@@ -11,6 +11,7 @@ import { watchTenantsFile } from "./auth/tenants-watcher.js";
 import { isLoopback } from "./config/gateway.js";
 import { HttpGateway } from "./gateway/http.js";
 import { AuditLog } from "./telemetry/audit-log.js";
+import { flushTelemetry } from "./telemetry/events.js";
 import { Readiness } from "./gateway/readiness.js";
 import { Router } from "./router/router.js";
 import { SessionStore } from "./router/session-store.js";
@@ -109,6 +110,8 @@ export async function createRuntime(
       clearInterval(expiry);
       await router.close();
       await pool.close();
+      // What the last calls published is recorded before anything stops listening.
+      flushTelemetry();
       stopRequestLog();
       activity.close();
       await tracing.close();

@@ -10,7 +10,7 @@ import type { Logger } from "pino";
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import { SandboxError } from "../sandbox/errors.js";
 import type { SandboxPool } from "../sandbox/pool.js";
-import { events, nowMs, type Outcome, type RequestRecord } from "../telemetry/events.js";
+import { events, nowMs, publishSoon, type Outcome, type RequestRecord } from "../telemetry/events.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { ServerLink } from "./server-link.js";
 import type { SessionStore, StoredSession } from "./session-store.js";
@@ -202,7 +202,7 @@ export abstract class Session {
     record.outcome = outcome;
     if (record.guest && record.guest.answered === undefined) record.guest.answered = record.endedAt;
     if (errorType) record.errorType = errorType;
-    events.requestEnd.publish(record);
+    publishSoon(events.requestEnd, record);
     return true;
   }
 

@@ -2,7 +2,7 @@ import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { Vm, VmExit } from "./driver.js";
 import { SandboxError } from "./errors.js";
 import { Lifecycle, type SandboxState } from "./lifecycle.js";
-import { events } from "../telemetry/events.js";
+import { events, publishSoon } from "../telemetry/events.js";
 
 type RequestId = string | number;
 
@@ -76,7 +76,7 @@ export class Sandbox {
     this.id = typeof vm === "string" ? vm : vm.id;
     this.lifecycle = new Lifecycle(typeof vm === "string" ? "suspended" : "idle");
     this.lifecycle.onTransition(({ from, to }) => {
-      events.sandboxTransition.publish({ server, sandboxId: this.id, from, to });
+      publishSoon(events.sandboxTransition, { server, sandboxId: this.id, from, to });
       if (to === "idle") this.armIdleTimer();
       else clearTimeout(this.idleTimer);
     });

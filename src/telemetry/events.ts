@@ -1,9 +1,10 @@
-import { channel } from "node:diagnostics_channel";
+import { channel, type Channel } from "node:diagnostics_channel";
 
 /**
  * What the gateway reports about itself. Layers publish plain records on these channels and know nothing
  * of metrics or traces; src/telemetry subscribes (metrics, tracing, the status page). Publishing to a
- * channel nobody subscribes to costs next to nothing.
+ * channel nobody subscribes to costs next to nothing. What happens on every call once its answer is on
+ * its way (its end, its sandbox's state changes) is published with `publishSoon`, in batches.
  */
 
 export type Outcome = "ok" | "tool_error" | "error" | "timeout";
@@ -92,6 +93,28 @@ export const events = {
   sessionOpened: channel("mcpvisor:session:opened"),
   sessionClosed: channel("mcpvisor:session:closed"),
 } as const;
+
+/** How long `publishSoon` holds a record: long enough for the answer it follows to reach its client. */
+const SOON_MS = 2;
+const held: Array<[Channel, object]> = [];
+let flushTimer: NodeJS.Timeout | undefined;
+
+/**
+ * Publishes `record` a moment later, with whatever else came meanwhile: recording a call (spans,
+ * metrics, log lines) then never runs between a guest's answer and the client it goes to, nor on the
+ * CPU that client needs to read it. Readers of telemetry call `flushTelemetry()` first.
+ */
+export function publishSoon(target: Channel, record: object): void {
+  held.push([target, record]);
+  flushTimer ??= setTimeout(flushTelemetry, SOON_MS);
+}
+
+/** Publishes what `publishSoon` holds, now, in the order it came. */
+export function flushTelemetry(): void {
+  clearTimeout(flushTimer);
+  flushTimer = undefined;
+  for (const [target, record] of held.splice(0)) target.publish(record);
+}
 
 /** The current time in epoch milliseconds with sub-millisecond precision. */
 export function nowMs(): number {

@@ -3,6 +3,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { ServerPoolStats } from "../sandbox/pool.js";
 import {
   events,
+  flushTelemetry,
   type Outcome,
   type RequestRecord,
   type SandboxCrashRecord,
@@ -296,6 +297,7 @@ export class Metrics {
 
   /** The Prometheus text exposition of every metric. */
   text(): Promise<string> {
+    flushTelemetry();
     return this.registry.metrics();
   }
 

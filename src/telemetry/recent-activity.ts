@@ -1,5 +1,5 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
-import { events, type Outcome, type RequestRecord, type SandboxResumeRecord, type SessionRecord } from "./events.js";
+import { events, flushTelemetry, type Outcome, type RequestRecord, type SandboxResumeRecord, type SessionRecord } from "./events.js";
 
 /**
  * What the status page shows besides the pools: the last calls (with where their time went), resume
@@ -66,9 +66,9 @@ export class RecentActivity {
     subscribe(events.sessionClosed.name, this.onSessionClosed);
   }
 
-  /** The last calls, newest first. */
-  /** Newest first; with `tenant`, only that tenant's. */
+  /** The last calls, newest first; with `tenant`, only that tenant's. */
   recentCalls(limit = this.maxCalls, tenant?: string): CallView[] {
+    flushTelemetry();
     const calls = tenant === undefined ? this.calls : this.calls.filter((c) => c.tenant === tenant);
     return calls.slice(-limit).reverse();
   }

@@ -4,6 +4,7 @@ import {
   SpanKind,
   SpanStatusCode,
   trace,
+  TraceFlags,
   type Attributes,
   type Context,
   type Span,
@@ -15,19 +16,22 @@ import { detectResources, envDetector, resourceFromAttributes } from "@opentelem
 import {
   BasicTracerProvider,
   BatchSpanProcessor,
+  RandomIdGenerator,
+  type IdGenerator,
   type ReadableSpan,
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
-import { events, type RequestRecord } from "./events.js";
+import { events, flushTelemetry, type RequestRecord } from "./events.js";
 
 /**
  * Request traces, built from the request records the router publishes (src/telemetry/events.ts).
  *
  * One trace per client request. The request span (kind SERVER, named per the OpenTelemetry MCP
- * conventions `{mcp.method.name} {target}`) is started when the request arrives, as a child of the
- * client's W3C `traceparent` if it sent one; its own context goes into `record.traceparent`, which the
- * router puts in the `_meta` of the request forwarded into the guest. When the request ends, its phases
- * become child spans with the record's times:
+ * conventions `{mcp.method.name} {target}`) is a child of the client's W3C `traceparent` if it sent one.
+ * Its ids are chosen when the request arrives and go into `record.traceparent`, which the router puts
+ * in the `_meta` of the request forwarded into the guest; the spans themselves are made from the record
+ * once the request has ended (off the answer's path: see `publishSoon`), with the record's times. The
+ * request's phases become child spans:
  *
  *   tools/call run                                  SERVER  the whole request, arrival to answer
  *   ├─ mcpvisor.router.route                        routing: arrival until a sandbox is asked for
@@ -120,6 +124,7 @@ export class RecentTraces implements SpanProcessor {
    * `tenant`, only that tenant's spans (a trace id can be shared by two tenants' requests: each sees its own).
    */
   list(limit = this.maxTraces, methods?: ReadonlySet<string>, tenant?: string): TraceView[] {
+    flushTelemetry();
     const out: TraceView[] = [];
     for (const [traceId, all] of [...this.traces].reverse()) {
       if (out.length >= limit) break;
@@ -132,6 +137,7 @@ export class RecentTraces implements SpanProcessor {
   }
 
   get(traceId: string, tenant?: string): TraceView | undefined {
+    flushTelemetry();
     const spans = ofTenant(this.traces.get(traceId) ?? [], tenant);
     return spans.length ? traceView(traceId, spans) : undefined;
   }
@@ -227,8 +233,7 @@ export class Tracing {
   readonly exporting: boolean;
   private readonly provider: BasicTracerProvider;
   private readonly tracer: Tracer;
-  /** The spans this object started (a record's `span` slot may hold another Tracing's). */
-  private readonly mine = new WeakSet<Span>();
+  private readonly ids = new RequestSpanIds();
   private readonly onStart = (message: unknown) => this.start(message as RequestRecord);
   private readonly onEnd = (message: unknown) => this.end(message as RequestRecord);
   private closed = false;
@@ -241,7 +246,7 @@ export class Tracing {
     // With no url, the exporter reads the OTEL_EXPORTER_OTLP_* variables itself (endpoint, headers, timeout).
     if (this.exporting) processors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
     const resource = resourceFromAttributes({ "service.name": "mcpvisor" }).merge(detectResources({ detectors: [envDetector] }));
-    this.provider = new BasicTracerProvider({ resource, spanProcessors: processors });
+    this.provider = new BasicTracerProvider({ resource, spanProcessors: processors, idGenerator: this.ids });
     this.tracer = this.provider.getTracer("mcpvisor");
     subscribe(events.requestStart.name, this.onStart);
     subscribe(events.requestEnd.name, this.onEnd);
@@ -252,40 +257,49 @@ export class Tracing {
     return this.recent.list(limit, methods, tenant);
   }
 
+  /**
+   * A request arrived: only its span's ids are chosen now, for the guest's `_meta`; the span is made at
+   * its end. The record's `span` slot says which Tracing claimed it.
+   */
   private start(record: RequestRecord): void {
     if (this.closed || record.span !== undefined) return;
-    const parent = parentContext(record);
-    const transport = TRANSPORTS[record.transport];
-    const span = this.tracer.startSpan(
-      record.method,
-      {
-        kind: SpanKind.SERVER,
-        startTime: record.startedAt,
-        attributes: {
-          "mcp.method.name": record.method,
-          "jsonrpc.request.id": String(record.requestId),
-          ...(record.sessionId ? { "mcp.session.id": record.sessionId } : {}),
-          ...(transport ? { "network.transport": transport.transport } : {}),
-          ...(transport?.protocol ? { "network.protocol.name": transport.protocol } : {}),
-          "mcpvisor.transport": record.transport,
-          "mcpvisor.tenant": record.tenant,
-        },
-      },
-      parent,
-    );
-    this.mine.add(span);
-    record.span = span;
-    const carrier: Record<string, string> = {};
-    propagator.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, { set: (c, k, v) => ((c as Record<string, string>)[k] = v) });
-    if (carrier.traceparent) record.traceparent = carrier.traceparent;
+    const parent = trace.getSpanContext(parentContext(record));
+    const ids: ClaimedIds = {
+      by: this,
+      traceId: parent?.traceId ?? this.ids.generateTraceId(),
+      spanId: this.ids.generateSpanId(),
+    };
+    record.span = ids;
+    // Sampled unless the client's parent says otherwise: the provider's default sampler follows the parent.
+    const flags = parent ? parent.traceFlags & TraceFlags.SAMPLED : TraceFlags.SAMPLED;
+    record.traceparent = `00-${ids.traceId}-${ids.spanId}-0${flags}`;
   }
 
   private end(record: RequestRecord): void {
-    const span = record.span as Span | undefined;
-    if (!span || !this.mine.has(span)) return;
-    this.mine.delete(span);
+    const ids = record.span as ClaimedIds | undefined;
+    if (ids?.by !== this) return;
+    record.span = undefined;
     const endedAt = record.endedAt ?? performance.timeOrigin + performance.now();
-    span.updateName(requestSpanName(record));
+    const transport = TRANSPORTS[record.transport];
+    const span = this.ids.with(ids, () =>
+      this.tracer.startSpan(
+        requestSpanName(record),
+        {
+          kind: SpanKind.SERVER,
+          startTime: record.startedAt,
+          attributes: {
+            "mcp.method.name": record.method,
+            "jsonrpc.request.id": String(record.requestId),
+            ...(record.sessionId ? { "mcp.session.id": record.sessionId } : {}),
+            ...(transport ? { "network.transport": transport.transport } : {}),
+            ...(transport?.protocol ? { "network.protocol.name": transport.protocol } : {}),
+            "mcpvisor.transport": record.transport,
+            "mcpvisor.tenant": record.tenant,
+          },
+        },
+        parentContext(record),
+      ),
+    );
     if (record.server) span.setAttribute("mcpvisor.server", record.server);
     if (record.tool && record.method === "tools/call") {
       span.setAttribute("gen_ai.tool.name", record.tool);
@@ -347,6 +361,7 @@ export class Tracing {
 
   /** Exports what is buffered (OTLP). */
   async flush(): Promise<void> {
+    flushTelemetry();
     await this.provider.forceFlush();
   }
 
@@ -360,6 +375,36 @@ export class Tracing {
 }
 
 /** The client's trace context, if it sent a valid one; else a new trace starts. */
+/** A request's span ids, chosen when it arrived, and the Tracing that will make its spans. */
+interface ClaimedIds {
+  by: Tracing;
+  traceId: string;
+  spanId: string;
+}
+
+/** Random ids, except that the request span made at a request's end gets the ids chosen at its start. */
+class RequestSpanIds implements IdGenerator {
+  private readonly random = new RandomIdGenerator();
+  private preset: ClaimedIds | undefined;
+
+  with<T>(ids: ClaimedIds, start: () => T): T {
+    this.preset = ids;
+    try {
+      return start();
+    } finally {
+      this.preset = undefined;
+    }
+  }
+
+  generateTraceId(): string {
+    return this.preset?.traceId ?? this.random.generateTraceId();
+  }
+
+  generateSpanId(): string {
+    return this.preset?.spanId ?? this.random.generateSpanId();
+  }
+}
+
 function parentContext(record: RequestRecord): Context {
   if (!record.incomingTraceparent) return ROOT_CONTEXT;
   return propagator.extract(ROOT_CONTEXT, { traceparent: record.incomingTraceparent }, {
