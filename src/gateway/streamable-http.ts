@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
-import type { Gatekeeper } from "../auth/gatekeeper.js";
-import { refusalFor, type Refusal } from "../auth/refusal.js";
+import { whenAdmitted, type Admission, type Gatekeeper } from "../auth/gatekeeper.js";
+import { refusalFor } from "../auth/refusal.js";
 import type { Principal } from "../auth/principal.js";
 import type { Route, Router } from "../router/router.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
@@ -74,7 +74,9 @@ export class StreamableHttpFace {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
-    const admitted = await this.admit(req);
+    // Decided in this tick unless an OAuth token is verified: the body is then read as it is parsed.
+    const pending = this.admit(req);
+    const admitted = pending instanceof Promise ? await pending : pending;
     if (!admitted.ok) return writeJsonRpcError(res, admitted.refusal.status, admitted.refusal.code, admitted.refusal.message, admitted.refusal.headers);
     const { principal } = admitted;
     let body: string | undefined;
@@ -109,16 +111,17 @@ export class StreamableHttpFace {
    * Whether a request may reach MCP handling at all: every request of this face passes here first. The
    * Host/Origin check (DNS rebinding), then the gatekeeper: credential and the tenant's request rate.
    */
-  private async admit(req: IncomingMessage): Promise<{ ok: true; principal: Principal } | { ok: false; refusal: Pick<Refusal, "status" | "code" | "message" | "headers"> }> {
+  private admit(req: IncomingMessage): Admission | Promise<Admission> {
     const why = this.options.hosts.refusal(req.headers.host, req.headers.origin);
     if (why !== undefined) return { ok: false, refusal: { status: 403, code: ErrorCode.InvalidRequest, message: forbidden(why), headers: {} } };
     const path = (req.url ?? "/").split("?")[0]!;
-    const admitted = await this.options.gatekeeper.admit(req.headers.authorization, path);
-    if (!admitted.ok) {
-      const { refusal } = admitted;
-      this.options.audit.refused({ face: "streamable-http", path, status: refusal.status, reason: refusal.message, subject: refusal.subject, remoteAddress: req.socket.remoteAddress });
-    }
-    return admitted;
+    return whenAdmitted(this.options.gatekeeper.admit(req.headers.authorization, path), (admitted) => {
+      if (!admitted.ok) {
+        const { refusal } = admitted;
+        this.options.audit.refused({ face: "streamable-http", path, status: refusal.status, reason: refusal.message, subject: refusal.subject, remoteAddress: req.socket.remoteAddress });
+      }
+      return admitted;
+    });
   }
 
   /**
@@ -192,18 +195,29 @@ export class StreamableHttpFace {
 
 /** A request body as text, or undefined when it is over `maxBytes` (the rest is then not kept). */
 function readBody(req: IncomingMessage, maxBytes: number): Promise<string | undefined> {
-  if (Number(req.headers["content-length"]) > maxBytes) return Promise.resolve(undefined);
+  const declared = Number(req.headers["content-length"]); // NaN for a chunked body
+  if (declared > maxBytes) return Promise.resolve(undefined);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let read = false;
+    const whole = () => {
+      if (read) return;
+      read = true;
+      resolve(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8"));
+    };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size <= maxBytes) return void chunks.push(chunk);
-      req.off("data", onData);
-      resolve(undefined);
+      if (size > maxBytes) {
+        req.off("data", onData);
+        return resolve(undefined);
+      }
+      chunks.push(chunk);
+      // node:http hands over exactly Content-Length bytes: with the last of them, 'end' has nothing to add.
+      if (size === declared) whole();
     };
     req.on("data", onData);
-    req.once("end", () => resolve(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8")));
+    req.once("end", whole);
     req.once("error", reject);
     // Settles nothing when the body was read: a promise settles once.
     req.once("close", () => reject(new Error("the client closed the connection before sending the whole body")));
