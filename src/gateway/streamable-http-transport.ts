@@ -112,18 +112,19 @@ export class StreamableHttpServerTransport implements Transport {
       if (exchange.answers.size === exchange.ids.length) exchange.deliver(exchange.ids.map((id) => exchange.answers.get(id)!));
       return;
     }
-    // Stored even when the stream is gone, so the client can resume it and get this.
-    const eventId = this.session!.events.add(exchange.streamId, message);
     const stream = this.streams.get(exchange.streamId);
-    if (answer && (exchange.unanswered.delete(requestId), exchange.unanswered.size === 0)) {
-      this.streams.delete(exchange.streamId);
-      // Once the whole stream is handed to the network there is nothing left to resume: its events go, so
-      // a long session holds only what a broken stream may still ask for, not its last 1000 answers.
-      const { events } = this.session!;
-      stream?.end(message, eventId, () => events.dropStream(exchange.streamId));
-    } else {
-      stream?.write(message, eventId);
-    }
+    const last = answer && (exchange.unanswered.delete(requestId), exchange.unanswered.size === 0);
+    if (last) this.streams.delete(exchange.streamId);
+    // Answered within the hold with nothing before it: one JSON body, and no stream anyone could resume.
+    if (last && stream?.held) return stream.answerAsJson(message);
+    stream?.prime();
+    // Stored even when the stream is gone, so the client can resume it and get this.
+    const { events } = this.session!;
+    const eventId = events.add(exchange.streamId, message);
+    if (!last) return stream?.write(message, eventId);
+    // Once the whole stream is handed to the network there is nothing left to resume: its events go, so
+    // a long session holds only what a broken stream may still ask for, not its last 1000 answers.
+    stream?.end(message, eventId, () => events.dropStream(exchange.streamId));
   }
 
   async close(): Promise<void> {
@@ -204,7 +205,8 @@ export class StreamableHttpServerTransport implements Transport {
       const asked = init ? init.params?.protocolVersion : header(req, "mcp-protocol-version");
       const version = typeof asked === "string" ? asked : DEFAULT_NEGOTIATED_PROTOCOL_VERSION;
       // A priming event gives the client an event id to resume from before anything else is sent.
-      stream.hold(version >= PRIMING_SINCE ? this.session.events.add(streamId, undefined) : undefined);
+      const { events } = this.session;
+      stream.hold(version >= PRIMING_SINCE ? () => events.add(streamId, undefined) : undefined);
       const exchange: Exchange = { kind: "stream", streamId, unanswered: new Set(ids) };
       for (const id of ids) this.exchanges.set(id, exchange);
     }
@@ -306,8 +308,10 @@ type Exchange =
  * never held up; a slow call's client sees its stream open (priming event first) after HOLD_MS.
  */
 class SseResponse {
-  /** The priming event, until the stream starts. */
-  private held = "";
+  /** Makes the priming event (stores it, returns its id), until the stream needs it. */
+  private priming: (() => EventId) | undefined;
+  /** The priming event's frame, made and waiting to go out with the stream's first write. */
+  private primed = "";
   /** The hold, then the keep-alive: a silent stream is dropped by proxies and idle timeouts. */
   private timer: NodeJS.Timeout | undefined;
 
@@ -322,10 +326,25 @@ class SseResponse {
     });
   }
 
-  /** Holds the headers back for at most HOLD_MS, and the priming event (an event id, no data) if there is one. */
-  hold(primingEventId: EventId | undefined): void {
-    if (primingEventId) this.held = frame(undefined, primingEventId);
+  /** Nothing has been sent yet: the stream is within its hold. */
+  get held(): boolean {
+    return !this.res.headersSent;
+  }
+
+  /** Holds the headers back for at most HOLD_MS; the priming event, if any, is made only if the stream starts. */
+  hold(priming: (() => EventId) | undefined): void {
+    this.priming = priming;
     this.timer = setTimeout(() => this.start(""), HOLD_MS).unref();
+  }
+
+  /**
+   * Makes the priming event of a held stream about to carry events: called before those events are
+   * stored, so that its id comes first and a resume from it replays them.
+   */
+  prime(): void {
+    const priming = this.priming;
+    this.priming = undefined;
+    if (priming) this.primed = frame(undefined, priming());
   }
 
   write(message: JSONRPCMessage, eventId: EventId): void {
@@ -333,12 +352,13 @@ class SseResponse {
     else this.start(frame(message, eventId));
   }
 
-  /** Sends the headers, what was held back and `text`; then keeps the stream alive. */
+  /** Sends the headers, the priming event and `text`; then keeps the stream alive. */
   start(text: string): void {
     clearTimeout(this.timer);
+    this.prime();
     this.res.writeHead(200, this.headers);
-    const first = this.held + text;
-    this.held = "";
+    const first = this.primed + text;
+    this.primed = "";
     if (first) this.res.write(first);
     else this.res.flushHeaders();
     this.timer = setInterval(() => this.res.write(": keepalive\n\n"), KEEP_ALIVE_MS).unref();
@@ -349,8 +369,9 @@ class SseResponse {
    * both). There is nothing to resume, and clients take a JSON answer as final, whereas an SSE stream with
    * event ids that ends in an *error* makes the SDK's client (1.32) reconnect with Last-Event-ID to resume.
    */
-  private answerAsJson(message: JSONRPCMessage): void {
-    this.held = "";
+  answerAsJson(message: JSONRPCMessage): void {
+    clearTimeout(this.timer);
+    this.priming = undefined;
     const body = JSON.stringify(message);
     this.res.writeHead(200, { ...jsonHeaders(this.headers), "content-length": Buffer.byteLength(body) }).end(body);
   }
@@ -359,9 +380,9 @@ class SseResponse {
   end(message?: JSONRPCMessage, eventId?: EventId, delivered?: () => void): void {
     clearTimeout(this.timer);
     if (delivered) this.res.once("finish", delivered);
-    if (message && !this.res.headersSent) return this.answerAsJson(message);
-    const last = this.held + (message ? frame(message, eventId!) : "");
-    this.held = "";
+    this.prime();
+    const last = this.primed + (message ? frame(message, eventId!) : "");
+    this.primed = "";
     if (this.res.headersSent) this.res.end(last || undefined);
     else this.res.writeHead(200, { ...this.headers, "content-length": Buffer.byteLength(last) }).end(last);
   }
