@@ -7,6 +7,10 @@
  *   supergateway overhead  = end to end through supergateway's Streamable HTTP (wrapping server-memory as
  *                            a local stdio process) - the same call sent straight to such a process's stdin
  *
+ * For scale, a reference path: a minimal node:http proxy in the gateway's process that sends each call down
+ * the same clone's channel and answers with the reply (no MCP session, no checks, no telemetry). What it
+ * adds is the floor of any node gateway on this host; mcpvisor's overhead is compared with it too.
+ *
  * The two servers do not run alike (mcpvisor's runs in a TCG guest with --jitless node; supergateway's is a
  * host process with a JIT), so only the overheads are comparable, never the absolute latencies.
  *
@@ -22,6 +26,7 @@ import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { subscribe } from "node:diagnostics_channel";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer as createHttpServer, type Server } from "node:http";
 import { createServer } from "node:net";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
@@ -275,9 +280,9 @@ class ChannelProbe {
   /**
    * One tools/call straight down the channel: the very message the gateway forwarded for the session's
    * last call (so the guest does the same work, trace context included), under a negative id that never
-   * meets a client's.
+   * meets a client's. Resolves with the reply and the round trip.
    */
-  async call(tool: string, args: Record<string, unknown>): Promise<number> {
+  async send(tool: string, args: Record<string, unknown>): Promise<{ answer: JsonRpcMessage; ms: number }> {
     const id = -(1_000_000 + this.nextId++);
     let entry!: { resolve: (m: JsonRpcMessage) => void; t0: number; t1?: number };
     const reply = new Promise<JsonRpcMessage>((resolve) => {
@@ -291,8 +296,41 @@ class ChannelProbe {
     if (answer.error || (answer.result as { isError?: boolean } | undefined)?.isError) {
       throw new Error(`direct ${tool}: ${JSON.stringify(answer.error ?? answer.result)}`);
     }
-    return entry.t1! - entry.t0;
+    return { answer, ms: entry.t1! - entry.t0 };
   }
+
+  async call(tool: string, args: Record<string, unknown>): Promise<number> {
+    return (await this.send(tool, args)).ms;
+  }
+}
+
+/**
+ * The reference path: the least a node gateway can do with an MCP call over HTTP here. It answers
+ * `initialize` and notifications itself and sends every request down the probe's channel.
+ */
+async function startFloorProxy(probe: ChannelProbe): Promise<{ url: string; server: Server }> {
+  const server = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      if (req.method !== "POST") return void res.writeHead(200).end();
+      const message = JSON.parse(Buffer.concat(chunks).toString("utf8")) as JsonRpcMessage;
+      const json = (body: unknown, headers: Record<string, string> = {}) => {
+        const text = JSON.stringify(body);
+        res.writeHead(200, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)), ...headers }).end(text);
+      };
+      if (message.id === undefined) return void res.writeHead(202).end();
+      if (message.method === "initialize") {
+        return json({ jsonrpc: "2.0", id: message.id, result: { protocolVersion: "2025-11-25", capabilities: { tools: {} }, serverInfo: { name: "floor", version: "0" } } }, { "mcp-session-id": "floor" });
+      }
+      probe.send(TOOL, ARGS).then(
+        ({ answer }) => json({ ...answer, id: message.id }),
+        (err: Error) => res.writeHead(500).end(err.message),
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/mcp`, server };
 }
 
 function qemuAccel(pid: number): string {
@@ -377,12 +415,18 @@ try {
   const vm = sandbox.vm;
   if (!vm) throw new Error(`the session's sandbox is not running (${sandbox.state})`);
   probe = new ChannelProbe(vm.channel);
+  const floor = await startFloorProxy(probe);
+  cleanups.push(() => {
+    floor.server.closeAllConnections();
+    return new Promise((resolve) => floor.server.close(resolve));
+  });
+  await load.send({ op: "open", key: "floor", url: floor.url, n: 1, kind: "raw" });
   const accel = qemuAccel(vm.pid);
   await poolFull(gateway, POOL.prestarted, POOL.warm);
 
   // ---- latency, interleaved ----
-  type Series = "mcpv-e2e" | "mcpv-direct" | "sg-e2e" | "sg-direct" | "mcpv-sdk" | "sg-sdk";
-  const samples: Record<Series, number[]> = { "mcpv-e2e": [], "mcpv-direct": [], "sg-e2e": [], "sg-direct": [], "mcpv-sdk": [], "sg-sdk": [] };
+  type Series = "floor-e2e" | "mcpv-e2e" | "mcpv-direct" | "sg-e2e" | "sg-direct" | "mcpv-sdk" | "sg-sdk";
+  const samples: Record<Series, number[]> = { "floor-e2e": [], "mcpv-e2e": [], "mcpv-direct": [], "sg-e2e": [], "sg-direct": [], "mcpv-sdk": [], "sg-sdk": [] };
   const paired = { mcpv: [] as number[], sg: [] as number[] };
   const parts = { client: [] as number[], inbound: [] as number[], guest: [] as number[], outbound: [] as number[] };
   /** End to end minus the server's round trip of that very call, as stamped inside each gateway. */
@@ -390,6 +434,7 @@ try {
   let lastE2e: { ms: number; id?: number } = { ms: NaN };
   const p = probe;
   const run: Record<Series, () => Promise<number>> = {
+    "floor-e2e": async () => (await load.send<{ ms: number }>({ op: "call", key: "floor", tool: TOOL, args: ARGS })).ms,
     "mcpv-e2e": async () => {
       p.stamps = {};
       lastE2e = await load.send<{ ms: number; id?: number }>({ op: "call", key: "mcpv", tool: `${SERVER}__${TOOL}`, args: ARGS });
@@ -412,7 +457,7 @@ try {
     },
     "sg-sdk": async () => (await load.send<{ ms: number }>({ op: "call", key: "sg-sdk", tool: TOOL, args: ARGS })).ms,
   };
-  const core: Series[] = ["mcpv-e2e", "mcpv-direct", "sg-e2e", "sg-direct"];
+  const core: Series[] = ["floor-e2e", "mcpv-e2e", "mcpv-direct", "sg-e2e", "sg-direct"];
   const rounds = WARMUP + CALLS;
   progress(`latency: ${WARMUP} warm-up + ${CALLS} measured rounds, each one call per path in a shuffled order${sdk ? " (SDK Client rows included)" : ""}`);
   const latencyStart = performance.now();
@@ -448,7 +493,7 @@ try {
     if ((round - WARMUP + 1) % 250 === 0) progress(`  ${round - WARMUP + 1}/${CALLS} rounds`);
   }
   progress(`  latency phase took ${((performance.now() - latencyStart) / 1000).toFixed(0)} s`);
-  for (const key of ["mcpv", "sg", "mcpv-sdk", "sg-sdk"]) await load.send({ op: "close", key });
+  for (const key of ["floor", "mcpv", "sg", "mcpv-sdk", "sg-sdk"]) await load.send({ op: "close", key });
   probe = undefined;
 
   // ---- throughput ----
@@ -510,6 +555,10 @@ try {
   const rows = [
     row("mcpvisor: /mcp end to end (minimal HTTP client)", samples["mcpv-e2e"], over.mcpv, paired.mcpv, sameCall.mcpv),
     row("mcpvisor: same clone, straight down the sandbox channel", samples["mcpv-direct"]),
+    row("reference: minimal node:http proxy down that channel (the floor)", samples["floor-e2e"], {
+      p50: pct(samples["floor-e2e"], 50) - pct(samples["mcpv-direct"], 50),
+      p99: pct(samples["floor-e2e"], 99) - pct(samples["mcpv-direct"], 99),
+    }),
     row("supergateway 4.0.0: end to end (minimal HTTP client)", samples["sg-e2e"], over.sg, paired.sg, sameCall.sg),
     row("supergateway: a server-memory process, straight over stdio", samples["sg-direct"]),
   ];
