@@ -199,6 +199,19 @@ describe("Streamable HTTP on the wire", { timeout: 180_000 }, () => {
     assert.deepEqual([put.status, put.headers.allow], [405, "GET, POST, DELETE"]);
   });
 
+  test("a body is read whole however it comes: empty, with Content-Length, or chunked without one", async () => {
+    const empty = await post("", { "content-length": "0" });
+    assert.deepEqual([empty.status, errorOf(empty).error.code], [400, -32700]);
+    const chunked = await post(call(11, "test_simple_text"), { "transfer-encoding": "chunked" });
+    assert.equal(chunked.status, 200);
+    // JSON if answered within the hold, else an SSE stream: the answer is in it either way.
+    const answers = String(chunked.headers["content-type"]).startsWith("application/json")
+      ? [chunked.body]
+      : chunked.body.split("\n").filter((line) => line.startsWith("data: {")).map((line) => line.slice(6));
+    const answer = answers.map((text) => JSON.parse(text) as { id?: number; result?: unknown }).find((m) => m.id === 11);
+    assert.ok(answer?.result, `an answer to request 11 in ${chunked.body}`);
+  });
+
   test("unknown sessions get 404, foreign Hosts and Origins 403, unknown servers 404", async () => {
     const unknown = await post(call(11, "test_simple_text"), { "mcp-session-id": "no-such-session" });
     assert.equal(unknown.status, 404);
