@@ -415,6 +415,10 @@ try {
   const vm = sandbox.vm;
   if (!vm) throw new Error(`the session's sandbox is not running (${sandbox.state})`);
   probe = new ChannelProbe(vm.channel);
+  // The SDK Client's session has a clone of its own: its overhead is taken against that clone's channel.
+  const sdkVm = sdk ? leased[1]?.vm : undefined;
+  if (sdk && !sdkVm) throw new Error("the SDK Client's session has no running sandbox");
+  const sdkProbe = sdkVm ? new ChannelProbe(sdkVm.channel) : undefined;
   const floor = await startFloorProxy(probe);
   cleanups.push(() => {
     floor.server.closeAllConnections();
@@ -425,8 +429,8 @@ try {
   await poolFull(gateway, POOL.prestarted, POOL.warm);
 
   // ---- latency, interleaved ----
-  type Series = "floor-e2e" | "mcpv-e2e" | "mcpv-direct" | "sg-e2e" | "sg-direct" | "mcpv-sdk" | "sg-sdk";
-  const samples: Record<Series, number[]> = { "floor-e2e": [], "mcpv-e2e": [], "mcpv-direct": [], "sg-e2e": [], "sg-direct": [], "mcpv-sdk": [], "sg-sdk": [] };
+  type Series = "floor-e2e" | "mcpv-e2e" | "mcpv-direct" | "sg-e2e" | "sg-direct" | "mcpv-sdk" | "mcpv-sdk-direct" | "sg-sdk";
+  const samples: Record<Series, number[]> = { "floor-e2e": [], "mcpv-e2e": [], "mcpv-direct": [], "sg-e2e": [], "sg-direct": [], "mcpv-sdk": [], "mcpv-sdk-direct": [], "sg-sdk": [] };
   const paired = { mcpv: [] as number[], sg: [] as number[] };
   const parts = { client: [] as number[], inbound: [] as number[], guest: [] as number[], outbound: [] as number[] };
   /** End to end minus the server's round trip of that very call, as stamped inside each gateway. */
@@ -455,6 +459,7 @@ try {
       p.stamps = {};
       return (await load.send<{ ms: number }>({ op: "call", key: "mcpv-sdk", tool: `${SERVER}__${TOOL}`, args: ARGS })).ms;
     },
+    "mcpv-sdk-direct": () => sdkProbe!.call(TOOL, ARGS),
     "sg-sdk": async () => (await load.send<{ ms: number }>({ op: "call", key: "sg-sdk", tool: TOOL, args: ARGS })).ms,
   };
   const core: Series[] = ["floor-e2e", "mcpv-e2e", "mcpv-direct", "sg-e2e", "sg-direct"];
@@ -463,7 +468,7 @@ try {
   const latencyStart = performance.now();
   for (let round = 0; round < rounds; round++) {
     const measured = round >= WARMUP;
-    const order = shuffle(sdk ? ([...core, "mcpv-sdk", "sg-sdk"] as Series[]) : core);
+    const order = shuffle(sdk ? ([...core, "mcpv-sdk", "mcpv-sdk-direct", "sg-sdk"] as Series[]) : core);
     const got: Partial<Record<Series, number>> = {};
     for (const series of order) {
       const ms = await run[series]();
@@ -563,7 +568,8 @@ try {
     row("supergateway: a server-memory process, straight over stdio", samples["sg-direct"]),
   ];
   if (sdk) {
-    rows.push(row("mcpvisor: /mcp end to end, SDK Client", samples["mcpv-sdk"], sdkOver("mcpv-sdk", "mcpv-direct")));
+    rows.push(row("mcpvisor: /mcp end to end, SDK Client", samples["mcpv-sdk"], sdkOver("mcpv-sdk", "mcpv-sdk-direct")));
+    rows.push(row("mcpvisor: the SDK Client session's clone, straight down its channel", samples["mcpv-sdk-direct"]));
     rows.push(row("supergateway: end to end, SDK Client", samples["sg-sdk"], sdkOver("sg-sdk", "sg-direct")));
   }
   const cpu = cpus()[0]?.model ?? "cpu";
