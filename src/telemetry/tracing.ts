@@ -263,9 +263,11 @@ export class Tracing {
    */
   private start(record: RequestRecord): void {
     if (this.closed || record.span !== undefined) return;
-    const parent = trace.getSpanContext(parentContext(record));
+    const context = parentContext(record);
+    const parent = trace.getSpanContext(context);
     const ids: ClaimedIds = {
       by: this,
+      parent: context,
       traceId: parent?.traceId ?? this.ids.generateTraceId(),
       spanId: this.ids.generateSpanId(),
     };
@@ -297,7 +299,7 @@ export class Tracing {
             "mcpvisor.tenant": record.tenant,
           },
         },
-        parentContext(record),
+        ids.parent,
       ),
     );
     if (record.server) span.setAttribute("mcpvisor.server", record.server);
@@ -375,9 +377,10 @@ export class Tracing {
 }
 
 /** The client's trace context, if it sent a valid one; else a new trace starts. */
-/** A request's span ids, chosen when it arrived, and the Tracing that will make its spans. */
+/** A request's span ids and parent, chosen when it arrived, and the Tracing that will make its spans. */
 interface ClaimedIds {
   by: Tracing;
+  parent: Context;
   traceId: string;
   spanId: string;
 }
