@@ -6,7 +6,6 @@ import type { Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/
 import {
   DEFAULT_NEGOTIATED_PROTOCOL_VERSION,
   ErrorCode,
-  JSONRPCMessageSchema,
   SUPPORTED_PROTOCOL_VERSIONS,
   type JSONRPCMessage,
   type JSONRPCRequest,
@@ -14,7 +13,7 @@ import {
   type RequestId,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { EventId, SessionEventStore, StreamId } from "./event-store.js";
-import { jsonRpcError } from "./json-rpc.js";
+import { jsonRpcError, toJsonRpcMessage } from "./json-rpc.js";
 
 /** The session's GET stream, for messages not related to a request. */
 const STANDALONE: StreamId = "_GET_stream";
@@ -158,8 +157,8 @@ export class StreamableHttpServerTransport implements Transport {
     }
     const messages: JSONRPCMessage[] = [];
     for (const item of Array.isArray(raw) ? raw : [raw]) {
-      const parsed = JSONRPCMessageSchema.safeParse(item);
-      if (!parsed.success) {
+      const message = toJsonRpcMessage(item);
+      if (!message) {
         // -32700 as the SDK's transport answers it, so clients see what they always saw.
         return writeJsonRpcError(
           res,
@@ -168,7 +167,7 @@ export class StreamableHttpServerTransport implements Transport {
           'Parse error: Invalid JSON-RPC message (it needs "jsonrpc": "2.0" and a string "method", or an "id" with "result" or "error")',
         );
       }
-      messages.push(parsed.data);
+      messages.push(message);
     }
     const init = messages.find((m): m is JSONRPCRequest => "method" in m && m.method === "initialize" && "id" in m);
     if (init) {
