@@ -78,7 +78,6 @@ export class Sandbox {
     this.lifecycle.onTransition(({ from, to }) => {
       publishSoon(events.sandboxTransition, { server, sandboxId: this.id, from, to });
       if (to === "idle") this.armIdleTimer();
-      else clearTimeout(this.idleTimer);
     });
     if (typeof vm !== "string") this.attach(vm);
     this.armIdleTimer();
@@ -137,11 +136,15 @@ export class Sandbox {
     }
   }
 
+  /**
+   * Suspends the sandbox once it has been idle for `idleSuspendMs`. One timer, pushed back each time the
+   * sandbox turns idle, so a call costs no new timer; going busy leaves it running, since `suspend` does
+   * nothing to a sandbox that is not idle when it fires.
+   */
   private armIdleTimer(): void {
-    clearTimeout(this.idleTimer);
     if (!this.options.idleSuspendMs || this.state !== "idle") return;
-    this.idleTimer = setTimeout(() => void this.suspend(), this.options.idleSuspendMs);
-    this.idleTimer.unref();
+    if (this.idleTimer) this.idleTimer.refresh();
+    else this.idleTimer = setTimeout(() => void this.suspend(), this.options.idleSuspendMs).unref();
   }
 
   /** Saves the sandbox to disk and ends its VM; it comes back on the next request. */
