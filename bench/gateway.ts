@@ -16,8 +16,8 @@
  *
  * Latency: every round sends one call down each path, in a shuffled order, so drift on a noisy machine hits
  * every series alike. The HTTP client runs in a child process (bench/gateway-load.ts) so its CPU work is not
- * on the gateway's event loop; it is a minimal keep-alive client (no schema work), and the SDK Client is
- * measured too, as an extra row. Throughput: N clients, each its own session (for mcpvisor its own clone),
+ * on the gateway's event loop; it is a minimal keep-alive client (no schema work). The SDK Client is measured
+ * too, as extra rows, in a second phase of rounds with its own direct calls. Throughput: N clients, each its own session (for mcpvisor its own clone),
  * calling in a loop; calls completed in a fixed window after a warm-up.
  *
  * Usage: npm run bench:gateway [-- --calls 1000 --warmup 100 --window 5 --clients 1,8,32 --sdk on|off]
@@ -55,7 +55,7 @@ const CALLS = Number(values.calls);
 const WARMUP = Number(values.warmup);
 const WINDOW_MS = Number(values.window) * 1000;
 const CONCURRENCY = values.clients.split(",").map(Number);
-/** Also measure the official SDK Client end to end (an extra row per gateway), in every round. */
+/** Also measure the official SDK Client end to end (an extra row per gateway), in a latency phase of its own. */
 const SDK = values.sdk !== "off";
 const SERVER = "memory";
 const TOOL = "read_graph";
@@ -429,14 +429,22 @@ try {
   await poolFull(gateway, POOL.prestarted, POOL.warm);
 
   // ---- latency, interleaved ----
-  type Series = "floor-e2e" | "mcpv-e2e" | "mcpv-direct" | "sg-e2e" | "sg-direct" | "mcpv-sdk" | "mcpv-sdk-direct" | "sg-sdk";
-  const samples: Record<Series, number[]> = { "floor-e2e": [], "mcpv-e2e": [], "mcpv-direct": [], "sg-e2e": [], "sg-direct": [], "mcpv-sdk": [], "mcpv-sdk-direct": [], "sg-sdk": [] };
+  type Series = "floor-e2e" | "mcpv-e2e" | "mcpv-direct" | "sg-e2e" | "sg-direct" | "mcpv-sdk" | "mcpv-sdk-direct" | "sg-sdk" | "sg-sdk-direct";
+  const samples = Object.fromEntries(
+    (["floor-e2e", "mcpv-e2e", "mcpv-direct", "sg-e2e", "sg-direct", "mcpv-sdk", "mcpv-sdk-direct", "sg-sdk", "sg-sdk-direct"] as const).map((k) => [k, [] as number[]]),
+  ) as Record<Series, number[]>;
   const paired = { mcpv: [] as number[], sg: [] as number[] };
   const parts = { client: [] as number[], inbound: [] as number[], guest: [] as number[], outbound: [] as number[] };
   /** End to end minus the server's round trip of that very call, as stamped inside each gateway. */
   const sameCall = { mcpv: [] as number[], sg: [] as number[] };
   let lastE2e: { ms: number; id?: number } = { ms: NaN };
   const p = probe;
+  const directCall = async () => {
+    const t0 = performance.now();
+    const result = await direct.request("tools/call", { name: TOOL, arguments: ARGS });
+    if (result.isError) throw new Error("direct read_graph failed");
+    return performance.now() - t0;
+  };
   const run: Record<Series, () => Promise<number>> = {
     "floor-e2e": async () => (await load.send<{ ms: number }>({ op: "call", key: "floor", tool: TOOL, args: ARGS })).ms,
     "mcpv-e2e": async () => {
@@ -449,55 +457,53 @@ try {
       lastE2e = await load.send<{ ms: number; id?: number }>({ op: "call", key: "sg", tool: TOOL, args: ARGS });
       return lastE2e.ms;
     },
-    "sg-direct": async () => {
-      const t0 = performance.now();
-      const result = await direct.request("tools/call", { name: TOOL, arguments: ARGS });
-      if (result.isError) throw new Error("direct read_graph failed");
-      return performance.now() - t0;
-    },
-    "mcpv-sdk": async () => {
-      p.stamps = {};
-      return (await load.send<{ ms: number }>({ op: "call", key: "mcpv-sdk", tool: `${SERVER}__${TOOL}`, args: ARGS })).ms;
-    },
+    "sg-direct": directCall,
+    "mcpv-sdk": async () => (await load.send<{ ms: number }>({ op: "call", key: "mcpv-sdk", tool: `${SERVER}__${TOOL}`, args: ARGS })).ms,
     "mcpv-sdk-direct": () => sdkProbe!.call(TOOL, ARGS),
     "sg-sdk": async () => (await load.send<{ ms: number }>({ op: "call", key: "sg-sdk", tool: TOOL, args: ARGS })).ms,
+    "sg-sdk-direct": directCall,
   };
-  const core: Series[] = ["floor-e2e", "mcpv-e2e", "mcpv-direct", "sg-e2e", "sg-direct"];
-  const rounds = WARMUP + CALLS;
-  progress(`latency: ${WARMUP} warm-up + ${CALLS} measured rounds, each one call per path in a shuffled order${sdk ? " (SDK Client rows included)" : ""}`);
-  const latencyStart = performance.now();
-  for (let round = 0; round < rounds; round++) {
-    const measured = round >= WARMUP;
-    const order = shuffle(sdk ? ([...core, "mcpv-sdk", "mcpv-sdk-direct", "sg-sdk"] as Series[]) : core);
-    const got: Partial<Record<Series, number>> = {};
-    for (const series of order) {
-      const ms = await run[series]();
-      got[series] = ms;
-      if (series === "mcpv-e2e" && measured) {
-        const s = p.stamps;
-        if (s.sentId !== lastE2e.id) throw new Error(`stamped call ${s.sentId} is not the client's ${lastE2e.id}`);
-        if (s.requestStart !== undefined && s.channelSend !== undefined && s.channelReply !== undefined && s.responseFinish !== undefined) {
-          const guest = s.channelReply - s.channelSend;
-          parts.guest.push(guest);
-          parts.inbound.push(s.channelSend - s.requestStart);
-          parts.outbound.push(s.responseFinish - s.channelReply);
-          parts.client.push(ms - (s.responseFinish - s.requestStart));
-          sameCall.mcpv.push(ms - guest);
+  /** Rounds of one call per path in a shuffled order, so drift on a noisy machine hits every path alike. */
+  const interleave = async (paths: Series[], what: string) => {
+    progress(`latency, ${what}: ${WARMUP} warm-up + ${CALLS} measured rounds, each one call per path in a shuffled order`);
+    const phaseStart = performance.now();
+    for (let round = 0; round < WARMUP + CALLS; round++) {
+      const measured = round >= WARMUP;
+      const order = shuffle(paths);
+      const got: Partial<Record<Series, number>> = {};
+      for (const series of order) {
+        const ms = await run[series]();
+        got[series] = ms;
+        if (series === "mcpv-e2e" && measured) {
+          const s = p.stamps;
+          if (s.sentId !== lastE2e.id) throw new Error(`stamped call ${s.sentId} is not the client's ${lastE2e.id}`);
+          if (s.requestStart !== undefined && s.channelSend !== undefined && s.channelReply !== undefined && s.responseFinish !== undefined) {
+            const guest = s.channelReply - s.channelSend;
+            parts.guest.push(guest);
+            parts.inbound.push(s.channelSend - s.requestStart);
+            parts.outbound.push(s.responseFinish - s.channelReply);
+            parts.client.push(ms - (s.responseFinish - s.requestStart));
+            sameCall.mcpv.push(ms - guest);
+          }
+        }
+        if (series === "sg-e2e" && measured) {
+          const last = await supergateway.lastRoundTrip();
+          if (!last || last.id !== lastE2e.id) throw new Error(`supergateway stamped call ${last?.id} is not the client's ${lastE2e.id}`);
+          sameCall.sg.push(ms - last.roundTripMs);
         }
       }
-      if (series === "sg-e2e" && measured) {
-        const last = await supergateway.lastRoundTrip();
-        if (!last || last.id !== lastE2e.id) throw new Error(`supergateway stamped call ${last?.id} is not the client's ${lastE2e.id}`);
-        sameCall.sg.push(ms - last.roundTripMs);
-      }
+      if (!measured) continue;
+      for (const series of order) samples[series].push(got[series]!);
+      if (got["mcpv-e2e"] !== undefined) paired.mcpv.push(got["mcpv-e2e"] - got["mcpv-direct"]!);
+      if (got["sg-e2e"] !== undefined) paired.sg.push(got["sg-e2e"] - got["sg-direct"]!);
+      if ((round - WARMUP + 1) % 250 === 0) progress(`  ${round - WARMUP + 1}/${CALLS} rounds`);
     }
-    if (!measured) continue;
-    for (const series of order) samples[series].push(got[series]!);
-    paired.mcpv.push(got["mcpv-e2e"]! - got["mcpv-direct"]!);
-    paired.sg.push(got["sg-e2e"]! - got["sg-direct"]!);
-    if ((round - WARMUP + 1) % 250 === 0) progress(`  ${round - WARMUP + 1}/${CALLS} rounds`);
-  }
-  progress(`  latency phase took ${((performance.now() - latencyStart) / 1000).toFixed(0)} s`);
+    progress(`  took ${((performance.now() - phaseStart) / 1000).toFixed(0)} s`);
+  };
+  await interleave(["floor-e2e", "mcpv-e2e", "mcpv-direct", "sg-e2e", "sg-direct"], "minimal HTTP client");
+  // A phase of its own: the SDK Client's CPU work (schemas, a full MCP client) on this 2-core machine would
+  // otherwise compete with the calls of the other paths in the same round.
+  if (sdk) await interleave(["mcpv-sdk", "mcpv-sdk-direct", "sg-sdk", "sg-sdk-direct"], "SDK Client");
   for (const key of ["floor", "mcpv", "sg", "mcpv-sdk", "sg-sdk"]) await load.send({ op: "close", key });
   probe = undefined;
 
@@ -570,7 +576,8 @@ try {
   if (sdk) {
     rows.push(row("mcpvisor: /mcp end to end, SDK Client", samples["mcpv-sdk"], sdkOver("mcpv-sdk", "mcpv-sdk-direct")));
     rows.push(row("mcpvisor: the SDK Client session's clone, straight down its channel", samples["mcpv-sdk-direct"]));
-    rows.push(row("supergateway: end to end, SDK Client", samples["sg-sdk"], sdkOver("sg-sdk", "sg-direct")));
+    rows.push(row("supergateway: end to end, SDK Client", samples["sg-sdk"], sdkOver("sg-sdk", "sg-sdk-direct")));
+    rows.push(row("supergateway: a server-memory process, straight over stdio (SDK phase)", samples["sg-sdk-direct"]));
   }
   const cpu = cpus()[0]?.model ?? "cpu";
   console.log(
