@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import type { IncomingMessage } from "node:http";
-import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -13,7 +12,7 @@ import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { WebSocket } from "ws";
 import { REPO_ROOT } from "../src/main.js";
-import { eventually, sh, startReadyGateway } from "./helpers.js";
+import { alive, childPids, eventually, sh, startReadyGateway } from "./helpers.js";
 
 // The SDK's WebSocket client needs a global WebSocket, which Node 20 has only behind
 // --experimental-websocket; the `ws` package implements the same API, so this file runs with plain node.
@@ -206,29 +205,4 @@ async function firstEvent(response: Response, type: string): Promise<string> {
 function stdioEnv(): Record<string, string> {
   const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
   return { ...env, MCPVISOR_LOG_LEVEL: "warn" };
-}
-
-/** Processes whose parent is `pid` (QEMU runs as a direct child of the gateway process). */
-function childPids(pid: number): number[] {
-  return readdirSync("/proc")
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((entry) => {
-      try {
-        const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid;
-      } catch {
-        return false; // exited while we looked
-      }
-    })
-    .map(Number);
-}
-
-/** Whether `pid` runs (a zombie does not: nothing may reap it in a container without an init). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
 }

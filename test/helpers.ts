@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from "node:fs";
 import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -70,4 +71,40 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** Processes whose parent is `pid` (QEMU runs as a direct child of the gateway process). */
+export function childPids(pid: number): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid;
+      } catch {
+        return false; // exited while we looked
+      }
+    })
+    .map(Number);
+}
+
+/** Whether `pid` runs (a zombie does not: nothing may reap it in a container without an init). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** The QEMU processes this test process started (through setpriv, which execs QEMU in place) and that still run. */
+export function runningVmms(): number[] {
+  return childPids(process.pid).filter((pid) => {
+    try {
+      return alive(pid) && readFileSync(`/proc/${pid}/comm`, "utf8").startsWith("qemu-system");
+    } catch {
+      return false;
+    }
+  });
 }

@@ -3,7 +3,9 @@ import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { connect, copyCache, sh, startReadyGateway, testConfig } from "./helpers.js";
+import { startGateway } from "../src/main.js";
+import { createLogger } from "../src/telemetry/log.js";
+import { connect, copyCache, eventually, runningVmms, serversDirWith, sh, startReadyGateway, testConfig } from "./helpers.js";
 
 // Each case damages a private copy of the cache, so the shared templates stay intact.
 const copies: string[] = [];
@@ -58,7 +60,6 @@ test("a missing RAM file is detected, the template rebuilt, and calls work", { t
 });
 
 test("a call past the manifest's time limit gets a timeout error, and the session's next call works", { timeout: 120_000 }, async () => {
-  const { serversDirWith } = await import("./helpers.js");
   const serversDir = await serversDirWith({ exec: (m) => ({ timeouts: { ...m.timeouts, callMs: 1500 } }) });
   const gateway = await startReadyGateway({ servers: ["exec"], serversDir });
   try {
@@ -76,4 +77,22 @@ test("a call past the manifest's time limit gets a timeout error, and the sessio
   } finally {
     await gateway.close();
   }
+});
+
+test("a pooled clone whose warm-up fails is ended, not left running", { timeout: 120_000 }, async () => {
+  // With a 1 ms call limit no warm-up request of a fresh clone is answered in time: every clone the pool
+  // resumes for its warm list fails its warm-up (the template, built under bootMs, is not affected).
+  const serversDir = await serversDirWith({ exec: (m) => ({ timeouts: { ...m.timeouts, callMs: 1 }, pool: { prestarted: 0, warm: 1 } }) });
+  const config = testConfig({ servers: ["exec"], serversDir });
+  const gateway = await startGateway(config, createLogger(config.logLevel), () => undefined);
+  try {
+    await gateway.settled;
+    const stats = gateway.pool.stats().find((s) => s.server === "exec")!;
+    assert.equal(stats.warm, 0, "no clone passed its warm-up");
+    const held = stats.prestarted + stats.warm + stats.leased;
+    await eventually(() => runningVmms().length === held, `only the ${held} VMs the pool holds run (running: ${runningVmms().length})`);
+  } finally {
+    await gateway.close();
+  }
+  assert.deepEqual(runningVmms(), [], "no VM outlives the gateway");
 });

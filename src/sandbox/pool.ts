@@ -107,6 +107,11 @@ class ServerPool {
       return this.lease(warm.vm, { source: "warm-pool", resumeMs: warm.resumeMs });
     }
     const { vm, timings } = (await this.resumeClone(template, true))!;
+    if (this.closed) {
+      // The pool closed while this clone resumed: its close never saw it.
+      void vm.kill("gateway shutting down");
+      throw new SandboxError("POOL_CLOSED", "the gateway is shutting down");
+    }
     this.refillAfterTake();
     return this.lease(vm, timings);
   }
@@ -281,7 +286,13 @@ class ServerPool {
           const clone = await this.resumeClone(template, false);
           if (!clone) break; // the VM budget is spent: sessions come first
           const { vm, timings } = clone;
-          await warmUp(vm.channel, this.manifest, template.meta.initialize, this.manifest.timeouts.callMs);
+          try {
+            await warmUp(vm.channel, this.manifest, template.meta.initialize, this.manifest.timeouts.callMs);
+          } catch (err) {
+            // Nothing else knows this clone yet: left running, it would hold a VM slot and its memory forever.
+            void vm.kill(`warm-up failed: ${(err as Error).message}`);
+            throw err;
+          }
           this.keep(this.warm, { vm, resumeMs: timings.resumeMs }, vm);
         } else if (this.prestarted.length < wantPrestarted) {
           const pending = await this.prestartWithSlot(template, false);
