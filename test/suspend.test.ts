@@ -3,7 +3,8 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { connect, serversDirWith, sh, startReadyGateway, testConfig } from "./helpers.js";
+import { RawMcpClient } from "../bench/raw-mcp-client.js";
+import { connect, eventually, runningVmms, serversDirWith, sh, startReadyGateway, testConfig } from "./helpers.js";
 
 const until = async (what: () => boolean, ms = 15_000) => {
   const deadline = Date.now() + ms;
@@ -43,4 +44,25 @@ test("an idle session is suspended to disk (no VM left) and resumed transparentl
   } finally {
     await gateway.close();
   }
+});
+
+test("a session ended while its sandbox resumes from disk leaves no VM running, and its call is answered", { timeout: 120_000 }, async () => {
+  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 500 } }) });
+  const gateway = await startReadyGateway({ servers: ["memory"], serversDir }, { pool: { prestarted: 1, warm: 0 } });
+  const stats = () => gateway.pool.stats().find((s) => s.server === "memory")!;
+  try {
+    const client = new RawMcpClient(gateway.url("memory"));
+    await client.initialize();
+    await client.request("tools/call", { name: "read_graph", arguments: {} });
+    await until(() => stats().suspended === 1);
+    // The call resumes the sandbox from disk (~100 ms here); the DELETE lands while it does.
+    const call = client.request("tools/call", { name: "read_graph", arguments: {} }).then(() => undefined, (err: Error) => err);
+    await eventually(() => stats().sandboxes[0]?.state === "resuming", "the sandbox is resuming", 5_000, 2);
+    await client.close();
+    assert.match((await call)?.message ?? "answered", /session closed|Session not found/, "the call in flight is told the session ended");
+    await eventually(() => stats().leased === 0 && runningVmms().length === stats().prestarted, "only the pool's prestarted VMM runs", 10_000);
+  } finally {
+    await gateway.close();
+  }
+  assert.deepEqual(runningVmms(), [], "no VM outlives the gateway");
 });

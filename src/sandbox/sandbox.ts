@@ -127,6 +127,11 @@ export class Sandbox {
     this.lifecycle.transition("resuming");
     try {
       const vm = await this.host.resume(this);
+      if (this.closing) {
+        // Destroyed while it resumed (its session ended): nothing else knows this VM, so it ends here.
+        await vm.kill("sandbox destroyed while it resumed");
+        throw new SandboxError("GUEST_EXITED", `sandbox ${this.id} was closed while it resumed`);
+      }
       this.attach(vm);
       this.lifecycle.transition("idle");
     } catch (err) {
