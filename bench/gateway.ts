@@ -37,7 +37,7 @@ import { REPO_ROOT, startGateway, type Gateway } from "../src/main.js";
 import type { GuestChannel } from "../src/sandbox/driver.js";
 import type { Sandbox } from "../src/sandbox/sandbox.js";
 import { createLogger } from "../src/telemetry/log.js";
-import { testConfig } from "../test/helpers.js";
+import { serversDirWith, testConfig } from "../test/helpers.js";
 import type { LoadCommand, LoadResult } from "./gateway-load.js";
 import { fmtMs, percentile, table } from "./stats.js";
 import { StdioMcpProcess } from "./stdio-mcp.js";
@@ -371,7 +371,11 @@ const hostEnv = { ...process.env, MEMORY_FILE_PATH: join(dir, "memory.jsonl") };
 
 try {
   progress("starting mcpvisor (memory server only)");
-  const config = testConfig({ servers: [SERVER] });
+  // The sessions' clones must not be suspended while the bench measures calls: a phase that keeps one
+  // session idle past the default 60 s (the SDK session, during the first phase) would lose its clone.
+  const noSuspend = await serversDirWith({ [SERVER]: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 0 } }) });
+  cleanups.push(() => rm(noSuspend, { recursive: true, force: true }));
+  const config = testConfig({ servers: [SERVER], serversDir: noSuspend });
   const gateway = await startGateway(config, createLogger("silent"), progress, { pool: POOL });
   cleanups.push(() => gateway.close());
   await gateway.settled;
