@@ -103,3 +103,57 @@ export class LocalIssuer {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
+
+/** The ways a client holds a connection open past one request, each opened with `authorization`. */
+export interface HeldConnection {
+  what: string;
+  /** Resolves when the gateway ends the connection, with how (a WebSocket's close code, or "ended"). */
+  ended: Promise<string>;
+  close(): void;
+}
+
+/** A WebSocket session, initialized (so the gateway has a session on it), until the gateway closes it. */
+export async function heldWebSocket(base: string, authorization: string): Promise<HeldConnection> {
+  const { WebSocket } = await import("ws");
+  const ws = new WebSocket(`${base.replace(/^http/, "ws")}/servers/memory/ws`, "mcp", { headers: { authorization } });
+  const ended = new Promise<string>((resolve) => ws.once("close", (code, reason) => resolve(`${code} ${reason.toString()}`)));
+  await new Promise<void>((resolve, reject) => {
+    ws.once("open", () => ws.send(JSON.stringify(INITIALIZE)));
+    ws.once("message", () => resolve());
+    ws.once("error", reject);
+  });
+  return { what: "WebSocket", ended, close: () => ws.close() };
+}
+
+/** An SSE stream read to its end: a Streamable HTTP session's GET stream, or a legacy SSE session. */
+async function heldStream(what: string, response: Response, opened: (text: string) => boolean): Promise<HeldConnection> {
+  if (response.status !== 200) throw new Error(`${what}: HTTP ${response.status}`);
+  const reader = response.body!.getReader();
+  let text = "";
+  while (!opened(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${what} ended before it opened`);
+    text += new TextDecoder().decode(value);
+  }
+  const ended = (async () => {
+    while (!(await reader.read().catch(() => ({ done: true }))).done);
+    return "ended";
+  })();
+  return { what, ended, close: () => void reader.cancel().catch(() => undefined) };
+}
+
+export async function heldGetStream(base: string, authorization: string): Promise<HeldConnection> {
+  const url = `${base}/servers/memory/mcp`;
+  const init = await post(url, INITIALIZE, { authorization });
+  const session = init.headers.get("mcp-session-id")!;
+  const headers = { authorization, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25" };
+  await post(url, { jsonrpc: "2.0", method: "notifications/initialized" }, headers);
+  // The stream is open once its headers are in (an SSE comment or event may follow, or nothing yet).
+  const response = await fetch(url, { headers: { ...headers, accept: "text/event-stream" } });
+  return heldStream("Streamable HTTP GET stream", response, () => true);
+}
+
+export async function heldLegacySse(base: string, authorization: string): Promise<HeldConnection> {
+  const response = await fetch(`${base}/servers/memory/sse`, { headers: { authorization, accept: "text/event-stream" } });
+  return heldStream("legacy SSE stream", response, (text) => text.includes("event: endpoint"));
+}

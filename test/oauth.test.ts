@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { generateKeyPair } from "jose";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { connectAs, INITIALIZE, LocalIssuer, post } from "./auth-helpers.js";
+import { connectAs, heldWebSocket, INITIALIZE, LocalIssuer, post } from "./auth-helpers.js";
 import { startReadyGateway } from "./helpers.js";
 
 describe("OAuth access tokens", { timeout: 180_000 }, () => {
@@ -102,6 +102,17 @@ describe("OAuth access tokens", { timeout: 180_000 }, () => {
     );
     assert.equal(crossed.status, 404);
     await acme.close();
+  });
+
+  test("a WebSocket opened with an access token is closed once the token is no longer accepted", async () => {
+    const token = await issuer.token({ sub: "alice", tenant: "acme", aud: base, scope: "mcp:tools" }, { expiresIn: "2s" });
+    const opened = Date.now();
+    const socket = await heldWebSocket(base, `Bearer ${token}`);
+    const how = await Promise.race([socket.ended, new Promise<string>((r) => setTimeout(() => r("still open"), 20_000))]);
+    socket.close();
+    assert.match(how, /^1008 the access token expired/);
+    // Accepted until its expiry plus the 5 s the gateway allows for clock skew, like any request.
+    assert.ok(Date.now() - opened >= 5_000, `closed after ${Date.now() - opened} ms, before the token stopped being accepted`);
   });
 });
 

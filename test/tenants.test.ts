@@ -15,7 +15,7 @@ import { resolveGatewayConfig } from "../src/config/gateway.js";
 import { REPO_ROOT } from "../src/main.js";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { connectAs, endSession, INITIALIZE, post, tenantsFileWith } from "./auth-helpers.js";
+import { connectAs, endSession, heldGetStream, heldLegacySse, heldWebSocket, INITIALIZE, post, tenantsFileWith } from "./auth-helpers.js";
 import { eventually, serversDirWith, startReadyGateway } from "./helpers.js";
 
 const execFileAsync = promisify(execFile);
@@ -279,6 +279,33 @@ test("the tenants file is the gate: with no keys nobody is in; keys added and re
     await writeFile(path, JSON.stringify({ tenants: { acme: {} }, keys: [] }));
     await eventually(async () => (await statusWith(key)) === 401, "the revoked key to be refused");
   } finally {
+    await gateway.close();
+  }
+});
+
+test("connections opened with a key end when it is revoked: WebSocket, Streamable HTTP GET stream, legacy SSE", { timeout: 120_000 }, async () => {
+  const file = await tenantsFileWith({ tenants: { acme: {}, globex: {} } });
+  const gateway = await startReadyGateway({ servers: ["memory"], tenantsFile: file.path, auditLog: "off" }, { pool: { prestarted: 0, warm: 0 } });
+  const base = `http://127.0.0.1:${gateway.port}`;
+  const open = (tenant: string) => {
+    const authorization = `Bearer ${file.keys[tenant]}`;
+    return Promise.all([heldWebSocket(base, authorization), heldGetStream(base, authorization), heldLegacySse(base, authorization)]);
+  };
+  const [acme, globex] = [await open("acme"), await open("globex")];
+  try {
+    const tenants = JSON.parse(await readFile(file.path, "utf8")) as { keys: { tenant: string }[] };
+    await writeFile(file.path, JSON.stringify({ ...tenants, keys: tenants.keys.filter((k) => k.tenant !== "acme") }));
+    const within = (ms: number) => new Promise<string>((resolve) => setTimeout(() => resolve("still open"), ms));
+    for (const connection of acme) {
+      const how = await Promise.race([connection.ended, within(5_000)]);
+      assert.notEqual(how, "still open", `${connection.what} opened with the revoked key is ended`);
+      if (connection.what === "WebSocket") assert.equal(how, "1008 the API key was revoked");
+    }
+    for (const connection of globex) {
+      assert.equal(await Promise.race([connection.ended, within(300)]), "still open", `${connection.what} of another key stays open`);
+    }
+  } finally {
+    for (const connection of [...acme, ...globex]) connection.close();
     await gateway.close();
   }
 });

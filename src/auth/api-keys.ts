@@ -30,6 +30,11 @@ export class ApiKeys {
     return this.entries.length;
   }
 
+  /** Whether a key with this hash is still issued to `tenant` (no secret is compared here, only hashes on file). */
+  holds(sha256: string, tenant: string): boolean {
+    return this.entries.some(({ entry }) => entry.sha256 === sha256 && entry.tenant === tenant);
+  }
+
   find(presented: string): KeyEntry | undefined {
     const hash = Buffer.from(hashKey(presented), "hex");
     let found: KeyEntry | undefined;

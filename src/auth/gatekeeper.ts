@@ -1,5 +1,6 @@
 import type { OAuthVerifier } from "./oauth.js";
 import { ApiKeys, KEY_PREFIX } from "./api-keys.js";
+import { CredentialWatch } from "./credential-watch.js";
 import { LOCAL_PRINCIPAL, type Principal } from "./principal.js";
 import { PROTECTED_RESOURCE_METADATA, resourcePathFor } from "./resource-paths.js";
 import { limitsOf, type TenantsFile } from "./tenants-file.js";
@@ -34,6 +35,7 @@ export class Gatekeeper {
   private tenants: TenantsFile | undefined;
   private keys: ApiKeys;
   private readonly rate = new RateLimiter();
+  private readonly connections = new CredentialWatch();
 
   constructor(private readonly options: GatekeeperOptions) {
     this.tenants = options.tenants;
@@ -46,12 +48,24 @@ export class Gatekeeper {
   }
 
   /**
-   * Takes an edited tenants file: new keys work and removed ones stop working from the next request on.
-   * Sessions and streams opened before keep the principal they were opened with.
+   * Takes an edited tenants file: new keys work and removed ones stop working from the next request on;
+   * connections opened with a removed key are ended now.
    */
   replaceTenants(tenants: TenantsFile): void {
     this.tenants = tenants;
     this.keys = new ApiKeys(tenants.keys);
+    this.connections.recheck(
+      ({ tenant, credential }) => credential?.keySha256 === undefined || this.keys.holds(credential.keySha256, tenant),
+      "the API key was revoked",
+    );
+  }
+
+  /**
+   * Watches a connection that outlives the request that admitted it (a WebSocket, an SSE stream): `end`
+   * closes it when its credential stops being good. Returns the call that stops watching it.
+   */
+  watch(principal: Principal, end: (why: string) => void): () => void {
+    return this.connections.hold(principal, end);
   }
 
   /**
@@ -84,7 +98,7 @@ export class Gatekeeper {
     const token = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "")?.[1];
     if (!token) return this.unauthorized(path, "Authentication required: send Authorization: Bearer <API key or access token>");
     const key = this.keys.find(token);
-    if (key) return { ok: true, principal: this.tenantPrincipal(key.tenant, `key:${key.id}`) };
+    if (key) return { ok: true, principal: { ...this.tenantPrincipal(key.tenant, `key:${key.id}`), credential: { keySha256: key.sha256 } } };
     const oauth = this.options.oauth;
     if (!oauth || token.startsWith(KEY_PREFIX)) return this.unauthorized(path, "The API key is not valid", "invalid_token");
     return this.verifyAccessToken(oauth, token, path);
@@ -102,7 +116,7 @@ export class Gatekeeper {
     const missing = oauth.requiredScopes.filter((s) => !check.scopes.has(s));
     const subject = `oauth:${check.payload.sub ?? "?"}`;
     if (missing.length) return this.insufficientScope(path, oauth.requiredScopes, `The access token lacks the scope(s) ${missing.join(", ")}`, subject);
-    const principal = this.tenantPrincipal(check.tenant, subject);
+    const principal = { ...this.tenantPrincipal(check.tenant, subject), credential: { expiresAt: check.acceptedUntil } };
     return { ok: true, principal: check.scopes.has(oauth.adminScope) ? { ...principal, admin: true } : principal };
   }
 

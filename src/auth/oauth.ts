@@ -15,9 +15,13 @@ export interface OAuthSettings {
 }
 
 export type TokenCheck =
-  | { ok: true; payload: JWTPayload; scopes: Set<string>; tenant: string }
+  /** `acceptedUntil`: when this token stops being accepted (epoch ms): its expiry plus the clock tolerance. */
+  | { ok: true; payload: JWTPayload; scopes: Set<string>; tenant: string; acceptedUntil: number }
   /** `unavailable`: the issuer's keys could not be had, so the token says nothing yet either way. */
   | { ok: false; reason: string; unavailable?: true };
+
+/** Seconds a token's times may be off, for clocks that differ between issuer and gateway. */
+const CLOCK_TOLERANCE_S = 5;
 
 /** After the issuer's metadata could not be read, requests fail fast for this long before it is tried again. */
 const DISCOVERY_RETRY_MS = 5_000;
@@ -52,7 +56,7 @@ export class OAuthVerifier {
         issuer: this.settings.issuer,
         audience: audiences,
         requiredClaims: ["exp"],
-        clockTolerance: 5,
+        clockTolerance: CLOCK_TOLERANCE_S,
       });
       const tenant = payload[this.settings.tenantClaim];
       if (typeof tenant !== "string" || tenant === "") {
@@ -60,7 +64,8 @@ export class OAuthVerifier {
       }
       if (tenant === LOCAL_PRINCIPAL.tenant) return { ok: false, reason: `the tenant '${tenant}' is reserved for the unauthenticated local user` };
       const scope = typeof payload.scope === "string" ? payload.scope : "";
-      return { ok: true, payload, tenant, scopes: new Set(scope.split(" ").filter(Boolean)) };
+      const acceptedUntil = (payload.exp! + CLOCK_TOLERANCE_S) * 1000; // exp is a required claim
+      return { ok: true, payload, tenant, scopes: new Set(scope.split(" ").filter(Boolean)), acceptedUntil };
     } catch (error) {
       // The issuer or its keys out of reach is the gateway's trouble, not a bad token (a 401 would send
       // clients through their whole authorization flow again).

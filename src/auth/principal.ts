@@ -34,6 +34,11 @@ export interface Principal {
   /** The hosted servers this tenant may use; `"*"` is all of them. */
   servers: readonly string[] | "*";
   limits: TenantLimits;
+  /**
+   * What the credential was, for connections that outlive the request that admitted them
+   * (credential-watch.ts): the API key's hash, or when the access token stops being accepted (epoch ms).
+   */
+  credential?: { keySha256?: string; expiresAt?: number };
 }
 
 /**

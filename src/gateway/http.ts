@@ -67,7 +67,7 @@ export class HttpGateway {
     });
     // SSE streams and WebSockets of a tenant count together against its open streams.
     const streams = new TenantCounter("streams", "open streams (SSE and WebSocket)");
-    this.sse = new SseFace(router, log, options.sessionIdleMs, streams, options.maxJsonDepth);
+    this.sse = new SseFace(router, log, { idleMs: options.sessionIdleMs, streams, maxJsonDepth: options.maxJsonDepth, gatekeeper: options.gatekeeper });
     this.ws = new WebSocketFace(router, log, {
       idleMs: options.sessionIdleMs,
       maxMessageBytes: options.maxBodyBytes,

@@ -3,6 +3,7 @@ import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "hono";
 import type { Logger } from "pino";
+import type { Gatekeeper } from "../auth/gatekeeper.js";
 import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import type { TenantCounter } from "../tenancy/tenant-counter.js";
 import { edgeErrorResponse, type GatewayEnv } from "./admission.js";
@@ -19,18 +20,24 @@ export type NodeContext = Context<GatewayEnv>;
  * here, so a malformed one gets a 400 that says what is wrong. A session lives as long as its stream:
  * a client that disconnects ends it, and its VM.
  */
+export interface SseFaceOptions {
+  idleMs: number;
+  /** Each session's event stream counts against its tenant's open streams. */
+  streams: TenantCounter;
+  maxJsonDepth: number;
+  /** Ends a stream whose credential is revoked or expires. */
+  gatekeeper: Gatekeeper;
+}
+
 export class SseFace {
   private readonly sessions: SessionTable<SSEServerTransport>;
 
   constructor(
     private readonly router: Router,
     private readonly log: Logger,
-    idleMs: number,
-    /** Each session's event stream counts against its tenant's open streams. */
-    private readonly streams: TenantCounter,
-    private readonly maxJsonDepth: number,
+    private readonly options: SseFaceOptions,
   ) {
-    this.sessions = new SessionTable("sse", log, idleMs);
+    this.sessions = new SessionTable("sse", log, options.idleMs);
   }
 
   get sessionCount(): number {
@@ -43,11 +50,18 @@ export class SseFace {
     const principal = c.get("principal");
     let releaseStream: () => void;
     try {
-      releaseStream = this.streams.take(principal.tenant, principal.limits.maxStreams);
+      releaseStream = this.options.streams.take(principal.tenant, principal.limits.maxStreams);
     } catch (error) {
       return edgeErrorResponse(error)!;
     }
-    c.env.outgoing.once("close", releaseStream);
+    const unwatch = this.options.gatekeeper.watch(principal, (why) => {
+      this.log.info({ route, tenant: principal.tenant, why }, "SSE stream ended: its credential is no longer good");
+      c.env.outgoing.end();
+    });
+    c.env.outgoing.once("close", () => {
+      releaseStream();
+      unwatch();
+    });
     const transport = new SSEServerTransport(messagesPath, c.env.outgoing);
     const id = transport.sessionId;
     // Known before the stream names it to the client, so its first POST always finds the session.
@@ -81,7 +95,7 @@ export class SseFace {
     if (!/^application\/json\s*(;|$)/i.test(c.req.header("content-type") ?? "")) {
       return jsonRpcHttpError(415, ErrorCode.InvalidRequest, "Unsupported Media Type: send the JSON-RPC message with Content-Type: application/json");
     }
-    const parsed = parseJsonRpc(await c.req.text(), this.maxJsonDepth);
+    const parsed = parseJsonRpc(await c.req.text(), this.options.maxJsonDepth);
     if (!parsed.ok) return new Response(errorReply(parsed), { status: 400, headers: { "content-type": "application/json" } });
     await session.transport.handleMessage(parsed.message);
     return new Response("Accepted", { status: 202 });

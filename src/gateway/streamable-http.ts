@@ -92,6 +92,7 @@ export class StreamableHttpFace {
     if (typeof sessionId === "string" && sessionId) {
       const session = await this.find(sessionId, route, principal);
       if (!session) return writeJsonRpcError(res, 404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND);
+      if (req.method === "GET") this.watchStream(res, route, principal);
       return session.transport.handleRequest(req, res, body);
     }
     if (body === undefined) {
@@ -122,6 +123,15 @@ export class StreamableHttpFace {
       }
       return admitted;
     });
+  }
+
+  /** A session's GET stream lives on: it ends when its credential is revoked or expires. */
+  private watchStream(res: ServerResponse, route: Route, principal: Principal): void {
+    const unwatch = this.options.gatekeeper.watch(principal, (why) => {
+      this.log.info({ route, tenant: principal.tenant, why }, "GET stream ended: its credential is no longer good");
+      res.end();
+    });
+    res.once("close", unwatch);
   }
 
   /**

@@ -16,6 +16,8 @@ import { WebSocketServerTransport } from "./websocket-transport.js";
 
 /** The subprotocol MCP WebSocket clients ask for (the SDK's WebSocketClientTransport does). */
 const SUBPROTOCOL = "mcp";
+/** RFC 6455 close code for a connection ended by policy: here, a revoked key or an expired token. */
+const POLICY_VIOLATION = 1008;
 
 export interface WebSocketFaceOptions {
   idleMs: number;
@@ -77,7 +79,14 @@ export class WebSocketFace {
       return refuse(socket, refusal.status, refusal.message, refusal.code, refusal.headers);
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      ws.once("close", held.release);
+      const unwatch = this.options.gatekeeper.watch(held.principal, (why) => {
+        this.log.info({ route, tenant: held.principal.tenant, why }, "WebSocket closed: its credential is no longer good");
+        ws.close(POLICY_VIOLATION, why);
+      });
+      ws.once("close", () => {
+        held.release();
+        unwatch();
+      });
       void this.open(ws, route, held.principal);
     });
   }
