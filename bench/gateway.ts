@@ -374,7 +374,6 @@ try {
   // The sessions' clones must not be suspended while the bench measures calls: a phase that keeps one
   // session idle past the default 60 s (the SDK session, during the first phase) would lose its clone.
   const noSuspend = await serversDirWith({ [SERVER]: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 0 } }) });
-  cleanups.push(() => rm(noSuspend, { recursive: true, force: true }));
   const config = testConfig({ servers: [SERVER], serversDir: noSuspend });
   const gateway = await startGateway(config, createLogger("silent"), progress, { pool: POOL });
   cleanups.push(() => gateway.close());

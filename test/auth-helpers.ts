@@ -1,13 +1,13 @@
 import { createServer, type Server } from "node:http";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { exportJWK, generateKeyPair, SignJWT, type JWTPayload } from "jose";
 import { generateKey } from "../src/auth/api-keys.js";
 import type { TenantsFile } from "../src/auth/tenants-file.js";
+import { scratchDir } from "./scratch-dir.js";
 
 type TenantsInput = { defaults?: Partial<TenantsFile["defaults"]>; tenants: Record<string, { servers?: string[]; admin?: boolean; limits?: Partial<TenantsFile["defaults"]> }> };
 
@@ -16,7 +16,7 @@ type TenantsInput = { defaults?: Partial<TenantsFile["defaults"]>; tenants: Reco
  * returned, as `mcpvisor keys add` would print them.
  */
 export async function tenantsFileWith(input: TenantsInput): Promise<{ path: string; dir: string; keys: Record<string, string> }> {
-  const dir = await mkdtemp(join(tmpdir(), "mcpv-auth-"));
+  const dir = await scratchDir("mcpv-auth");
   const keys: Record<string, string> = {};
   const entries = Object.keys(input.tenants).map((tenant) => {
     const { key, sha256 } = generateKey();

@@ -1,6 +1,5 @@
 import { readdirSync, readFileSync } from "node:fs";
-import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -9,6 +8,7 @@ import { resolveGatewayConfig, type GatewayConfig } from "../src/config/gateway.
 import type { ServerManifest } from "../src/config/manifest.js";
 import { REPO_ROOT, startGateway, type Gateway, type RuntimeOptions } from "../src/main.js";
 import { createLogger } from "../src/telemetry/log.js";
+import { scratchDir } from "./scratch-dir.js";
 
 /** Tests share the default cache, which `npm test` fills first with `mcpvisor build`. */
 export function testConfig(overrides: Partial<GatewayConfig> = {}): GatewayConfig {
@@ -22,7 +22,7 @@ export function testConfig(overrides: Partial<GatewayConfig> = {}): GatewayConfi
 
 /** A servers directory holding copies of repo manifests, each changed by `edit`. */
 export async function serversDirWith(edits: Record<string, (m: ServerManifest) => Partial<ServerManifest>>): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "mcpv-servers-"));
+  const dir = await scratchDir("mcpv-servers");
   for (const [name, edit] of Object.entries(edits)) {
     const manifest = JSON.parse(await readFile(join(REPO_ROOT, "servers", `${name}.json`), "utf8")) as ServerManifest;
     await writeFile(join(dir, `${name}.json`), JSON.stringify({ ...manifest, ...edit(manifest) }, null, 2));
@@ -59,7 +59,7 @@ export async function sh(client: Client, command: string, timeoutMs?: number) {
 }
 
 export async function copyCache(from: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "mcpv-cache-"));
+  const dir = await scratchDir("mcpv-cache");
   await cp(from, dir, { recursive: true });
   return dir;
 }

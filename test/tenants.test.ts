@@ -4,8 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
@@ -17,6 +16,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { connectAs, endSession, heldGetStream, heldLegacySse, heldWebSocket, INITIALIZE, post, tenantsFileWith } from "./auth-helpers.js";
 import { eventually, serversDirWith, startReadyGateway } from "./helpers.js";
+import { scratchDir } from "./scratch-dir.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -254,7 +254,7 @@ test("a saved session comes back after a restart only for its own tenant", { tim
 });
 
 test("the tenants file is the gate: with no keys nobody is in; keys added and revoked take effect without a restart", { timeout: 120_000 }, async () => {
-  const dir = await mkdtemp(join(tmpdir(), "mcpv-keys-"));
+  const dir = await scratchDir("mcpv-keys");
   const path = join(dir, "tenants.json");
   await writeFile(path, JSON.stringify({ tenants: {} }));
   const gateway = await startReadyGateway({ servers: ["memory"], tenantsFile: path, auditLog: "off" }, { pool: { prestarted: 0, warm: 0 } });

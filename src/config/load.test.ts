@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { resolveGatewayConfig } from "./gateway.js";
 import { loadManifests } from "./load.js";
+import { scratchDir } from "../../test/scratch-dir.js";
 
 async function dirWith(files: Record<string, string>): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "mcpv-manifests-"));
+  const dir = await scratchDir("mcpv-manifests");
   for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
   return dir;
 }

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { SessionStore, type StoredSession } from "./session-store.js";
+import { scratchDir } from "../../test/scratch-dir.js";
 
 const session = (id: string, savedAt = new Date().toISOString()): StoredSession => ({
   tenant: "local",
@@ -17,7 +17,7 @@ const session = (id: string, savedAt = new Date().toISOString()): StoredSession 
 });
 
 test("saves atomically, loads, deletes; ids that are not ids are refused", async () => {
-  const dir = await mkdtemp(join(tmpdir(), "mcpv-store-"));
+  const dir = await scratchDir("mcpv-store");
   const store = new SessionStore(dir);
   await store.save(session("abc-1"));
   assert.equal((await store.load("abc-1"))?.route, "memory");
@@ -28,7 +28,7 @@ test("saves atomically, loads, deletes; ids that are not ids are refused", async
 });
 
 test("a torn temporary file never shadows the record, and old records expire", async () => {
-  const dir = await mkdtemp(join(tmpdir(), "mcpv-store-"));
+  const dir = await scratchDir("mcpv-store");
   const store = new SessionStore(dir);
   await store.save(session("old", new Date(Date.now() - 10_000).toISOString()));
   await store.save(session("new"));
@@ -41,7 +41,7 @@ test("a torn temporary file never shadows the record, and old records expire", a
 });
 
 test("counts each tenant's saved sessions and knows the least recently saved, also after a restart", async () => {
-  const dir = await mkdtemp(join(tmpdir(), "mcpv-store-"));
+  const dir = await scratchDir("mcpv-store");
   const store = new SessionStore(dir);
   const at = (ago: number) => new Date(Date.now() - ago).toISOString();
   await store.save({ ...session("a1", at(3_000)), tenant: "acme" });
