@@ -18,12 +18,16 @@ test("a connection ends when its token stops being accepted, not before; one rel
   assert.equal(watch.size, 0);
 });
 
-test("a token valid for longer than a timer can wait (about 24.8 days) does not end its connection at once", async () => {
+test("a token valid for longer than a timer can wait (about 24.8 days) gets one timer, not one a millisecond", async (t) => {
+  // Node fires a setTimeout longer than 2^31-1 ms after 1 ms: uncapped, the watch would wake every millisecond.
+  const timers = t.mock.method(globalThis, "setTimeout");
   const watch = new CredentialWatch();
   let ended = false;
   const release = watch.hold(withCredential({ expiresAt: Date.now() + 30 * 24 * 3600 * 1000 }), () => (ended = true));
   await sleep(50);
-  assert.equal(ended, false, "node fires an over-long setTimeout after 1 ms; the watch must not");
+  const long = timers.mock.calls.filter((call) => Number(call.arguments[1]) > 60_000);
+  assert.equal(long.length, 1, `${long.length} expiry timers armed in 50 ms`);
+  assert.equal(ended, false);
   release();
 });
 
