@@ -110,18 +110,20 @@ describe("tenant quotas", { timeout: 240_000 }, () => {
     assert.equal(usage.runningSandboxes, 1, "a's sandbox was suspended to make room for b's");
     await eventually(() => gateway.router.tenantUsage("tight").suspendedSessions === 1, "a's session to be saved as suspended");
 
-    // a comes back (b's idle sandbox is suspended in turn), with its data.
+    // a comes back (b's idle sandbox is suspended in turn), with its data. a runs again, so what it saved
+    // is no longer its state: only b counts as saved.
     const graph = (await a.callTool({ name: "read_graph", arguments: {} })) as CallToolResult;
     assert.match(JSON.stringify(graph), /kept-by-a/);
-    await eventually(() => gateway.router.tenantUsage("tight").suspendedSessions === 2, "b's session to be saved too");
+    await eventually(() => gateway.router.tenantUsage("tight").suspendedSessions === 1 && gateway.router.tenantUsage("tight").runningSandboxes === 1, "b's session to be saved, a's to run");
 
-    // At its limit of saved sessions, a new session evicts the least recently saved one (a's), like a
+    // At its limit of saved sessions, a new session evicts the least recently saved one (b's), like a
     // bounded cache: clients that never DELETE must not lock their tenant out.
     const c = await connectAs(`${base}/servers/memory/mcp`, keys.tight!);
-    assert.equal(gateway.router.tenantUsage("tight").suspendedSessions, 0, "both saved sessions were over the limit of 1");
-    await assert.rejects(a.callTool({ name: "read_graph", arguments: {} }), /404|Session not found/, "the evicted session is gone, plainly");
+    assert.equal(gateway.router.tenantUsage("tight").suspendedSessions, 0, "the saved session was at the limit of 1");
+    await assert.rejects(b.callTool({ name: "read_graph", arguments: {} }), /404|Session not found/, "the evicted session is gone, plainly");
     await c.callTool({ name: "read_graph", arguments: {} });
-    for (const client of [b, c]) await endSession(client).catch(() => undefined);
-    await a.close();
+    assert.match(JSON.stringify(await a.callTool({ name: "read_graph", arguments: {} })), /kept-by-a/, "a, never evicted, still has its data");
+    for (const client of [a, c]) await endSession(client).catch(() => undefined);
+    await b.close();
   });
 });

@@ -33,6 +33,14 @@ async function startGatewayProcess(port: number, serversDir: string): Promise<Ch
   }
 }
 
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 const suspendedCount = async (port: number): Promise<number> => {
   const report = (await (await fetch(`http://127.0.0.1:${port}/readyz`)).json()) as { servers: { suspended: number }[] };
   return report.servers.reduce((n, s) => n + s.suspended, 0);
@@ -88,6 +96,27 @@ test("a graceful stop (SIGTERM) saves sessions that were running, and the client
     gateway = await startGatewayProcess(port, serversDir);
     assert.deepEqual(await entityNames(client), ["deployed-over"]);
     await client.close();
+  } finally {
+    gateway.kill("SIGKILL");
+  }
+});
+
+test("a session resumed from disk and then lost with the gateway (kill -9) is never revived with its older saved state", { timeout: 240_000 }, async () => {
+  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_000 } }) });
+  const port = await freePort();
+  let gateway = await startGatewayProcess(port, serversDir);
+  try {
+    const client = await sessionHolding(port, "saved");
+    await until(async () => (await suspendedCount(port)) === 1, "the session was suspended");
+    // Resumed from disk for this write; what is on disk now is older than what the session holds.
+    await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: "after-resume", entityType: "t", observations: ["x"] }] } });
+    assert.deepEqual((await entityNames(client)).sort(), ["after-resume", "saved"]);
+    gateway.kill("SIGKILL");
+    await new Promise((r) => gateway.once("exit", r));
+    gateway = await startGatewayProcess(port, serversDir);
+    // The session's memory died with the gateway: its client must be told (404, start afresh), not be
+    // answered from the state saved before its last write.
+    await assert.rejects(entityNames(client), /HTTP 404/);
   } finally {
     gateway.kill("SIGKILL");
   }

@@ -43,7 +43,7 @@ export class AggregateSession extends Session {
           this.routes.delete(id);
           this.fail(id, error, server);
         },
-        suspended: () => this.persistSoon(),
+        savedStateChanged: () => this.persistSoon(),
       }, owner.sandboxes, stateless);
       this.serverLinks.set(server, link);
     }

@@ -21,8 +21,8 @@ export interface LinkEvents {
   message(message: JsonRpcMessage, guestMs?: number): void;
   /** A forwarded request that will never be answered by the server (timeout, the VM died). */
   requestFailed(id: RequestId, error: SandboxError): void;
-  /** The session's sandbox was saved to disk (the session can be persisted now). */
-  suspended?(): void;
+  /** The session's sandbox was saved to disk or came back from it: what a restart could revive changed. */
+  savedStateChanged?(): void;
 }
 
 /**
@@ -227,6 +227,7 @@ export class ServerLink {
       throw new SandboxError("POOL_CLOSED", "the session ended");
     }
     this.listen(sandbox);
+    this.events.savedStateChanged?.();
     this.log.info({ sandbox: sandbox.id, ...sandbox.timings }, "sandbox attached to session");
     for (const message of this.preamble.values()) {
       await this.request(message.method as string, message.params as Record<string, unknown>).catch(() => undefined);
@@ -251,7 +252,8 @@ export class ServerLink {
 
   private listen(sandbox: Sandbox): void {
     this.sandbox = sandbox;
-    sandbox.on("suspended", () => this.events.suspended?.());
+    sandbox.on("suspended", () => this.events.savedStateChanged?.());
+    sandbox.on("resumed", () => this.events.savedStateChanged?.());
     sandbox.on("message", (message, guestMs) => {
       const waiter = message.id !== undefined && !("method" in message) ? this.internal.get(message.id as RequestId) : undefined;
       if (waiter) waiter(message);

@@ -31,7 +31,7 @@ export class ServerSession extends Session {
         else void this.deliver(message, guestMs);
       },
       requestFailed: (id, error) => this.fail(id, error, server),
-      suspended: () => this.persistSoon(),
+      savedStateChanged: () => this.persistSoon(),
     }, owner.sandboxes, stateless);
   }
 

@@ -255,7 +255,12 @@ export abstract class Session {
     return true;
   }
 
-  /** The session as it must be saved: the sandboxes that are on disk now. Saves run one at a time. */
+  /**
+   * The session as it must be saved: the sandboxes that are on disk now. Only a session whose every
+   * sandbox is on disk can be revived after a restart: while one runs, what is on disk is older than
+   * what the session holds, so the record goes (a crash then means 404 and a new session, never the
+   * older state answered as if current). Saves run one at a time.
+   */
   protected persistSoon(): void {
     const persistence = this.persistence;
     const id = this.transport.sessionId;
@@ -267,6 +272,7 @@ export abstract class Session {
           const saved = link.suspendedSandbox;
           if (saved) sandboxes[link.server] = { ...saved, templateKey: (await this.pool.template(link.server)).key };
         }
+        if (this.links().some((link) => link.live) || Object.keys(sandboxes).length === 0) return await persistence.store.delete(id);
         await persistence.store.save({
           id,
           tenant: this.owner.principal.tenant,

@@ -201,6 +201,9 @@ class ServerPool {
       const t0 = performance.now();
       const pending = this.prestarted.shift() ?? (await this.prestartWithSlot(template, true))!;
       const vm = await this.driver.resume(pending, this.manifest.timeouts.resumeMs, this.suspendedStatePath(sandbox));
+      // Loaded: from now on the file holds an older state than the sandbox's. Left there, a gateway that
+      // died before the next suspend would bring that older state back as if it were current.
+      await rm(this.suspendedStatePath(sandbox), { force: true });
       const durationMs = performance.now() - t0;
       events.sandboxResume.publish({ server: this.manifest.name, sandboxId: sandbox.id, from: "suspended", source: "prestarted", durationMs });
       this.refillAfterTake();

@@ -15,6 +15,8 @@ export interface SandboxEvents {
   closed: (error: SandboxError | undefined) => void;
   /** The sandbox was saved to disk and its VM ended. */
   suspended: () => void;
+  /** The sandbox came back from disk: what was saved there is no longer its state. */
+  resumed: () => void;
 }
 
 export interface SandboxTimings {
@@ -52,6 +54,7 @@ export class Sandbox {
     requestFailed: new Set(),
     closed: new Set(),
     suspended: new Set(),
+    resumed: new Set(),
   };
   private closing = false;
   /** Set when the gateway lets go of the sandbox without ending it: its saved state stays on disk. */
@@ -134,6 +137,7 @@ export class Sandbox {
       }
       this.attach(vm);
       this.lifecycle.transition("idle");
+      this.emit("resumed");
     } catch (err) {
       const error = err instanceof SandboxError ? err : new SandboxError("RESUME_FAILED", String(err), { cause: err });
       await this.destroy(`resume from disk failed: ${error.message}`, error);
