@@ -3,7 +3,7 @@ import { release } from "node:os";
 import { after, before, describe, test } from "node:test";
 import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { connect, sh, startReadyGateway } from "./helpers.js";
+import { connect, eventually, sh, startReadyGateway } from "./helpers.js";
 
 type ReadyGateway = Awaited<ReturnType<typeof startReadyGateway>>;
 
@@ -83,5 +83,25 @@ describe("hosted servers in microVM clones, through the SDK client over Streamab
     assert.equal(next.stdout.trim(), "fresh", "the next call runs in a new clone of the template");
     assert.ok(leased().every((s) => s.pid !== mine[0]!.pid));
     assert.ok(before.size >= 1);
+  });
+
+  test("a sandbox that dies while idle: the session's next request is told its state is gone, never answered from a blank clone", async () => {
+    const client = await open("memory");
+    await client.callTool({ name: "create_entities", arguments: { entities: [{ name: "held", entityType: "t", observations: ["x"] }] } });
+    const leased = () => gateway.pool.stats().find((s) => s.server === "memory")!.sandboxes;
+    const before = new Set(leased().map((s) => s.id));
+    const mine = leased().filter((s) => s.state === "idle" && s.pid !== undefined);
+    const victim = mine.at(-1)!; // the newest lease: this session's
+    process.kill(victim.pid!, "SIGKILL");
+    await eventually(() => !leased().some((s) => s.id === victim.id), "the dead sandbox to be let go");
+    await assert.rejects(client.callTool({ name: "read_graph", arguments: {} }), (err: unknown) => {
+      assert.ok(err instanceof McpError);
+      assert.match(err.message, /ended while idle .* what it held .* is gone/);
+      assert.equal((err.data as { reason?: string }).reason, "STATE_LOST");
+      return true;
+    });
+    const graph = (await client.callTool({ name: "read_graph", arguments: {} })) as CallToolResult;
+    assert.deepEqual((graph.structuredContent as { entities: unknown[] }).entities, [], "told once, the session goes on in a fresh clone");
+    assert.ok(leased().some((s) => !before.has(s.id)));
   });
 });

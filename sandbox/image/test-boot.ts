@@ -69,7 +69,8 @@ export class BootedVm {
   static start(files: BootFiles, extraAppend = ""): BootedVm {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mcpvisor-boot-"));
     const sock = path.join(dir, "agent.sock");
-    const qemu = spawn("qemu-system-x86_64", qemuArgs(files, sock, extraAppend), { stdio: ["ignore", "pipe", "pipe"] });
+    // Through setpriv --pdeathsig, like the gateway's QEMUs: a test process that is killed takes its VM along.
+    const qemu = spawn("setpriv", ["--pdeathsig", "KILL", "--", "qemu-system-x86_64", ...qemuArgs(files, sock, extraAppend)], { stdio: ["ignore", "pipe", "pipe"] });
     return new BootedVm(qemu, sock, dir);
   }
 

@@ -35,6 +35,8 @@ export class ServerLink {
   private readonly internal = new Map<RequestId, (message: JsonRpcMessage) => void>();
   private nextInternalId = 1;
   private closed = false;
+  /** The session's sandbox died while idle: the next request is told its state is gone, once. */
+  private lost: SandboxError | undefined;
   /** Messages sent to every new sandbox before anything else (e.g. the session's logging level). */
   private readonly preamble = new Map<string, JsonRpcMessage>();
 
@@ -79,6 +81,11 @@ export class ServerLink {
    */
   async send(message: JsonRpcMessage, record?: RequestRecord): Promise<void> {
     if (this.isolation === "call") return this.sendPerCall(message, record);
+    if (this.lost && typeof message.method === "string" && message.id !== undefined) {
+      const lost = this.lost;
+      this.lost = undefined;
+      throw new SandboxError("STATE_LOST", lost.message, { cause: lost });
+    }
     let sandbox: Sandbox;
     if (this.sandbox?.state === "idle" || this.sandbox?.state === "active" || !record) {
       sandbox = await this.ensureSandbox();
@@ -262,8 +269,11 @@ export class ServerLink {
     sandbox.on("requestFailed", (id, error) => {
       if (!this.internal.has(id)) this.events.requestFailed(id, error);
     });
-    sandbox.on("closed", (error) => {
-      if (this.sandbox === sandbox) this.sandbox = undefined;
+    sandbox.on("closed", (error, whileIdle) => {
+      if (this.sandbox === sandbox) {
+        this.sandbox = undefined;
+        if (whileIdle) this.lost = error;
+      }
       if (error) this.log.warn({ sandbox: sandbox.id, err: error.message }, "sandbox lost; the next request gets a fresh one");
     });
   }

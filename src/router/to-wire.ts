@@ -27,10 +27,16 @@ export function toJsonRpcError(error: unknown, server: string): JsonRpcErrorObje
         return { code: ErrorCode.InternalError, message: `Server '${server}' is busy: ${error.message}`, data };
       case "POOL_CLOSED":
         return { code: ErrorCode.InternalError, message: `Server '${server}' is not accepting calls: ${error.message}`, data };
+      case "STATE_LOST":
+        return {
+          code: ErrorCode.InternalError,
+          message: `The sandbox of this session for server '${server}' ended while idle (${error.message}); what it held (files, memory, processes) is gone. The next request starts a fresh sandbox.`,
+          data,
+        };
       default:
         return {
           code: ErrorCode.InternalError,
-          message: `The sandbox for server '${server}' failed: ${error.message}. The next request gets a fresh sandbox; retry it.`,
+          message: `The sandbox for server '${server}' failed: ${error.message}. What it held is gone; the next request gets a fresh sandbox, retry it.`,
           data,
         };
     }

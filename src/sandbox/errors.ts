@@ -17,6 +17,8 @@ export type SandboxErrorCode =
   | "TEMPLATE_FAILED"
   | "POOL_CLOSED"
   | "BUSY"
+  /** The session's sandbox died while it had nothing to do: what it held is gone (told once). */
+  | "STATE_LOST"
   | "ILLEGAL_TRANSITION";
 
 export class SandboxError extends Error {

@@ -11,8 +11,11 @@ export interface SandboxEvents {
   message: (message: JsonRpcMessage, guestMs?: number) => void;
   /** A request that will never get a real answer (timeout, the guest died); the caller must be told. */
   requestFailed: (id: RequestId, error: SandboxError) => void;
-  /** The sandbox is gone; `error` says why when it was not a deliberate destroy. */
-  closed: (error: SandboxError | undefined) => void;
+  /**
+   * The sandbox is gone; `error` says why when it was not a deliberate destroy. `whileIdle`: it died
+   * with no request in flight, so nobody has been told that what it held is lost.
+   */
+  closed: (error: SandboxError | undefined, whileIdle: boolean) => void;
   /** The sandbox was saved to disk and its VM ended. */
   suspended: () => void;
   /** The sandbox came back from disk: what was saved there is no longer its state. */
@@ -232,6 +235,7 @@ export class Sandbox {
       return;
     }
     this.closing = true;
+    const whileIdle = error !== undefined && this.state === "idle";
     clearTimeout(this.idleTimer);
     const failure = error ?? new SandboxError("GUEST_EXITED", `sandbox for '${this.server}' was closed: ${reason}`);
     for (const [id, timer] of this.inFlight) {
@@ -241,7 +245,7 @@ export class Sandbox {
     this.inFlight.clear();
     this.lifecycle.transition("destroyed");
     // Owners learn at once, so a next request never lands on a sandbox that is on its way out.
-    this.emit("closed", error);
+    this.emit("closed", error, whileIdle);
     if (!this.keepSavedState) this.host.discard(this);
     await this.current?.kill(reason);
   }
