@@ -54,15 +54,17 @@ export class SseFace {
     } catch (error) {
       return edgeErrorResponse(error)!;
     }
+    const transport = new SSEServerTransport(messagesPath, c.env.outgoing);
+    // Closed through its transport, which then writes nothing more to the response (a write after end
+    // would be an 'error' event on it).
     const unwatch = this.options.gatekeeper.watch(principal, (why) => {
       this.log.info({ route, tenant: principal.tenant, why }, "SSE stream ended: its credential is no longer good");
-      c.env.outgoing.end();
+      void transport.close();
     });
     c.env.outgoing.once("close", () => {
       releaseStream();
       unwatch();
     });
-    const transport = new SSEServerTransport(messagesPath, c.env.outgoing);
     const id = transport.sessionId;
     // Known before the stream names it to the client, so its first POST always finds the session.
     try {

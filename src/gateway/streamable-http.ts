@@ -125,11 +125,14 @@ export class StreamableHttpFace {
     });
   }
 
-  /** A session's GET stream lives on: it ends when its credential is revoked or expires. */
+  /**
+   * A session's GET stream lives on: it ends when its credential is revoked or expires. Destroyed, not
+   * ended: the transport may still write to it (a keep-alive), which on an ended response is an error.
+   */
   private watchStream(res: ServerResponse, route: Route, principal: Principal): void {
     const unwatch = this.options.gatekeeper.watch(principal, (why) => {
       this.log.info({ route, tenant: principal.tenant, why }, "GET stream ended: its credential is no longer good");
-      res.end();
+      res.destroy();
     });
     res.once("close", unwatch);
   }
