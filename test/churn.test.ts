@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { RawMcpClient } from "../bench/raw-mcp-client.js";
 import { eventually, runningVmms, serversDirWith, startReadyGateway } from "./helpers.js";
+import { prng } from "./prng.js";
 
 const SEED = Number(process.env.MCPVISOR_CHURN_SEED ?? 20261128);
 const CLIENTS = 6;
@@ -15,18 +16,6 @@ const STEPS = 6;
 /** Far beyond any answer here (a resume from disk takes well under a second): past it, a request hung. */
 const ANSWER_WITHIN_MS = 30_000;
 const IDLE_SUSPEND_MS = 300;
-
-/** mulberry32: small, fast, and the same sequence for the same seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 type Step = { kind: "write" | "read" | "idle" | "end-mid-call"; delayMs: number };

@@ -10,22 +10,11 @@ import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { connect, startReadyGateway } from "./helpers.js";
+import { prng } from "./prng.js";
 
 const SEED = Number(process.env.MCPVISOR_FUZZ_SEED ?? 20261125);
 const MAX_BODY = 64 * 1024;
 const MAX_DEPTH = 32;
-
-/** mulberry32: small, fast, and the same sequence for the same seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Fuzzed {
   kind: string;

@@ -33,6 +33,17 @@ async function startGatewayProcess(port: number, serversDir: string): Promise<Ch
   }
 }
 
+/** Stops the gateway process with `signal` and starts it again on the same port; resolves with how it exited. */
+async function restarted(gateway: ChildProcess, signal: NodeJS.Signals, port: number, serversDir: string): Promise<{ gateway: ChildProcess; code: number | null }> {
+  const exited = new Promise<number | null>((r) => gateway.once("exit", r));
+  gateway.kill(signal);
+  const code = await exited;
+  return { gateway: await startGatewayProcess(port, serversDir), code };
+}
+
+/** Servers whose memory sessions are suspended after 1 s idle. */
+const quickSuspend = () => serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_000 } }) });
+
 async function until(check: () => Promise<boolean>, what: string): Promise<void> {
   const deadline = Date.now() + 20_000;
   while (!(await check())) {
@@ -60,19 +71,13 @@ async function entityNames(client: RawMcpClient): Promise<string[]> {
 }
 
 test("a suspended session survives kill -9 of the gateway: the client carries on with its Mcp-Session-Id", { timeout: 240_000 }, async () => {
-  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_000 } }) });
+  const serversDir = await quickSuspend();
   const port = await freePort();
   let gateway = await startGatewayProcess(port, serversDir);
   try {
     const client = await sessionHolding(port, "survivor");
-    const deadline = Date.now() + 20_000;
-    while ((await suspendedCount(port)) < 1) {
-      if (Date.now() > deadline) throw new Error("the session was not suspended");
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    gateway.kill("SIGKILL");
-    await new Promise((r) => gateway.once("exit", r));
-    gateway = await startGatewayProcess(port, serversDir);
+    await until(async () => (await suspendedCount(port)) === 1, "the session was suspended");
+    ({ gateway } = await restarted(gateway, "SIGKILL", port, serversDir));
     assert.deepEqual(await entityNames(client), ["survivor"]);
     await client.close();
     const gone = new RawMcpClient(`http://127.0.0.1:${port}/servers/memory/mcp`);
@@ -90,10 +95,9 @@ test("a graceful stop (SIGTERM) saves sessions that were running, and the client
   try {
     const client = await sessionHolding(port, "deployed-over");
     assert.equal(await suspendedCount(port), 0, "the session's sandbox is running, not suspended");
-    gateway.kill("SIGTERM");
-    const code = await new Promise((r) => gateway.once("exit", r));
+    let code: number | null;
+    ({ gateway, code } = await restarted(gateway, "SIGTERM", port, serversDir));
     assert.equal(code, 0);
-    gateway = await startGatewayProcess(port, serversDir);
     assert.deepEqual(await entityNames(client), ["deployed-over"]);
     await client.close();
   } finally {
@@ -102,7 +106,7 @@ test("a graceful stop (SIGTERM) saves sessions that were running, and the client
 });
 
 test("a session resumed from disk and then lost with the gateway (kill -9) is never revived with its older saved state", { timeout: 240_000 }, async () => {
-  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_000 } }) });
+  const serversDir = await quickSuspend();
   const port = await freePort();
   let gateway = await startGatewayProcess(port, serversDir);
   try {
@@ -111,9 +115,7 @@ test("a session resumed from disk and then lost with the gateway (kill -9) is ne
     // Resumed from disk for this write; what is on disk now is older than what the session holds.
     await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: "after-resume", entityType: "t", observations: ["x"] }] } });
     assert.deepEqual((await entityNames(client)).sort(), ["after-resume", "saved"]);
-    gateway.kill("SIGKILL");
-    await new Promise((r) => gateway.once("exit", r));
-    gateway = await startGatewayProcess(port, serversDir);
+    ({ gateway } = await restarted(gateway, "SIGKILL", port, serversDir));
     // The session's memory died with the gateway: its client must be told (404, start afresh), not be
     // answered from the state saved before its last write.
     await assert.rejects(entityNames(client), /HTTP 404/);
