@@ -13,13 +13,6 @@ import { jsonRpcHttpError } from "./streamable-http.js";
 
 export type NodeContext = Context<GatewayEnv>;
 
-/**
- * The legacy HTTP+SSE face (MCP 2024-11-05) for older clients. `GET …/sse` opens a session's event
- * stream, whose first event names the URL to POST messages to (`…/messages?sessionId=…`). The SDK's
- * SSEServerTransport writes the stream to the Node response; POST bodies are parsed and validated
- * here, so a malformed one gets a 400 that says what is wrong. A session lives as long as its stream:
- * a client that disconnects ends it, and its VM.
- */
 export interface SseFaceOptions {
   idleMs: number;
   /** Each session's event stream counts against its tenant's open streams. */
@@ -29,6 +22,13 @@ export interface SseFaceOptions {
   gatekeeper: Gatekeeper;
 }
 
+/**
+ * The legacy HTTP+SSE face (MCP 2024-11-05) for older clients. `GET …/sse` opens a session's event
+ * stream, whose first event names the URL to POST messages to (`…/messages?sessionId=…`). The SDK's
+ * SSEServerTransport writes the stream to the Node response; POST bodies are parsed and validated
+ * here, so a malformed one gets a 400 that says what is wrong. A session lives as long as its stream:
+ * a client that disconnects ends it, and its VM.
+ */
 export class SseFace {
   private readonly sessions: SessionTable<SSEServerTransport>;
 
