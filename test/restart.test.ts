@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { RawMcpClient } from "../bench/raw-mcp-client.js";
 import { REPO_ROOT } from "../src/main.js";
-import { serversDirWith } from "./helpers.js";
+import { eventually, serversDirWith } from "./helpers.js";
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -44,14 +44,6 @@ async function restarted(gateway: ChildProcess, signal: NodeJS.Signals, port: nu
 /** Servers whose memory sessions are suspended after 1 s idle. */
 const quickSuspend = () => serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_000 } }) });
 
-async function until(check: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 const suspendedCount = async (port: number): Promise<number> => {
   const report = (await (await fetch(`http://127.0.0.1:${port}/readyz`)).json()) as { servers: { suspended: number }[] };
   return report.servers.reduce((n, s) => n + s.suspended, 0);
@@ -76,7 +68,7 @@ test("a suspended session survives kill -9 of the gateway: the client carries on
   let gateway = await startGatewayProcess(port, serversDir);
   try {
     const client = await sessionHolding(port, "survivor");
-    await until(async () => (await suspendedCount(port)) === 1, "the session was suspended");
+    await eventually(async () => (await suspendedCount(port)) === 1, "the session was suspended", 20_000, 200);
     ({ gateway } = await restarted(gateway, "SIGKILL", port, serversDir));
     assert.deepEqual(await entityNames(client), ["survivor"]);
     await client.close();
@@ -111,7 +103,7 @@ test("a session resumed from disk and then lost with the gateway (kill -9) is ne
   let gateway = await startGatewayProcess(port, serversDir);
   try {
     const client = await sessionHolding(port, "saved");
-    await until(async () => (await suspendedCount(port)) === 1, "the session was suspended");
+    await eventually(async () => (await suspendedCount(port)) === 1, "the session was suspended", 20_000, 200);
     // Resumed from disk for this write; what is on disk now is older than what the session holds.
     await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: "after-resume", entityType: "t", observations: ["x"] }] } });
     assert.deepEqual((await entityNames(client)).sort(), ["after-resume", "saved"]);

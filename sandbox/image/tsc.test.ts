@@ -4,13 +4,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { stableTscKhz } from "./tsc.js";
+import { cpuModel, stableTscKhz } from "./tsc.js";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), "mcpvisor-tsc-test-"));
 const ctx = { cacheDir, repoRoot, progress: () => undefined };
 const stored = path.join(cacheDir, "images", "host-tsc.json");
-const cpu = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"))?.[1]?.trim() ?? "unknown";
+const cpu = await cpuModel();
 const keep = (value: { cpu: string; khz: number }) => fs.writeFileSync(stored, JSON.stringify(value));
 const kept = () => (JSON.parse(fs.readFileSync(stored, "utf8")) as { khz: number }).khz;
 

@@ -63,7 +63,8 @@ async function measureTscKhz(ctx: BuildContext): Promise<number> {
   return khz;
 }
 
-async function cpuModel(): Promise<string> {
+/** The host CPU's model name: a kept TSC rate belongs to it. */
+export async function cpuModel(): Promise<string> {
   const cpuinfo = await fs.promises.readFile("/proc/cpuinfo", "utf8").catch(() => "");
   return /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? "unknown";
 }
