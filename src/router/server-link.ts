@@ -1,7 +1,8 @@
 import { ErrorCode, type RequestId } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
-import { SandboxError } from "../sandbox/errors.js";
+import type { SandboxError } from "../sandbox/errors.js";
+import { SessionEndedError, StateLostError } from "./errors.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { Catalog } from "../sandbox/template.js";
@@ -84,7 +85,7 @@ export class ServerLink {
     if (this.lost && typeof message.method === "string" && message.id !== undefined) {
       const lost = this.lost;
       this.lost = undefined;
-      throw new SandboxError("STATE_LOST", lost.message, { cause: lost });
+      throw new StateLostError(this.server, lost.message, { cause: lost });
     }
     let sandbox: Sandbox;
     if (this.sandbox?.state === "idle" || this.sandbox?.state === "active" || !record) {
@@ -139,7 +140,7 @@ export class ServerLink {
     if (record) record.acquire = { start, end: nowMs(), source: sandbox.timings.source };
     if (this.closed) {
       void sandbox.destroy("session ended while the sandbox was resuming");
-      throw new SandboxError("POOL_CLOSED", "the session ended");
+      throw new SessionEndedError();
     }
     this.callSandboxes.set(id, sandbox);
     const done = () => {
@@ -231,7 +232,7 @@ export class ServerLink {
   private async attach(sandbox: Sandbox): Promise<Sandbox> {
     if (this.closed) {
       void sandbox.destroy("session ended while the sandbox was resuming");
-      throw new SandboxError("POOL_CLOSED", "the session ended");
+      throw new SessionEndedError();
     }
     this.listen(sandbox);
     this.events.savedStateChanged?.();

@@ -14,7 +14,7 @@ import { events, nowMs, publishSoon, type Outcome, type RequestRecord } from "..
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { ServerLink } from "./server-link.js";
 import type { SessionStore, StoredSession } from "./session-store.js";
-import { toJsonRpcError } from "./to-wire.js";
+import { toWire } from "../gateway/to-wire.js";
 import type { Principal } from "../auth/principal.js";
 import type { SandboxQuota } from "../tenancy/sandbox-quota.js";
 
@@ -176,7 +176,7 @@ export abstract class Session {
 
   /** Answers a request with an error, once: a request no longer in flight was already answered. */
   protected fail(id: RequestId, error: unknown, server: string): void {
-    const wire = toJsonRpcError(error, server);
+    const wire = toWire(error, server).error;
     const errorType = error instanceof SandboxError ? error.code : error instanceof Error ? error.name : "unknown";
     if (!this.finish(id, wire.code === ErrorCode.RequestTimeout ? "timeout" : "error", errorType)) return;
     void this.reply({ jsonrpc: "2.0", id, error: wire });

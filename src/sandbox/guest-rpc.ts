@@ -1,6 +1,6 @@
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { GuestChannel } from "./driver.js";
-import { SandboxError } from "./errors.js";
+import { CallTimeoutError, GuestRpcError } from "./errors.js";
 
 /**
  * Requests the host itself makes to the server in a guest (initialize, warm-up), always before a client
@@ -20,7 +20,7 @@ export async function guestRequest(
   let stop = (): void => undefined;
   const reply = new Promise<JsonRpcMessage>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new SandboxError("CALL_TIMEOUT", `${method} got no answer from the guest within ${timeoutMs} ms`)),
+      () => reject(new CallTimeoutError(`${method} got no answer from the guest within ${timeoutMs} ms`)),
       timeoutMs,
     );
     const unlisten = channel.onMessage((message) => {
@@ -48,13 +48,3 @@ export function guestNotify(channel: GuestChannel, method: string, params?: Reco
   channel.send({ jsonrpc: "2.0", method, ...(params ? { params } : {}) });
 }
 
-/** The server in the guest answered a host-made request with a JSON-RPC error. */
-export class GuestRpcError extends SandboxError {
-  constructor(
-    method: string,
-    readonly rpcCode: number,
-    rpcMessage: string,
-  ) {
-    super("TEMPLATE_FAILED", `${method} failed in the guest: ${rpcMessage} (${rpcCode})`);
-  }
-}

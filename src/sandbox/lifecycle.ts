@@ -1,4 +1,4 @@
-import { SandboxError } from "./errors.js";
+import { IllegalTransitionError } from "./errors.js";
 
 /**
  * The sandbox lifecycle (docs/design/lifecycle.md):
@@ -42,7 +42,7 @@ export class Lifecycle {
   transition(to: SandboxState): void {
     const from = this.current;
     if (!canTransition(from, to)) {
-      throw new SandboxError("ILLEGAL_TRANSITION", `sandbox cannot go from ${from} to ${to}`);
+      throw new IllegalTransitionError(`sandbox cannot go from ${from} to ${to}`);
     }
     this.current = to;
     for (const listener of this.listeners) listener({ from, to });

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { ServerManifest } from "../config/manifest.js";
 import type { PendingVm, SandboxDriver, Vm, VmSpec } from "./driver.js";
-import { SandboxError } from "./errors.js";
+import { PoolClosedError, UnknownServerError } from "./errors.js";
 import { events } from "../telemetry/events.js";
 import { access, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -99,7 +99,7 @@ class ServerPool {
   }
 
   async acquire(): Promise<Sandbox> {
-    if (this.closed) throw new SandboxError("POOL_CLOSED", "the gateway is shutting down");
+    if (this.closed) throw new PoolClosedError("the gateway is shutting down");
     const template = await this.templateReady;
     const warm = this.warm.shift();
     if (warm) {
@@ -110,7 +110,7 @@ class ServerPool {
     if (this.closed) {
       // The pool closed while this clone resumed: its close never saw it.
       void vm.kill("gateway shutting down");
-      throw new SandboxError("POOL_CLOSED", "the gateway is shutting down");
+      throw new PoolClosedError("the gateway is shutting down");
     }
     this.refillAfterTake();
     return this.lease(vm, timings);
@@ -382,7 +382,7 @@ export class SandboxPool {
    * as its guest spec (image paths, accelerator) is known.
    */
   add(manifest: ServerManifest, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
-    if (this.closed) throw new SandboxError("POOL_CLOSED", "the pool is closed");
+    if (this.closed) throw new PoolClosedError("the pool is closed");
     this.servers.set(
       manifest.name,
       new ServerPool(manifest, spec, this.driver, this.templates, this.log, progress, this.budget, this.suspendDir),
@@ -425,7 +425,7 @@ export class SandboxPool {
 
   private get(server: string): ServerPool {
     const pool = this.servers.get(server);
-    if (!pool) throw new SandboxError("POOL_CLOSED", `no server named '${server}' is hosted`);
+    if (!pool) throw new UnknownServerError(server);
     return pool;
   }
 

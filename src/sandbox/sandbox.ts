@@ -1,6 +1,6 @@
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { Vm, VmExit } from "./driver.js";
-import { SandboxError } from "./errors.js";
+import { CallTimeoutError, GuestExitedError, ResumeError, SandboxClosedError, SandboxError } from "./errors.js";
 import { Lifecycle, type SandboxState } from "./lifecycle.js";
 import { events, publishSoon } from "../telemetry/events.js";
 
@@ -126,7 +126,7 @@ export class Sandbox {
       });
       await this.transition;
     }
-    if (this.state === "destroyed") throw new SandboxError("GUEST_EXITED", `sandbox ${this.id} is gone`);
+    if (this.state === "destroyed") throw new SandboxClosedError(`sandbox ${this.id} is gone`);
   }
 
   private async resumeFromDisk(): Promise<void> {
@@ -136,13 +136,13 @@ export class Sandbox {
       if (this.closing) {
         // Destroyed while it resumed (its session ended): nothing else knows this VM, so it ends here.
         await vm.kill("sandbox destroyed while it resumed");
-        throw new SandboxError("GUEST_EXITED", `sandbox ${this.id} was closed while it resumed`);
+        throw new SandboxClosedError(`sandbox ${this.id} was closed while it resumed`);
       }
       this.attach(vm);
       this.lifecycle.transition("idle");
       this.emit("resumed");
     } catch (err) {
-      const error = err instanceof SandboxError ? err : new SandboxError("RESUME_FAILED", String(err), { cause: err });
+      const error = err instanceof SandboxError ? err : new ResumeError(String(err), { cause: err });
       await this.destroy(`resume from disk failed: ${error.message}`, error);
       throw error;
     }
@@ -184,7 +184,7 @@ export class Sandbox {
   /** Sends a client's message to the server in the guest. Requests get the manifest's deadline. */
   send(message: JsonRpcMessage): void {
     if (!this.current || (this.state !== "idle" && this.state !== "active")) {
-      throw new SandboxError("GUEST_EXITED", `sandbox ${this.id} is not running (${this.state})`);
+      throw new SandboxClosedError(`sandbox ${this.id} is not running (${this.state})`);
     }
     const id = message.id as RequestId | undefined;
     this.lastUsed = Date.now();
@@ -211,9 +211,8 @@ export class Sandbox {
   /** A request past its deadline fails, and the clone is replaced: its state can no longer be trusted. */
   private onTimeout(id: RequestId, method: string): void {
     this.inFlight.delete(id);
-    const error = new SandboxError(
-      "CALL_TIMEOUT",
-      `${method} took longer than ${this.options.callTimeoutMs} ms in server '${this.server}'; the sandbox was reset`,
+    const error = new CallTimeoutError(
+      `${method} took longer than ${this.options.callTimeoutMs} ms (the manifest's timeouts.callMs) in server '${this.server}'; the sandbox was reset`,
     );
     this.emit("requestFailed", id, error);
     void this.destroy(error.message, error);
@@ -225,7 +224,7 @@ export class Sandbox {
       ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${exit.serverExit.stderrTail.trim().split("\n").pop() ?? ""}`
       : exit.reason;
     events.sandboxCrash.publish({ server: this.server, sandboxId: this.id, detail });
-    void this.destroy(detail, new SandboxError("GUEST_EXITED", `sandbox for '${this.server}' died: ${detail}`));
+    void this.destroy(detail, new GuestExitedError(`the guest died: ${detail}`));
   }
 
   /** Ends the clone. Every request still in flight fails with `error` (or a generic reason). Idempotent. */
@@ -237,7 +236,7 @@ export class Sandbox {
     this.closing = true;
     const whileIdle = error !== undefined && this.state === "idle";
     clearTimeout(this.idleTimer);
-    const failure = error ?? new SandboxError("GUEST_EXITED", `sandbox for '${this.server}' was closed: ${reason}`);
+    const failure = error ?? new SandboxClosedError(`The sandbox was closed (${reason})`);
     for (const [id, timer] of this.inFlight) {
       clearTimeout(timer);
       this.emit("requestFailed", id, failure);

@@ -4,10 +4,10 @@ import type { Logger } from "pino";
 import { ErrorCode, LATEST_PROTOCOL_VERSION } from "@modelcontextprotocol/sdk/types.js";
 import type { ServerManifest } from "../config/manifest.js";
 import type { SandboxDriver, SnapshotFiles, VmSpec } from "./driver.js";
-import { SandboxError } from "./errors.js";
+import { GuestRpcError, SandboxError, TemplateError } from "./errors.js";
 import { sha256File, sha256Json } from "./file-hash.js";
 import { events } from "../telemetry/events.js";
-import { GuestRpcError, guestNotify, guestRequest } from "./guest-rpc.js";
+import { guestNotify, guestRequest } from "./guest-rpc.js";
 
 const TEMPLATE_FORMAT = 5;
 
@@ -171,7 +171,7 @@ export class TemplateStore {
       await vm.kill("template build failed");
       await rm(buildDir, { recursive: true, force: true });
       if (err instanceof SandboxError) throw err;
-      throw new SandboxError("TEMPLATE_FAILED", `template for ${manifest.name} failed: ${(err as Error).message}`, { cause: err });
+      throw new TemplateError(`template for ${manifest.name} failed: ${(err as Error).message}`, { cause: err });
     }
   }
 

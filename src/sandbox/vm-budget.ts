@@ -1,4 +1,4 @@
-import { SandboxError } from "./errors.js";
+import { BusyError, PoolClosedError, SandboxError } from "./errors.js";
 
 export interface VmBudgetLimits {
   /** VMs (QEMU processes: prestarted, warm and leased) allowed at once. */
@@ -77,11 +77,11 @@ export class VmBudget {
   close(): void {
     for (const waiter of this.waiters.splice(0)) {
       clearTimeout(waiter.timer);
-      waiter.reject(new SandboxError("POOL_CLOSED", "the gateway is shutting down"));
+      waiter.reject(new PoolClosedError("the gateway is shutting down"));
     }
   }
 
   private busy(why: string): SandboxError {
-    return new SandboxError("BUSY", `all ${this.limits.maxVms} VMs this gateway may run are in use and ${why}; retry shortly`);
+    return new BusyError(`all ${this.limits.maxVms} VMs this gateway may run are in use and ${why}; retry shortly`);
   }
 }

@@ -8,7 +8,7 @@ import {
   type JsonRpcMessage,
 } from "../../../sandbox/agent/protocol.js";
 import type { GuestChannel } from "../driver.js";
-import { SandboxError } from "../errors.js";
+import { AgentProtocolError, AgentTimeoutError, GuestExitedError, SandboxClosedError } from "../errors.js";
 
 type Hello = Extract<GuestFrame, { t: "hello" }>;
 type Resumed = Extract<GuestFrame, { t: "resumed" }>;
@@ -33,8 +33,8 @@ export class AgentChannel implements GuestChannel {
 
   constructor(private readonly socket: Socket) {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
-    socket.on("error", (err) => this.fail(new SandboxError("AGENT_PROTOCOL", `agent socket: ${err.message}`, { cause: err })));
-    socket.on("close", () => this.fail(new SandboxError("GUEST_EXITED", "agent channel closed")));
+    socket.on("error", (err) => this.fail(new AgentProtocolError(`agent socket: ${err.message}`, { cause: err })));
+    socket.on("close", () => this.fail(new GuestExitedError("agent channel closed")));
   }
 
   private onData(chunk: Buffer): void {
@@ -42,7 +42,7 @@ export class AgentChannel implements GuestChannel {
     try {
       frames = this.decoder.push(chunk);
     } catch (err) {
-      this.fail(new SandboxError("AGENT_PROTOCOL", "guest sent an oversized frame", { cause: err }));
+      this.fail(new AgentProtocolError("guest sent an oversized frame", { cause: err }));
       return;
     }
     for (const frame of frames) this.dispatch(frame as GuestFrame);
@@ -131,7 +131,7 @@ export class AgentChannel implements GuestChannel {
     return new Promise<T>((resolve, reject) => {
       if (this.closedError) return reject(this.closedError);
       const timer = setTimeout(
-        () => reject(new SandboxError("AGENT_PROTOCOL", `guest agent did not send ${what.split(":")[0]} within ${timeoutMs} ms`)),
+        () => reject(new AgentTimeoutError(`guest agent did not send ${what.split(":")[0]} within ${timeoutMs} ms`)),
         timeoutMs,
       );
       const onClose = (error: Error) => {
@@ -152,6 +152,6 @@ export class AgentChannel implements GuestChannel {
   }
 
   close(): void {
-    this.fail(new SandboxError("GUEST_EXITED", "agent channel closed by the host"));
+    this.fail(new SandboxClosedError("agent channel closed by the host"));
   }
 }

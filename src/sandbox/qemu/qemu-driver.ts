@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import { createGunzip, createGzip } from "node:zlib";
 import type { BootedVm, GuestChannel, PendingVm, SandboxDriver, SnapshotFiles, Vm, VmExit, VmSpec } from "../driver.js";
-import { SandboxError } from "../errors.js";
+import { AgentTimeoutError, BootTimeoutError, ResumeError, SandboxError, SnapshotError, SuspendError, VmmExitedError, VmmStartError } from "../errors.js";
 import { AgentChannel } from "./agent-channel.js";
 import { qemuArgs, type QemuLaunch } from "./argv.js";
 import { QmpClient } from "./qmp.js";
@@ -99,8 +99,7 @@ class QemuPendingVm implements PendingVm {
 /** Races a step against the VMM's exit, so a QEMU that dies mid-step fails the step at once. */
 async function whileAlive<T>(proc: VmmProcess, step: Promise<T>, what: string): Promise<T> {
   const died = proc.exited.then((exit) => {
-    throw new SandboxError(
-      "VMM_EXITED",
+    throw new VmmExitedError(
       `QEMU exited during ${what} (${exit.reason}): ${lastLine(exit.vmmStderrTail) || lastLine(exit.consoleTail) || "no output"}`,
     );
   });
@@ -138,6 +137,13 @@ function tail(text: string, lines = 8, chars = 1024): string {
   return joined.length > chars ? `…${joined.slice(-chars)}` : joined;
 }
 
+/** `err` with what the VMM left behind appended; the same class, so callers still see which step failed. */
+function withReport(err: unknown, report: string, fallback: new (message: string, options?: { cause?: unknown }) => SandboxError): SandboxError {
+  if (!(err instanceof SandboxError)) return new fallback(`${messageOf(err)} (${report})`, { cause: err });
+  err.message = `${err.message} (${report})`;
+  return err;
+}
+
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -168,7 +174,7 @@ export class QemuDriver implements SandboxDriver {
       return { qmp, agent: new AgentChannel(proc.agentSocket) };
     } catch (err) {
       const report = await endWithReport(proc, "start-up failed");
-      throw new SandboxError(err instanceof SandboxError ? err.code : "VMM_START_FAILED", `${messageOf(err)} (${report})`, { cause: err });
+      throw withReport(err, report, VmmStartError);
     }
   }
 
@@ -182,7 +188,7 @@ export class QemuDriver implements SandboxDriver {
       try {
         return await this.bootOnce(spec, ramPath, Math.min(timeoutMs, HELLO_DEADLINE_MS));
       } catch (err) {
-        if (attempt >= attempts || !(err instanceof SandboxError) || err.code !== "BOOT_TIMEOUT") throw err;
+        if (attempt >= attempts || !(err instanceof BootTimeoutError)) throw err;
       }
     }
   }
@@ -197,8 +203,8 @@ export class QemuDriver implements SandboxDriver {
       return new QemuVm(proc, qmp, agent, hello.kernel, ramPath);
     } catch (err) {
       await proc.kill("cold boot failed");
-      if (err instanceof SandboxError && err.code === "AGENT_PROTOCOL") {
-        throw new SandboxError("BOOT_TIMEOUT", `guest agent did not come up within ${helloMs} ms; console: ${lastLine(proc.console.toString()) || "(empty)"}`, { cause: err });
+      if (err instanceof AgentTimeoutError) {
+        throw new BootTimeoutError(`guest agent did not come up within ${helloMs} ms; console: ${lastLine(proc.console.toString()) || "(empty)"}`, { cause: err });
       }
       throw err;
     }
@@ -221,7 +227,7 @@ export class QemuDriver implements SandboxDriver {
       await fh.close();
     } catch (err) {
       await vm.kill("snapshot failed");
-      throw err instanceof SandboxError ? err : new SandboxError("SNAPSHOT_FAILED", `snapshot failed: ${String(err)}`, { cause: err });
+      throw err instanceof SandboxError ? err : new SnapshotError(`snapshot failed: ${String(err)}`, { cause: err });
     }
     await vm.kill("snapshot taken");
     await rename(tmp, statePath);
@@ -235,7 +241,7 @@ export class QemuDriver implements SandboxDriver {
     } catch (err) {
       agent.close();
       const report = await endWithReport(proc, "prestart failed");
-      throw new SandboxError(err instanceof SandboxError ? err.code : "VMM_START_FAILED", `${messageOf(err)} (${report})`, { cause: err });
+      throw withReport(err, report, VmmStartError);
     }
     return new QemuPendingVm(proc, qmp, agent, snapshot);
   }
@@ -260,7 +266,7 @@ export class QemuDriver implements SandboxDriver {
     } catch (err) {
       agent.close();
       const report = await endWithReport(proc, "resume failed");
-      throw new SandboxError("RESUME_FAILED", `could not resume from snapshot: ${messageOf(err)} (${report})`, { cause: err });
+      throw new ResumeError(`could not resume from ${suspendedState ? "saved state" : "snapshot"}: ${messageOf(err)} (${report})`, { cause: err });
     }
   }
 }
@@ -324,7 +330,7 @@ export async function suspendToFile(vm: Vm, statePath: string): Promise<{ bytes:
   } catch (err) {
     await rm(tmp, { force: true });
     await vm.qmp.execute("cont").catch(() => undefined);
-    throw err instanceof SandboxError ? err : new SandboxError("SNAPSHOT_FAILED", `suspend failed: ${(err as Error).message}`, { cause: err });
+    throw new SuspendError(`suspend failed: ${messageOf(err)}`, { cause: err });
   }
 }
 

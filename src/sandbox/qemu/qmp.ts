@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import { SandboxError } from "../errors.js";
+import { QmpError, QmpTimeoutError, SnapshotError, VmmExitedError } from "../errors.js";
 import { FrameDecoder } from "../../../sandbox/agent/protocol.js";
 
 interface Pending {
@@ -44,7 +44,7 @@ export class QmpClient {
   private waitForGreeting(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new SandboxError("QMP_TIMEOUT", `no QMP greeting within ${timeoutMs} ms`)),
+        () => reject(new QmpTimeoutError(`no QMP greeting within ${timeoutMs} ms`)),
         timeoutMs,
       );
       this.greetingResolve = () => {
@@ -61,13 +61,13 @@ export class QmpClient {
       try {
         messages = decoder.push(chunk);
       } catch (err) {
-        this.fail(new SandboxError("QMP_ERROR", "QMP sent an oversized line", { cause: err }));
+        this.fail(new QmpError("QMP sent an oversized line", { cause: err }));
         return;
       }
       for (const message of messages) this.dispatch(message as Record<string, unknown>);
     });
-    this.socket.on("error", (err) => this.fail(new SandboxError("QMP_ERROR", `QMP socket error: ${err.message}`, { cause: err })));
-    this.socket.on("close", () => this.fail(new SandboxError("VMM_EXITED", "QMP connection closed (QEMU exited)")));
+    this.socket.on("error", (err) => this.fail(new QmpError(`QMP socket error: ${err.message}`, { cause: err })));
+    this.socket.on("close", () => this.fail(new VmmExitedError("QMP connection closed (QEMU exited)")));
   }
 
   private dispatch(message: Record<string, unknown>): void {
@@ -86,7 +86,7 @@ export class QmpClient {
     clearTimeout(pending.timer);
     if ("error" in message) {
       const error = message.error as { class?: string; desc?: string };
-      pending.reject(new SandboxError("QMP_ERROR", `QMP ${error.class ?? "error"}: ${error.desc ?? "unknown"}`));
+      pending.reject(new QmpError(`QMP ${error.class ?? "error"}: ${error.desc ?? "unknown"}`));
     } else {
       pending.resolve(message.return);
     }
@@ -109,7 +109,7 @@ export class QmpClient {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new SandboxError("QMP_TIMEOUT", `QMP command ${command} got no reply within ${timeoutMs} ms`));
+        reject(new QmpTimeoutError(`QMP command ${command} got no reply within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
       this.socket.write(JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + "\n");
@@ -128,7 +128,7 @@ export class QmpClient {
       const { status: now } = await this.execute<{ status: string }>("query-status", undefined, timeoutMs);
       if (now !== status) return now;
       if (Date.now() > deadline) {
-        throw new SandboxError("QMP_TIMEOUT", `VM still ${status} after ${timeoutMs} ms`);
+        throw new QmpTimeoutError(`VM still ${status} after ${timeoutMs} ms`);
       }
       await new Promise((r) => setTimeout(r, pollMs));
     }
@@ -141,14 +141,14 @@ export class QmpClient {
       const info = await this.execute<{ status?: string; "error-desc"?: string }>("query-migrate", undefined, timeoutMs);
       if (info.status === "completed") return;
       if (info.status === "failed" || info.status === "cancelled") {
-        throw new SandboxError("SNAPSHOT_FAILED", `migration ${info.status}: ${info["error-desc"] ?? "no reason given"}`);
+        throw new SnapshotError(`migration ${info.status}: ${info["error-desc"] ?? "no reason given"}`);
       }
-      if (Date.now() > deadline) throw new SandboxError("QMP_TIMEOUT", `migration not done after ${timeoutMs} ms`);
+      if (Date.now() > deadline) throw new QmpTimeoutError(`migration not done after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, pollMs));
     }
   }
 
   close(): void {
-    this.fail(new SandboxError("VMM_EXITED", "QMP client closed"));
+    this.fail(new VmmExitedError("QMP client closed"));
   }
 }

@@ -3,7 +3,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import type { VmExit } from "../driver.js";
-import { SandboxError } from "../errors.js";
+import { VmmStartError } from "../errors.js";
 import { TailBuffer } from "./tail-buffer.js";
 import { grantToVmm, prepareRunRoot, setprivOptions, vmmIdentity } from "./vmm-user.js";
 
@@ -96,7 +96,7 @@ export class VmmProcess {
       await new Promise<void>((resolve, reject) => {
         child.once("spawn", resolve);
         child.once("error", (err) =>
-          reject(new SandboxError("VMM_START_FAILED", `cannot start ${QEMU_BINARY}: ${err.message}`, { cause: err })),
+          reject(new VmmStartError(`cannot start ${QEMU_BINARY}: ${err.message}`, { cause: err })),
         );
       });
       return new VmmProcess(id, runRoot, child);

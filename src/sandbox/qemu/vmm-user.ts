@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { constants } from "node:fs";
 import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { promisify } from "node:util";
-import { SandboxError } from "../errors.js";
+import { SandboxError, VmmStartError } from "../errors.js";
 
 const run = promisify(execFile);
 
@@ -79,7 +79,7 @@ export function vmmIdentity(): Promise<VmmIdentity | undefined> {
     ? lookupUser(VMM_USER).then((found) => {
         if (found) return found;
         identity = undefined;
-        throw new SandboxError("VMM_START_FAILED", `the gateway runs as root but user ${VMM_USER} does not exist; run \`mcpvisor build\` as root to create it`);
+        throw new VmmStartError(`the gateway runs as root but user ${VMM_USER} does not exist; run \`mcpvisor build\` as root to create it`);
       })
     : Promise.resolve(undefined);
   return identity;
@@ -133,7 +133,7 @@ export function prepareRunRoot(runRoot: string, as: VmmIdentity | undefined): Pr
       const dir = await open(runRoot, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
       try {
         const st = await dir.stat();
-        if (st.uid !== process.getuid?.()) throw new SandboxError("VMM_START_FAILED", `run directory ${runRoot} is owned by uid ${st.uid}, not by the gateway`);
+        if (st.uid !== process.getuid?.()) throw new VmmStartError(`run directory ${runRoot} is owned by uid ${st.uid}, not by the gateway`);
         if (as) {
           await dir.chown(st.uid, as.gid);
           await dir.chmod(0o710);

@@ -1,0 +1,93 @@
+import { ErrorCode, type RequestId } from "@modelcontextprotocol/sdk/types.js";
+import { AccessError } from "../auth/access-error.js";
+import { WireError } from "../router/errors.js";
+import { SandboxError } from "../sandbox/errors.js";
+import { QuotaError } from "../tenancy/quota-error.js";
+
+export interface JsonRpcErrorObject {
+  code: number;
+  message: string;
+  data?: Record<string, unknown>;
+}
+
+/** What a failure looks like on the wire: the HTTP status (for faces that have one), headers, and the JSON-RPC error. */
+export interface WireFailure {
+  status: number;
+  headers: Record<string, string>;
+  error: JsonRpcErrorObject;
+}
+
+/**
+ * The one place errors become replies: every face and the router call this, so a failure reads the same
+ * on every transport. `server` names the hosted server the request was for, when there is one. `status`
+ * matters only where the failure refuses the HTTP request itself; an error answering a request inside a
+ * session travels in a 200 response (or on a stream) like any other JSON-RPC reply.
+ */
+export function toWire(error: unknown, server?: string): WireFailure {
+  if (error instanceof QuotaError) {
+    return {
+      status: 429,
+      headers: { "retry-after": String(error.retryAfterSeconds) },
+      error: { code: error.code, message: error.message, data: { ...(server ? { server } : {}), retryable: true, reason: `QUOTA_${error.kind.toUpperCase()}`, retryAfterSeconds: error.retryAfterSeconds } },
+    };
+  }
+  if (error instanceof AccessError) return { status: 403, headers: {}, error: { code: error.code, message: error.message } };
+  if (error instanceof WireError) {
+    return { status: 200, headers: {}, error: { code: error.rpcCode, message: error.message, ...(error.data ? { data: error.data } : {}) } };
+  }
+  if (error instanceof SandboxError) return { status: statusOf(error), headers: {}, error: sandboxFailure(error, server) };
+  const message = error instanceof Error ? error.message : String(error);
+  return {
+    status: 500,
+    headers: {},
+    error: { code: ErrorCode.InternalError, message: `Internal gateway error${server ? ` while serving '${server}'` : ""}: ${message}`, data: { ...(server ? { server } : {}), retryable: false } },
+  };
+}
+
+function statusOf(error: SandboxError): number {
+  if (error.code === "UNKNOWN_SERVER") return 404;
+  if (error.code === "BUSY" || error.code === "POOL_CLOSED") return 503;
+  return 500;
+}
+
+/** A sandbox-layer failure as a client should read it: the internal message is kept, framed once. */
+function sandboxFailure(error: SandboxError, server: string | undefined): JsonRpcErrorObject {
+  const data = { ...(server ? { server } : {}), retryable: error.retryable, reason: error.code };
+  const name = server ? `server '${server}'` : "the server";
+  switch (error.code) {
+    case "CALL_TIMEOUT":
+      return { code: ErrorCode.RequestTimeout, message: error.message, data };
+    case "UNKNOWN_SERVER":
+      return { code: ErrorCode.InvalidParams, message: error.message, data };
+    case "TEMPLATE_FAILED":
+      return { code: ErrorCode.InternalError, message: `${capitalized(name)} is unavailable: ${error.message}`, data };
+    case "BUSY":
+      return { code: ErrorCode.InternalError, message: `${capitalized(name)} is busy: ${error.message}`, data };
+    case "POOL_CLOSED":
+      return { code: ErrorCode.InternalError, message: error.message, data };
+    case "SANDBOX_CLOSED":
+      return { code: ErrorCode.InternalError, message: `${error.message}. Nothing was answered; retrying starts a fresh sandbox.`, data };
+    default:
+      return {
+        code: ErrorCode.InternalError,
+        message: `The sandbox for ${name} failed (${error.message}). What it held is gone; the next request gets a fresh sandbox, retry it.`,
+        data,
+      };
+  }
+}
+
+function capitalized(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** A JSON-RPC error response; `id` is null when no request can be named (JSON-RPC 2.0 §5). */
+export interface JsonRpcErrorResponse {
+  jsonrpc: "2.0";
+  id: RequestId | null;
+  error: JsonRpcErrorObject;
+}
+
+/** The JSON-RPC error response: the one place its envelope is built. */
+export function errorResponse(id: RequestId | null, error: JsonRpcErrorObject): JsonRpcErrorResponse {
+  return { jsonrpc: "2.0", id, error };
+}
