@@ -23,7 +23,7 @@ export async function buildCommand(argv: string[]): Promise<void> {
         const ram = await stat(`${config.cacheDir}/templates/${manifest.name}/${meta.key}/ram`);
         progress(
           `${manifest.name}: template ${meta.key} ready; RAM file ${mib(ram.size)} MiB (${mib(ram.blocks * 512)} MiB on disk), ` +
-            `cold boot ${meta.timings.bootMs} ms + initialize ${meta.timings.initializeMs} ms`,
+            `cold boot ${meta.timings.bootMs} ms + initialize and warm-up ${meta.timings.warmupMs} ms`,
         );
       } catch (err) {
         failed = true;

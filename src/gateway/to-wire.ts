@@ -65,6 +65,12 @@ function sandboxFailure(error: SandboxError, server: string | undefined): JsonRp
       return { code: ErrorCode.InternalError, message: `${capitalized(name)} is busy: ${error.message}`, data };
     case "POOL_CLOSED":
       return { code: ErrorCode.InternalError, message: error.message, data };
+    case "STATE_LOST":
+      return {
+        code: ErrorCode.InternalError,
+        message: `The sandbox of this session for ${name} ended while idle (${error.message}); what it held (files, memory, processes) is gone. The next request starts a fresh sandbox.`,
+        data,
+      };
     case "SANDBOX_CLOSED":
       return { code: ErrorCode.InternalError, message: `${error.message}. Nothing was answered; retrying starts a fresh sandbox.`, data };
     default:

@@ -30,22 +30,6 @@ export class MethodNotFoundError extends WireError {
   readonly rpcCode = ErrorCode.MethodNotFound;
 }
 
-/**
- * The session's sandbox for `server` ended while it had nothing to do: what it held is gone. Told once;
- * the next request gets a fresh sandbox.
- */
-export class StateLostError extends WireError {
-  readonly rpcCode = ErrorCode.InternalError;
-
-  constructor(server: string, why: string, options?: { cause?: unknown }) {
-    super(
-      `The sandbox of this session for server '${server}' ended while idle (${why}); what it held (files, memory, processes) is gone. The next request starts a fresh sandbox.`,
-      { server, retryable: true, reason: "STATE_LOST" },
-      options,
-    );
-  }
-}
-
 /** The session ended (DELETE, a closed connection, shutdown) while the request was in flight. */
 export class SessionEndedError extends WireError {
   readonly rpcCode = ErrorCode.ConnectionClosed;

@@ -23,6 +23,7 @@ export type SandboxErrorCode =
   | "POOL_CLOSED"
   | "UNKNOWN_SERVER"
   | "BUSY"
+  | "STATE_LOST"
   | "ILLEGAL_TRANSITION";
 
 /** Codes after which retrying the same request on a fresh clone cannot help. */
@@ -147,6 +148,14 @@ export class UnknownServerError extends SandboxError {
 /** Every VM the gateway may run is in use and none came free in time. */
 export class BusyError extends SandboxError {
   readonly code = "BUSY";
+}
+
+/**
+ * A lease's sandbox ended while it had nothing to do, so what it held (files, memory, processes) is
+ * gone. Told once, to the lease's next request; the one after gets a fresh sandbox.
+ */
+export class SandboxLostError extends SandboxError {
+  readonly code = "STATE_LOST";
 }
 
 /** A state-machine edge that the table does not allow. */

@@ -3,11 +3,13 @@ import { IllegalTransitionError } from "./errors.js";
 /**
  * The sandbox lifecycle (docs/design/lifecycle.md):
  *   pooled -> resuming -> idle <-> active;  idle -> suspending -> suspended -> resuming.
- * Any state may go to `destroyed`, which is final.
+ * A suspend that fails goes back to idle. Any state may go to `destroyed`, which is final; a destroy
+ * that lands while a suspend runs takes the `suspending -> destroyed` edge, and the suspend's outcome
+ * is then discarded.
  */
 export type SandboxState = "pooled" | "resuming" | "active" | "idle" | "suspending" | "suspended" | "destroyed";
 
-const EDGES: Record<SandboxState, readonly SandboxState[]> = {
+const SANDBOX_EDGES: Record<SandboxState, readonly SandboxState[]> = {
   pooled: ["resuming", "destroyed"],
   resuming: ["idle", "destroyed"],
   idle: ["active", "suspending", "destroyed"],
@@ -17,39 +19,52 @@ const EDGES: Record<SandboxState, readonly SandboxState[]> = {
   destroyed: [],
 };
 
+/**
+ * A server's template: `building` (image or template under construction, also a rebuild after clones
+ * failed to resume), `ready`, or `failed` (the build failed; the server cannot be hosted until restart).
+ */
+export type TemplateState = "building" | "ready" | "failed";
+
+const TEMPLATE_EDGES: Record<TemplateState, readonly TemplateState[]> = {
+  building: ["ready", "failed"],
+  ready: ["building"],
+  failed: [],
+};
+
 export function canTransition(from: SandboxState, to: SandboxState): boolean {
-  return EDGES[from].includes(to);
+  return SANDBOX_EDGES[from].includes(to);
 }
 
-export interface TransitionEvent {
-  from: SandboxState;
-  to: SandboxState;
+export function canTemplateTransition(from: TemplateState, to: TemplateState): boolean {
+  return TEMPLATE_EDGES[from].includes(to);
 }
 
-/** Holds one sandbox's state; every change goes through `transition`, which rejects illegal edges. */
-export class Lifecycle {
-  private current: SandboxState;
-  private readonly listeners = new Set<(event: TransitionEvent) => void>();
+/** Throws unless `from -> to` is an edge of the sandbox table. */
+export function checkTransition(what: string, from: SandboxState, to: SandboxState): void {
+  if (!canTransition(from, to)) throw new IllegalTransitionError(`${what} cannot go from ${from} to ${to}`);
+}
 
-  constructor(initial: SandboxState = "pooled") {
-    this.current = initial;
+/** A template's status with its reason; every change goes through the table. */
+export class TemplateStatus {
+  private current: TemplateState = "building";
+  reason: string | undefined;
+
+  constructor(reason: string) {
+    this.reason = reason;
   }
 
-  get state(): SandboxState {
+  get state(): TemplateState {
     return this.current;
   }
 
-  transition(to: SandboxState): void {
-    const from = this.current;
-    if (!canTransition(from, to)) {
-      throw new IllegalTransitionError(`sandbox cannot go from ${from} to ${to}`);
+  /** Moves to `to`; `reason` says why it is not ready (undefined once ready). */
+  set(to: TemplateState, reason?: string): void {
+    if (this.current === to) {
+      this.reason = reason;
+      return;
     }
+    if (!canTemplateTransition(this.current, to)) throw new IllegalTransitionError(`template cannot go from ${this.current} to ${to}`);
     this.current = to;
-    for (const listener of this.listeners) listener({ from, to });
-  }
-
-  onTransition(listener: (event: TransitionEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    this.reason = reason;
   }
 }

@@ -1,10 +1,20 @@
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
-import type { Vm, VmExit } from "./driver.js";
-import { CallTimeoutError, GuestExitedError, ResumeError, SandboxClosedError, SandboxError } from "./errors.js";
-import { Lifecycle, type SandboxState } from "./lifecycle.js";
+import type { PendingVm, Vm, VmExit } from "./driver.js";
+import { CallTimeoutError, GuestExitedError, IllegalTransitionError, ResumeError, SandboxClosedError, type SandboxError } from "./errors.js";
+import { checkTransition, type SandboxState } from "./lifecycle.js";
 import { events, publishSoon } from "../telemetry/events.js";
 
 type RequestId = string | number;
+
+/** The sandbox's state with what belongs to it: only a running sandbox has a VM, only a saved one a file. */
+export type SandboxStatus =
+  | { state: "pooled"; pending: PendingVm }
+  | { state: "resuming"; from: "pooled" | "suspended" }
+  | { state: "idle"; vm: Vm }
+  | { state: "active"; vm: Vm }
+  | { state: "suspending"; vm: Vm }
+  | { state: "suspended" }
+  | { state: "destroyed"; error: SandboxError | undefined };
 
 export interface SandboxEvents {
   /** A message from the server in the guest: a response, a notification, or a server->client request. */
@@ -28,10 +38,12 @@ export interface SandboxTimings {
   resumeMs: number;
 }
 
-/** What the pool does for a sandbox: saving it to disk and bringing it back, on a VM of its choosing. */
+/** What the pool does for a sandbox: loading state into a VMM of its choosing, and saving it to disk. */
 export interface SandboxHost {
+  /** Loads the template into `pending`, or, without it, the sandbox's saved state into a VMM the pool picks. */
+  resume(sandbox: Sandbox, pending: PendingVm | undefined): Promise<Vm>;
+  /** Saves a running sandbox to disk and ends its VM; on failure the VM keeps running. */
   suspend(sandbox: Sandbox, vm: Vm): Promise<void>;
-  resume(sandbox: Sandbox): Promise<Vm>;
   /** The sandbox is gone for good: its saved state, if any, can go too. */
   discard(sandbox: Sandbox): void;
 }
@@ -43,14 +55,15 @@ export interface SandboxOptions {
 }
 
 /**
- * One clone of a server's template, leased to one client session. It tracks the requests in flight so
- * that none is left hanging: each has a deadline, and if the guest dies every one fails with a reason.
- * Idle long enough, it is suspended (its VM ends, its state is on disk) and resumed on the next request.
+ * One clone of a server's template, from the moment its VMM is prestarted (`pooled`) to its end. It
+ * tracks the requests in flight so that none is left hanging: each has a deadline, and if the guest dies
+ * every one fails with a reason. Idle long enough, it is suspended (its VM ends, its state is on disk)
+ * and resumed on the next request. Every state change goes through `moveTo`, checked against the table
+ * in lifecycle.ts.
  */
 export class Sandbox {
-  readonly lifecycle: Lifecycle;
   readonly id: string;
-  private current: Vm | undefined;
+  private status: SandboxStatus;
   private readonly inFlight = new Map<RequestId, NodeJS.Timeout>();
   private readonly listeners: { [K in keyof SandboxEvents]: Set<SandboxEvents[K]> } = {
     message: new Set(),
@@ -59,43 +72,84 @@ export class Sandbox {
     suspended: new Set(),
     resumed: new Set(),
   };
-  private closing = false;
-  /** Set when the gateway lets go of the sandbox without ending it: its saved state stays on disk. */
+  /** Set when the gateway lets go of the sandbox without ending what it saved (see `release`). */
   private keepSavedState = false;
   private idleTimer: NodeJS.Timeout | undefined;
   /** When the sandbox last had a request (epoch ms): least recently used ones are suspended first. */
   lastUsed = Date.now();
+  /** How it came to its holder; set by the pool when it hands the sandbox out. */
+  timings: SandboxTimings = { source: "prestarted", resumeMs: 0 };
   /** A suspend or resume under way; requests wait for it. */
   private transition: Promise<void> | undefined;
+  /** Handed to a holder (not waiting in a pool): only then does idleness lead to a suspend. */
+  private held = false;
 
-  /**
-   * A sandbox running on `vm`, or, with `vm` a string, one known only by that id and saved on disk
-   * (brought back after a gateway restart): it resumes on its first request.
-   */
-  constructor(
+  private constructor(
     readonly server: string,
-    vm: Vm | string,
-    readonly timings: SandboxTimings,
+    id: string,
+    /** The template it was cloned from: its saved state loads on that one only. */
+    readonly templateKey: string,
+    initial: SandboxStatus,
     private readonly options: SandboxOptions,
     private readonly host: SandboxHost,
   ) {
-    this.id = typeof vm === "string" ? vm : vm.id;
-    this.lifecycle = new Lifecycle(typeof vm === "string" ? "suspended" : "idle");
-    this.lifecycle.onTransition(({ from, to }) => {
-      publishSoon(events.sandboxTransition, { server, sandboxId: this.id, from, to });
-      if (to === "idle") this.armIdleTimer();
+    this.id = id;
+    this.status = initial;
+  }
+
+  /** A sandbox on a VMM started ahead of demand, waiting for the template: `resume()` brings it up. */
+  static pooled(server: string, pending: PendingVm, templateKey: string, options: SandboxOptions, host: SandboxHost): Sandbox {
+    const sandbox = new Sandbox(server, pending.id, templateKey, { state: "pooled", pending }, options, host);
+    void pending.exited.then(() => {
+      if (sandbox.status.state === "pooled") void sandbox.destroy("its VMM exited while pooled");
     });
-    if (typeof vm !== "string") this.attach(vm);
+    return sandbox;
+  }
+
+  /** A sandbox known only by its id and saved on disk (from before a gateway restart): it resumes on first use. */
+  static suspended(server: string, id: string, templateKey: string, options: SandboxOptions, host: SandboxHost): Sandbox {
+    const sandbox = new Sandbox(server, id, templateKey, { state: "suspended" }, options, host);
+    sandbox.held = true;
+    return sandbox;
+  }
+
+  /** The pool hands the sandbox to a holder: from now on it is suspended when idle long enough. */
+  hold(timings: SandboxTimings): void {
+    this.held = true;
+    this.timings = timings;
+    this.lastUsed = Date.now();
     this.armIdleTimer();
   }
 
-  /** The running VM; undefined while suspended. */
-  get vm(): Vm | undefined {
-    return this.current;
+  /**
+   * `pooled -> destroyed` without ending the VMM: a sandbox resuming from disk takes the VMM over (the
+   * pool keeps its VMMs as pooled sandboxes). The VMM's budget slot goes with the process, not with this.
+   */
+  handOver(): PendingVm {
+    const status = this.status;
+    if (status.state !== "pooled") throw new IllegalTransitionError(`sandbox ${this.id} is ${status.state}: only a pooled sandbox hands its VMM over`);
+    this.moveTo({ state: "destroyed", error: undefined });
+    this.emit("closed", undefined, false);
+    return status.pending;
   }
 
   get state(): SandboxState {
-    return this.lifecycle.state;
+    return this.status.state;
+  }
+
+  /** Whether its manifest lets it be suspended when idle (a server may need to keep running). */
+  get suspendable(): boolean {
+    return this.options.idleSuspendMs > 0;
+  }
+
+  /** The running VM; undefined unless idle, active or suspending. */
+  get vm(): Vm | undefined {
+    return "vm" in this.status ? this.status.vm : undefined;
+  }
+
+  /** The VMM process while there is one (pooled or running), for stats. */
+  get pid(): number | undefined {
+    return this.status.state === "pooled" ? this.status.pending.pid : this.vm?.pid;
   }
 
   on<K extends keyof SandboxEvents>(event: K, listener: SandboxEvents[K]): () => void {
@@ -107,45 +161,65 @@ export class Sandbox {
     for (const listener of this.listeners[event]) (listener as (...a: Parameters<SandboxEvents[K]>) => void)(...args);
   }
 
+  private moveTo(next: SandboxStatus): void {
+    const from = this.status.state;
+    checkTransition(`sandbox ${this.id}`, from, next.state);
+    this.status = next;
+    publishSoon(events.sandboxTransition, { server: this.server, sandboxId: this.id, from, to: next.state });
+    if (next.state === "idle") this.armIdleTimer();
+  }
+
   private attach(vm: Vm): void {
-    this.current = vm;
     vm.channel.onMessage((message, guestMs) => {
-      if (this.current === vm) this.fromGuest(message, guestMs);
+      if (this.vm === vm) this.fromGuest(message, guestMs);
     });
     void vm.exited.then((exit) => {
-      if (this.current === vm) this.onVmExit(exit);
+      if (this.vm === vm) this.onVmExit(exit);
     });
+  }
+
+  /**
+   * `pooled -> resuming -> idle`: loads the template into the prestarted VMM. On failure the sandbox is
+   * destroyed (its VMM with it) and the error thrown.
+   */
+  async resume(): Promise<void> {
+    if (this.status.state !== "pooled") throw new ResumeError(`sandbox ${this.id} is ${this.status.state}, not pooled`);
+    const { pending } = this.status;
+    await this.load(pending, "pooled");
   }
 
   /** Resolves once the sandbox runs: waits for a suspend or resume under way, resumes a suspended one. */
   async ensureRunning(): Promise<void> {
     while (this.transition) await this.transition.catch(() => undefined);
-    if (this.state === "suspended") {
-      this.transition = this.resumeFromDisk().finally(() => {
+    if (this.status.state === "suspended") {
+      this.transition = this.load(undefined, "suspended").finally(() => {
         this.transition = undefined;
       });
       await this.transition;
     }
-    if (this.state === "destroyed") throw new SandboxClosedError(`sandbox ${this.id} is gone`);
+    if (this.status.state === "destroyed") {
+      throw this.status.error ?? new SandboxClosedError(`The sandbox of server '${this.server}' was closed`);
+    }
   }
 
-  private async resumeFromDisk(): Promise<void> {
-    this.lifecycle.transition("resuming");
+  private async load(pending: PendingVm | undefined, from: "pooled" | "suspended"): Promise<void> {
+    this.moveTo({ state: "resuming", from });
+    let vm: Vm;
     try {
-      const vm = await this.host.resume(this);
-      if (this.closing) {
-        // Destroyed while it resumed (its session ended): nothing else knows this VM, so it ends here.
-        await vm.kill("sandbox destroyed while it resumed");
-        throw new SandboxClosedError(`sandbox ${this.id} was closed while it resumed`);
-      }
-      this.attach(vm);
-      this.lifecycle.transition("idle");
-      this.emit("resumed");
+      vm = await this.host.resume(this, pending);
     } catch (err) {
-      const error = err instanceof SandboxError ? err : new ResumeError(String(err), { cause: err });
-      await this.destroy(`resume from disk failed: ${error.message}`, error);
+      const error = err instanceof ResumeError ? err : new ResumeError(`resume failed: ${(err as Error).message}`, { cause: err });
+      await this.destroy(error.message, error);
       throw error;
     }
+    if (this.status.state === "destroyed") {
+      // Destroyed while it resumed (its session ended, the gateway stops): nothing else knows this VM.
+      await vm.kill("sandbox destroyed while it resumed");
+      throw new SandboxClosedError(`The sandbox of server '${this.server}' was closed while it resumed`);
+    }
+    this.moveTo({ state: "idle", vm });
+    this.attach(vm);
+    if (from === "suspended") this.emit("resumed");
   }
 
   /**
@@ -154,27 +228,35 @@ export class Sandbox {
    * nothing to a sandbox that is not idle when it fires.
    */
   private armIdleTimer(): void {
-    if (!this.options.idleSuspendMs || this.state !== "idle") return;
+    if (!this.options.idleSuspendMs || !this.held || this.status.state !== "idle") return;
     if (this.idleTimer) this.idleTimer.refresh();
     else this.idleTimer = setTimeout(() => void this.suspend(), this.options.idleSuspendMs).unref();
   }
 
-  /** Saves the sandbox to disk and ends its VM; it comes back on the next request. */
+  /**
+   * Saves the sandbox to disk and ends its VM; it comes back on the next request. Only an idle sandbox
+   * is suspended; anything else returns at once. A failed suspend leaves it running (it is logged and
+   * published by the host); a destroy that lands meanwhile wins and the saved state is discarded.
+   */
   async suspend(): Promise<void> {
-    if (this.state !== "idle" || this.transition || !this.current) return;
-    const vm = this.current;
-    this.lifecycle.transition("suspending");
+    if (this.status.state !== "idle" || this.transition) return;
+    const { vm } = this.status;
+    this.moveTo({ state: "suspending", vm });
     this.transition = this.host
       .suspend(this, vm)
-      .then(() => {
-        this.current = undefined;
-        this.lifecycle.transition("suspended");
-        this.emit("suspended");
-      })
-      .catch(() => {
-        // The VM still runs (a failed suspend lets it continue): stay as we were.
-        if (this.state === "suspending") this.lifecycle.transition("idle");
-      })
+      .then(
+        () => {
+          if (this.status.state === "destroyed") {
+            if (!this.keepSavedState) this.host.discard(this);
+            return;
+          }
+          this.moveTo({ state: "suspended" });
+          this.emit("suspended");
+        },
+        () => {
+          if (this.status.state === "suspending") this.moveTo({ state: "idle", vm });
+        },
+      )
       .finally(() => {
         this.transition = undefined;
       });
@@ -183,17 +265,18 @@ export class Sandbox {
 
   /** Sends a client's message to the server in the guest. Requests get the manifest's deadline. */
   send(message: JsonRpcMessage): void {
-    if (!this.current || (this.state !== "idle" && this.state !== "active")) {
-      throw new SandboxClosedError(`sandbox ${this.id} is not running (${this.state})`);
+    const status = this.status;
+    if (status.state !== "idle" && status.state !== "active") {
+      throw new SandboxClosedError(`The sandbox of server '${this.server}' is not running (${status.state})`);
     }
     const id = message.id as RequestId | undefined;
     this.lastUsed = Date.now();
     if (id !== undefined && typeof message.method === "string") {
-      const timer = setTimeout(() => this.onTimeout(id, message.method as string), this.options.callTimeoutMs);
-      this.inFlight.set(id, timer);
-      if (this.state === "idle") this.lifecycle.transition("active");
+      const method = message.method;
+      this.inFlight.set(id, setTimeout(() => this.onTimeout(id, method), this.options.callTimeoutMs));
+      if (status.state === "idle") this.moveTo({ state: "active", vm: status.vm });
     }
-    this.current.channel.send(message);
+    status.vm.channel.send(message);
   }
 
   private fromGuest(message: JsonRpcMessage, guestMs?: number): void {
@@ -203,7 +286,8 @@ export class Sandbox {
       if (!timer) return; // a late answer to a request already failed (or one the host made itself)
       clearTimeout(timer);
       this.inFlight.delete(id);
-      if (this.inFlight.size === 0 && this.state === "active") this.lifecycle.transition("idle");
+      const status = this.status;
+      if (this.inFlight.size === 0 && status.state === "active") this.moveTo({ state: "idle", vm: status.vm });
     }
     this.emit("message", message, guestMs);
   }
@@ -219,7 +303,7 @@ export class Sandbox {
   }
 
   private onVmExit(exit: VmExit): void {
-    if (this.closing || this.state === "suspending" || this.state === "suspended") return;
+    if (this.status.state === "suspending") return; // a suspend ends the VM itself
     const detail = exit.serverExit
       ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${exit.serverExit.stderrTail.trim().split("\n").pop() ?? ""}`
       : exit.reason;
@@ -227,34 +311,32 @@ export class Sandbox {
     void this.destroy(detail, new GuestExitedError(`the guest died: ${detail}`));
   }
 
-  /** Ends the clone. Every request still in flight fails with `error` (or a generic reason). Idempotent. */
+  /** Ends the sandbox. Every request still in flight fails with `error` (or a generic reason). Idempotent. */
   async destroy(reason: string, error?: SandboxError): Promise<void> {
-    if (this.closing) {
-      await this.current?.exited;
-      return;
-    }
-    this.closing = true;
-    const whileIdle = error !== undefined && this.state === "idle";
+    const before = this.status;
+    if (before.state === "destroyed") return;
+    const whileIdle = error !== undefined && before.state === "idle";
     clearTimeout(this.idleTimer);
-    const failure = error ?? new SandboxClosedError(`The sandbox was closed (${reason})`);
+    this.moveTo({ state: "destroyed", error });
+    const failure = error ?? new SandboxClosedError(`The sandbox of server '${this.server}' was closed (${reason})`);
     for (const [id, timer] of this.inFlight) {
       clearTimeout(timer);
       this.emit("requestFailed", id, failure);
     }
     this.inFlight.clear();
-    this.lifecycle.transition("destroyed");
     // Owners learn at once, so a next request never lands on a sandbox that is on its way out.
     this.emit("closed", error, whileIdle);
     if (!this.keepSavedState) this.host.discard(this);
-    await this.current?.kill(reason);
+    if (before.state === "pooled") await before.pending.kill(reason);
+    else if ("vm" in before) await before.vm.kill(reason);
   }
 
   /**
-   * Lets go of the sandbox without losing what it saved: a suspended one stays on disk for its session to
+   * Lets go of the sandbox without losing what it saved: a suspended one stays on disk for its holder to
    * come back to (after a gateway restart); a running one ends (its memory cannot be kept).
    */
   async release(reason: string): Promise<void> {
-    this.keepSavedState = this.state === "suspended";
+    this.keepSavedState = this.status.state === "suspended";
     await this.destroy(reason);
   }
 }

@@ -1,0 +1,208 @@
+import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
+import type { LeaseOwner, SandboxAdmission } from "./admission.js";
+import { GuestRpcError, SandboxClosedError, SandboxLostError, type SandboxError } from "./errors.js";
+import type { Sandbox, SandboxTimings } from "./sandbox.js";
+import type { SavedRef } from "./suspend-store.js";
+
+type RequestId = string | number;
+
+/**
+ * What a lease is bound to. Today: one client session's use of one server (`session`), or one request
+ * answered in a clone of its own (`call`). Later protocol eras add other scopes (a principal, a signed
+ * handle) and a shared directory stores leases by `affinityId`; this is the one type they extend.
+ */
+export type AffinityKey =
+  | { scope: "session"; server: string; session: string }
+  | { scope: "call"; server: string; call: string };
+
+/** The key as one string, stable across processes: what a directory of leases is indexed by. */
+export function affinityId(key: AffinityKey): string {
+  return key.scope === "session" ? `session:${key.server}:${key.session}` : `call:${key.server}:${key.call}`;
+}
+
+/** How a sandbox was made ready for a message, when it had to be: timed for the request's trace. */
+export interface Acquisition {
+  start: number;
+  end: number;
+  source: SandboxTimings["source"] | "suspended";
+}
+
+export interface LeaseEvents {
+  /** A message from the server in the sandbox (replies to the lease's own requests are not among them). */
+  message(message: JsonRpcMessage, guestMs?: number): void;
+  /** A request sent through the lease that will never be answered (timeout, the VM died, the sandbox ended). */
+  requestFailed(id: RequestId, error: SandboxError): void;
+  /** The sandbox was saved to disk or came back from it: `savedRef` changed. */
+  savedStateChanged(): void;
+}
+
+export interface LeaseOptions {
+  /** Runs on every new sandbox before anything else is sent to it (e.g. replaying a logging level). */
+  onFreshSandbox?: () => Promise<void>;
+}
+
+/**
+ * All the router knows of a sandbox: a stable handle, keyed by an affinity key, on whichever sandbox
+ * serves that key now. It acquires one on first need, resumes it when suspended, and gets a fresh one
+ * after a failure; what those steps involve (VM budget, tenant quota, saved files) stays behind it.
+ */
+export interface SandboxLease {
+  readonly key: AffinityKey;
+  /** A sandbox runs for this lease now (messages that mean nothing to a fresh clone may go). */
+  readonly running: boolean;
+  /** Where its state is saved while it is suspended (what a restarted gateway needs to find it). */
+  readonly savedRef: SavedRef | undefined;
+  /**
+   * Makes a sandbox ready: acquires or resumes one if needed, and says how (undefined if it ran
+   * already). Throws SandboxLostError once after the lease's sandbox died while idle.
+   */
+  ready(options?: { reportLoss: boolean }): Promise<Acquisition | undefined>;
+  /** Sends to the running sandbox; call right after `ready`. */
+  send(message: JsonRpcMessage): void;
+  /** A request of the gateway's own (its id never reaches a client), on a ready sandbox. */
+  request(method: string, params?: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** Saves the sandbox to disk now, if it runs and is idle. */
+  suspendIfIdle(): Promise<void>;
+  /**
+   * Ends the lease. With `keep`, a suspended sandbox stays on disk for a later `adopt`; otherwise the
+   * sandbox and what it saved are gone. Idempotent.
+   */
+  release(options: { keep: boolean }): Promise<void>;
+}
+
+/** The pool's lease: one holder's view of a sequence of sandboxes for one affinity key. */
+export class PoolLease implements SandboxLease {
+  private sandbox: Sandbox | undefined;
+  private acquiring: Promise<Sandbox> | undefined;
+  private released = false;
+  /** The sandbox died while idle: the next request is told its state is gone, once. */
+  private lost: SandboxError | undefined;
+  private readonly internal = new Map<RequestId, (message: JsonRpcMessage) => void>();
+  private nextInternalId = 1;
+
+  constructor(
+    readonly key: AffinityKey,
+    private readonly owner: LeaseOwner,
+    private readonly acquire: () => Promise<Sandbox>,
+    private readonly admission: SandboxAdmission,
+    private readonly listener: LeaseEvents,
+    private readonly options: LeaseOptions = {},
+    adopted?: Sandbox,
+  ) {
+    if (adopted) this.listen(adopted);
+  }
+
+  get running(): boolean {
+    const state = this.sandbox?.state;
+    return state !== undefined && state !== "destroyed" && state !== "suspended";
+  }
+
+  get savedRef(): SavedRef | undefined {
+    const sandbox = this.sandbox;
+    return sandbox?.state === "suspended" ? { server: sandbox.server, sandboxId: sandbox.id, templateKey: sandbox.templateKey } : undefined;
+  }
+
+  async ready(options: { reportLoss: boolean } = { reportLoss: true }): Promise<Acquisition | undefined> {
+    if (this.released) throw new SandboxClosedError(`The lease on server '${this.key.server}' was released: its session ended`);
+    if (this.lost && options.reportLoss) {
+      const lost = this.lost;
+      this.lost = undefined;
+      throw new SandboxLostError(lost.message, { cause: lost });
+    }
+    const existing = this.sandbox;
+    if (existing && (existing.state === "idle" || existing.state === "active")) return undefined;
+    const start = performance.now();
+    if (existing && existing.state !== "destroyed") {
+      if (existing.state === "suspended") {
+        const admitted = await this.admission.admit(this.owner);
+        // Throws if it could not be brought back; the next request starts afresh.
+        await existing.ensureRunning().finally(() => admitted(existing));
+        return { start, end: performance.now(), source: "suspended" };
+      }
+      await existing.ensureRunning();
+      return undefined;
+    }
+    this.acquiring ??= this.acquireFresh().finally(() => {
+      this.acquiring = undefined;
+    });
+    const sandbox = await this.acquiring;
+    return { start, end: performance.now(), source: sandbox.timings.source };
+  }
+
+  /** A fresh clone, counted against the owner's tenant for as long as it lives. */
+  private async acquireFresh(): Promise<Sandbox> {
+    const admitted = await this.admission.admit(this.owner);
+    let sandbox: Sandbox;
+    try {
+      sandbox = await this.acquire();
+      admitted(sandbox);
+    } finally {
+      admitted();
+    }
+    if (this.released) {
+      void sandbox.destroy("its lease was released while it resumed");
+      throw new SandboxClosedError(`The lease on server '${this.key.server}' was released while its sandbox resumed`);
+    }
+    this.listen(sandbox);
+    this.listener.savedStateChanged();
+    await this.options.onFreshSandbox?.();
+    return sandbox;
+  }
+
+  send(message: JsonRpcMessage): void {
+    if (!this.sandbox) throw new SandboxClosedError(`No sandbox runs for server '${this.key.server}'`);
+    this.sandbox.send(message);
+  }
+
+  async request(method: string, params?: Record<string, unknown>): Promise<Record<string, unknown>> {
+    await this.ready({ reportLoss: false });
+    const sandbox = this.sandbox!;
+    const id = `mcpvisor:lease:${this.nextInternalId++}`;
+    const reply = new Promise<JsonRpcMessage>((resolve, reject) => {
+      this.internal.set(id, resolve);
+      const off = sandbox.on("requestFailed", (failedId, error) => {
+        if (failedId !== id) return;
+        off();
+        reject(error);
+      });
+    });
+    sandbox.send({ jsonrpc: "2.0", id, method, ...(params ? { params } : {}) });
+    const message = await reply.finally(() => this.internal.delete(id));
+    if (message.error) {
+      const error = message.error as { code?: number; message?: string };
+      throw new GuestRpcError(method, error.code ?? 0, error.message ?? "error");
+    }
+    return (message.result ?? {}) as Record<string, unknown>;
+  }
+
+  async suspendIfIdle(): Promise<void> {
+    if (this.sandbox?.state === "idle") await this.sandbox.suspend();
+  }
+
+  private listen(sandbox: Sandbox): void {
+    this.sandbox = sandbox;
+    sandbox.on("suspended", () => this.listener.savedStateChanged());
+    sandbox.on("resumed", () => this.listener.savedStateChanged());
+    sandbox.on("message", (message, guestMs) => {
+      const waiter = message.id !== undefined && !("method" in message) ? this.internal.get(message.id as RequestId) : undefined;
+      if (waiter) waiter(message);
+      else this.listener.message(message, guestMs);
+    });
+    sandbox.on("requestFailed", (id, error) => {
+      if (!this.internal.has(id)) this.listener.requestFailed(id, error);
+    });
+    sandbox.on("closed", (error, whileIdle) => {
+      if (this.sandbox !== sandbox) return;
+      this.sandbox = undefined;
+      if (error && whileIdle) this.lost = error;
+    });
+  }
+
+  async release({ keep }: { keep: boolean }): Promise<void> {
+    this.released = true;
+    const sandbox = this.sandbox;
+    this.sandbox = undefined;
+    if (!sandbox) return;
+    await (keep ? sandbox.release("its holder let go") : sandbox.destroy("its lease was released"));
+  }
+}
