@@ -36,6 +36,7 @@ import type { JsonRpcMessage } from "../sandbox/agent/protocol.js";
 import { REPO_ROOT, startGateway, type Gateway } from "../src/main.js";
 import type { GuestChannel } from "../src/sandbox/driver.js";
 import type { Sandbox } from "../src/sandbox/sandbox.js";
+import { ServerPool } from "../src/sandbox/server-pool.js";
 import { createLogger } from "../src/telemetry/log.js";
 import { serversDirWith, testConfig } from "../test/helpers.js";
 import type { LoadCommand, LoadResult } from "./gateway-load.js";
@@ -221,10 +222,11 @@ interface Stamps {
 /** Captures every sandbox the gateway leases, so the bench can talk to the session's own clone. */
 function captureLeases(gateway: Gateway): Sandbox[] {
   const leased: Sandbox[] = [];
-  const acquire = gateway.pool.acquire.bind(gateway.pool);
-  gateway.pool.acquire = async (server: string) => {
-    const sandbox = await acquire(server);
-    leased.push(sandbox);
+  // Leases hide their sandbox from the router; the bench reaches past them, at the one place clones are handed out.
+  const acquire = ServerPool.prototype.acquire;
+  ServerPool.prototype.acquire = async function (this: ServerPool) {
+    const sandbox = await acquire.call(this);
+    if (gateway.pool.has(this.manifest.name)) leased.push(sandbox);
     return sandbox;
   };
   return leased;

@@ -13,6 +13,7 @@ import { HttpGateway } from "./gateway/http.js";
 import { AuditLog } from "./telemetry/audit-log.js";
 import { flushTelemetry } from "./telemetry/events.js";
 import { Readiness } from "./gateway/readiness.js";
+import { mcpPreparation } from "./router/catalog.js";
 import { Router } from "./router/router.js";
 import { SessionStore } from "./router/session-store.js";
 import type { VmSpec } from "./sandbox/driver.js";
@@ -61,10 +62,13 @@ export async function createRuntime(
   registerManifestSecrets(manifests);
   const stopRequestLog = subscribeRequestLog(log);
   const driver = new QemuDriver({ runDir: config.runDir });
-  const pool = new SandboxPool(driver, new TemplateStore(driver, config.cacheDir, log), log, join(config.cacheDir, "suspended"), {
-    maxVms: config.maxVms,
-    maxQueue: config.vmQueue,
-    queueTimeoutMs: config.vmQueueTimeoutMs,
+  const pool = new SandboxPool({
+    driver,
+    templates: new TemplateStore(driver, config.cacheDir, log, mcpPreparation),
+    preparation: mcpPreparation,
+    log,
+    suspendDir: join(config.cacheDir, "suspended"),
+    limits: { maxVms: config.maxVms, maxQueue: config.vmQueue, queueTimeoutMs: config.vmQueueTimeoutMs },
   });
   const sessionStore = new SessionStore(join(config.cacheDir, "sessions"));
   await sessionStore.index();

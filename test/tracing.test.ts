@@ -5,6 +5,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import type { JsonRpcMessage } from "../sandbox/agent/protocol.js";
+import { ServerPool } from "../src/sandbox/server-pool.js";
 import type { SpanView, TraceView } from "../src/telemetry/tracing.js";
 import { startReadyGateway } from "./helpers.js";
 
@@ -21,10 +22,10 @@ describe("request traces through a real gateway", { timeout: 300_000 }, () => {
   before(async () => {
     gateway = await startReadyGateway({ servers: ["exec"] });
     // Watch what the router hands to sandboxes: that is what goes down the agent channel into the guest.
-    const pool = gateway.pool;
-    const acquire = pool.acquire.bind(pool);
-    pool.acquire = async (server: string) => {
-      const sandbox = await acquire(server);
+    // Leases hide their sandbox; the test reaches past them, at the one place clones are handed out.
+    const acquire = ServerPool.prototype.acquire;
+    ServerPool.prototype.acquire = async function (this: ServerPool) {
+      const sandbox = await acquire.call(this);
       const send = sandbox.send.bind(sandbox);
       sandbox.send = (message: JsonRpcMessage) => {
         toGuest.push(structuredClone(message));

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { mcpPreparation } from "../src/router/catalog.js";
 import { execFile } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -65,7 +66,7 @@ describe("QEMU runs with the least it needs", { timeout: 300_000 }, () => {
       log,
     });
     spec = await plan.specs.get("exec")!;
-    template = await new TemplateStore(driver, config.cacheDir, log).ensure(manifest!, spec, () => undefined);
+    template = await new TemplateStore(driver, config.cacheDir, log, mcpPreparation).ensure(manifest!, spec, () => undefined);
     identity = await vmmIdentity();
     scratch = await mkdtemp(join(config.cacheDir, "privilege-test-"));
   });

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { preparedOf } from "../router/catalog.js";
 import { readFileSync } from "node:fs";
 import type { Hono } from "hono";
 import { mayUseServer, type Principal } from "../auth/principal.js";
@@ -45,7 +46,7 @@ export async function statusReport(sources: StatusSources, viewer: Principal) {
     stats.map(async (s) => {
       const manifest = sources.manifests.find((m) => m.name === s.server);
       // A template that is still building would make template() wait; only ready ones are asked.
-      const catalog = s.status === "ready" ? await pool.template(s.server).then((t) => t.catalog, () => undefined) : undefined;
+      const catalog = s.status === "ready" ? await pool.template(s.server).then((t) => preparedOf(t).catalog, () => undefined) : undefined;
       const sandboxes: Record<string, number> = { prestarted: s.prestarted, warm: s.warm };
       for (const sandbox of s.sandboxes) sandboxes[sandbox.state] = (sandboxes[sandbox.state] ?? 0) + 1;
       return {

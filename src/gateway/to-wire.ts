@@ -87,13 +87,13 @@ function capitalized(text: string): string {
 }
 
 /** A JSON-RPC error response; `id` is null when no request can be named (JSON-RPC 2.0 §5). */
-export interface JsonRpcErrorResponse {
+export interface JsonRpcErrorResponse<Id extends RequestId | null = RequestId | null> {
   jsonrpc: "2.0";
-  id: RequestId | null;
+  id: Id;
   error: JsonRpcErrorObject;
 }
 
 /** The JSON-RPC error response: the one place its envelope is built. */
-export function errorResponse(id: RequestId | null, error: JsonRpcErrorObject): JsonRpcErrorResponse {
+export function errorResponse<Id extends RequestId | null>(id: Id, error: JsonRpcErrorObject): JsonRpcErrorResponse<Id> {
   return { jsonrpc: "2.0", id, error };
 }

@@ -35,6 +35,6 @@ export class SessionEndedError extends WireError {
   readonly rpcCode = ErrorCode.ConnectionClosed;
 
   constructor(message = "The session ended before this request was answered") {
-    super(message, { retryable: false, reason: "SESSION_ENDED" });
+    super(message, { retryable: false, reason: "SESSION_CLOSED" });
   }
 }

@@ -1,5 +1,4 @@
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
-import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import type { SandboxPool } from "../sandbox/pool.js";
 import { AggregateSession } from "./aggregate-session.js";
@@ -8,15 +7,9 @@ import type { Session, SessionOwner } from "./session.js";
 import { LOCAL_PRINCIPAL, mayUseServer, type Principal } from "../auth/principal.js";
 import { AccessError } from "../auth/access-error.js";
 import { TenantCounter } from "../tenancy/tenant-counter.js";
-import { TenantSandboxes } from "../tenancy/sandbox-quota.js";
 import type { SessionStore, StoredSession } from "./session-store.js";
-import type { Sandbox } from "../sandbox/sandbox.js";
 import { events } from "../telemetry/events.js";
 
-/**
- * Connects client transports to sandboxes: one client session gets one clone of the server's template,
- * resumed on its first request that needs the server and destroyed when the session ends.
- */
 export interface ConnectOptions {
   /** A request without a session: answered in a clone of its own (`call` isolation). */
   stateless?: boolean;
@@ -28,10 +21,14 @@ export interface ConnectOptions {
   revived?: boolean;
 }
 
+/**
+ * Connects client transports to sandboxes: one client session gets a lease per server it uses, whose
+ * sandbox is resumed on the session's first request that needs the server and released when the
+ * session ends.
+ */
 export class Router {
   private readonly sessions = new Set<Session>();
   private readonly openSessions = new TenantCounter("sessions", "open sessions");
-  private readonly tenantSandboxes = new TenantSandboxes();
 
   constructor(
     private readonly pool: SandboxPool,
@@ -57,7 +54,7 @@ export class Router {
     }
     // Stateless requests are no session to hold: the request rate and the sandbox limit cover them.
     const release = stateless ? () => undefined : await this.holdSession(principal, options.revived ?? false);
-    const owner: SessionOwner = { principal, sandboxes: this.tenantSandboxes.quotaFor(principal.tenant, principal.limits.maxSandboxes) };
+    const owner: SessionOwner = { principal, lease: { tenant: principal.tenant, maxSandboxes: principal.limits.maxSandboxes } };
     const session =
       route === AGGREGATE
         ? new AggregateSession(transport, this.pool, this.log, transportKind, owner, stateless)
@@ -105,7 +102,7 @@ export class Router {
       } else {
         const saved = await store.load(id);
         await store.delete(id);
-        for (const [server, sandbox] of Object.entries(saved?.sandboxes ?? {})) await this.pool.discardSuspended(server, sandbox.sandboxId);
+        for (const [server, sandbox] of Object.entries(saved?.sandboxes ?? {})) await this.pool.discardSaved({ server, ...sandbox });
       }
       this.log.info({ tenant, session: id, limit }, "saved session evicted: the tenant is at its limit of suspended sessions");
     }
@@ -120,20 +117,15 @@ export class Router {
     const stored = this.store ? await this.store.load(id) : undefined;
     // Another tenant's session is, to this caller, no session at all.
     if (!stored || stored.route !== route || stored.tenant !== principal.tenant) return undefined;
-    const adopted: Array<[string, Sandbox]> = [];
+    const session = await this.connect(route, transport, stored.transport, { persistent: true, principal, revived: true });
     for (const [server, saved] of Object.entries(stored.sandboxes)) {
-      const sandbox = this.pool.has(server) ? await this.pool.adoptSuspended(server, saved.sandboxId, saved.templateKey) : undefined;
-      if (!sandbox) {
+      if (!(await session.adopt(server, { server, ...saved }))) {
         this.log.warn({ session: id, server }, "saved session cannot come back: its sandbox's template or state is gone");
-        for (const [, s] of adopted) await s.destroy("session could not be revived");
-        await this.store!.delete(id);
+        await session.end();
         return undefined;
       }
-      adopted.push([server, sandbox]);
     }
-    const session = await this.connect(route, transport, stored.transport, { persistent: true, principal, revived: true });
-    for (const [server, sandbox] of adopted) session.adopt(server, sandbox);
-    this.log.info({ session: id, route, sandboxes: adopted.length }, "session revived from disk");
+    this.log.info({ session: id, route, sandboxes: Object.keys(stored.sandboxes).length }, "session revived from disk");
     return { session, stored };
   }
 
@@ -142,7 +134,7 @@ export class Router {
     if (!this.store) return 0;
     const expired = await this.store.expire(maxAgeMs);
     for (const session of expired) {
-      for (const [server, saved] of Object.entries(session.sandboxes)) await this.pool.discardSuspended(server, saved.sandboxId);
+      for (const [server, saved] of Object.entries(session.sandboxes)) await this.pool.discardSaved({ server, ...saved });
     }
     return expired.length;
   }
@@ -152,7 +144,7 @@ export class Router {
     return {
       openSessions: this.openSessions.count(tenant),
       suspendedSessions: this.store?.countFor(tenant) ?? 0,
-      runningSandboxes: this.tenantSandboxes.running(tenant),
+      runningSandboxes: this.pool.runningSandboxes(tenant),
     };
   }
 
@@ -173,8 +165,6 @@ export class Router {
     await Promise.allSettled([...this.sessions].map((s) => s.close()));
   }
 }
-
-export type { JSONRPCMessage };
 
 /** Every hosted server at once, names namespaced as `<server>__<name>`. */
 export const AGGREGATE = "*";

@@ -1,9 +1,9 @@
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
-import { ErrorCode, type RequestId } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
-import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { RequestRecord } from "../telemetry/events.js";
+import { InvalidParamsError } from "./errors.js";
+import { isRequest, nameParam, type JSONRPCMessage } from "./messages.js";
 import { ServerLink } from "./server-link.js";
 import { Session, type SessionOwner } from "./session.js";
 
@@ -24,15 +24,15 @@ export class ServerSession extends Session {
     stateless = false,
   ) {
     super(transport, pool, log, transportKind, owner);
-    this.link = new ServerLink(server, pool, log.child({ server }), {
+    this.link = new ServerLink(server, this.key, pool, log.child({ server }), {
       message: (message, guestMs) => {
         const refusal = this.refusedByClient(message);
         if (refusal) this.link.sendIfLive(refusal);
         else void this.deliver(message, guestMs);
       },
       requestFailed: (id, error) => this.fail(id, error, server),
-      savedStateChanged: () => this.persistSoon(),
-    }, owner.sandboxes, stateless);
+      savedStateChanged: () => this.savedStateChanged(),
+    }, owner.lease, stateless);
   }
 
   protected linkFor(server: string): ServerLink | undefined {
@@ -47,23 +47,16 @@ export class ServerSession extends Session {
     return this.server;
   }
 
-  protected async initializeResult(): Promise<Record<string, unknown>> {
-    return (await this.pool.template(this.server)).initialize;
+  protected initializeResult(): Promise<Record<string, unknown>> {
+    return this.link.initializeResult();
   }
 
-  protected async dispatch(
-    message: JsonRpcMessage,
-    method: string | undefined,
-    id: RequestId | undefined,
-    record: RequestRecord | undefined,
-  ): Promise<void> {
-    if (method === undefined && !this.link.live) return; // a reply to a server request of a dead clone
-    if (method === "tools/call" && id !== undefined) {
-      const { name, arguments: args } = (message.params ?? {}) as { name?: unknown; arguments?: unknown };
-      if (typeof name !== "string") {
-        return this.replyError(id, ErrorCode.InvalidParams, "tools/call needs params.name, the tool's name (a string)");
-      }
-      if (!(await this.toolCallAcceptable(id, this.link, name, name, args, record))) return;
+  protected async dispatch(message: JSONRPCMessage, record: RequestRecord | undefined): Promise<void> {
+    if (!("method" in message) && !this.link.live) return; // a reply to a server request of a dead clone
+    if (isRequest(message) && message.method === "tools/call") {
+      const name = nameParam(message);
+      if (name === undefined) throw new InvalidParamsError("tools/call needs params.name, the tool's name (a string)");
+      await this.checkToolCall(this.link, name, name, message.params?.arguments, record);
     }
     await this.link.send(message, record);
   }

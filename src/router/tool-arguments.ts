@@ -1,6 +1,6 @@
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv-provider.js";
 import type { JsonSchemaType, JsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js";
-import type { Catalog } from "../sandbox/template.js";
+import type { Catalog } from "./catalog.js";
 
 export type ArgumentCheck =
   | { ok: true; /** Not in the template's catalog (a live server may have added it): not a metric label. */ unlisted?: true }

@@ -3,6 +3,7 @@ import type { LeaseOwner, SandboxAdmission } from "./admission.js";
 import { GuestRpcError, SandboxClosedError, SandboxLostError, type SandboxError } from "./errors.js";
 import type { Sandbox, SandboxTimings } from "./sandbox.js";
 import type { SavedRef } from "./suspend-store.js";
+import { nowMs } from "../telemetry/events.js";
 
 type RequestId = string | number;
 
@@ -111,13 +112,13 @@ export class PoolLease implements SandboxLease {
     }
     const existing = this.sandbox;
     if (existing && (existing.state === "idle" || existing.state === "active")) return undefined;
-    const start = performance.now();
+    const start = nowMs();
     if (existing && existing.state !== "destroyed") {
       if (existing.state === "suspended") {
         const admitted = await this.admission.admit(this.owner);
         // Throws if it could not be brought back; the next request starts afresh.
         await existing.ensureRunning().finally(() => admitted(existing));
-        return { start, end: performance.now(), source: "suspended" };
+        return { start, end: nowMs(), source: "suspended" };
       }
       await existing.ensureRunning();
       return undefined;
@@ -126,7 +127,7 @@ export class PoolLease implements SandboxLease {
       this.acquiring = undefined;
     });
     const sandbox = await this.acquiring;
-    return { start, end: performance.now(), source: sandbox.timings.source };
+    return { start, end: nowMs(), source: sandbox.timings.source };
   }
 
   /** A fresh clone, counted against the owner's tenant for as long as it lives. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { canTransition, Lifecycle, type SandboxState } from "./lifecycle.js";
+import { canTemplateTransition, canTransition, checkTransition, TemplateStatus, type SandboxState, type TemplateState } from "./lifecycle.js";
 
 const ALL: SandboxState[] = ["pooled", "resuming", "active", "idle", "suspending", "suspended", "destroyed"];
 const LEGAL = new Set([
@@ -12,29 +12,27 @@ const LEGAL = new Set([
   "suspended>resuming", "suspended>destroyed",
 ]);
 
-test("every edge of the lifecycle is legal or illegal exactly as designed", () => {
+test("every edge of the sandbox lifecycle is legal or illegal exactly as designed", () => {
   for (const from of ALL) {
     for (const to of ALL) {
       assert.equal(canTransition(from, to), LEGAL.has(`${from}>${to}`), `${from} -> ${to}`);
+      if (LEGAL.has(`${from}>${to}`)) checkTransition("x", from, to);
+      else assert.throws(() => checkTransition("x", from, to), { code: "ILLEGAL_TRANSITION" });
     }
   }
 });
 
-test("an illegal transition throws a typed error and leaves the state unchanged", () => {
-  const life = new Lifecycle("pooled");
-  assert.throws(() => life.transition("active"), { code: "ILLEGAL_TRANSITION" });
-  assert.equal(life.state, "pooled");
-});
-
-test("transitions are reported to listeners in order, and destroyed is final", () => {
-  const life = new Lifecycle("pooled");
-  const seen: string[] = [];
-  life.onTransition(({ from, to }) => seen.push(`${from}>${to}`));
-  life.transition("resuming");
-  life.transition("idle");
-  life.transition("active");
-  life.transition("idle");
-  life.transition("destroyed");
-  assert.deepEqual(seen, ["pooled>resuming", "resuming>idle", "idle>active", "active>idle", "idle>destroyed"]);
-  for (const to of ALL) assert.throws(() => life.transition(to));
+test("a template is building, then ready or failed; a ready one may be rebuilt; failed is final", () => {
+  const states: TemplateState[] = ["building", "ready", "failed"];
+  const legal = new Set(["building>ready", "building>failed", "ready>building"]);
+  for (const from of states) for (const to of states) assert.equal(canTemplateTransition(from, to), legal.has(`${from}>${to}`), `${from} -> ${to}`);
+  const status = new TemplateStatus("building the image");
+  status.set("building", "building the template");
+  assert.equal(status.reason, "building the template");
+  status.set("ready");
+  assert.equal(status.reason, undefined);
+  status.set("building", "rebuilding");
+  status.set("failed", "boom");
+  assert.throws(() => status.set("ready"), { code: "ILLEGAL_TRANSITION" });
+  assert.equal(status.state, "failed");
 });
