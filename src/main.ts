@@ -60,7 +60,7 @@ export async function createRuntime(
   const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
   registerManifestSecrets(manifests);
   const stopRequestLog = subscribeRequestLog(log);
-  const driver = new QemuDriver({ runDir: config.runDir });
+  const driver = new QemuDriver({ runDir: config.runDir, log });
   const pool = new SandboxPool(driver, new TemplateStore(driver, config.cacheDir, log), log, join(config.cacheDir, "suspended"), {
     maxVms: config.maxVms,
     maxQueue: config.vmQueue,
