@@ -3,21 +3,13 @@ import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { SnapshotFiles, Vm, VmSpec } from "./driver.js";
+import type { SnapshotFiles, Vm } from "./driver.js";
 import { runDriverSuite } from "./driver.case.js";
 import { CallTimeoutError, GuestExitedError, ResumeError, SuspendError } from "./errors.js";
-import { FaultInjectingDriver } from "./fault-injecting-driver.js";
+import { FAKE_VM_SPEC, FaultInjectingDriver } from "./fault-injecting-driver.js";
 import { guestNotify, guestRequest } from "./guest-rpc.js";
 
-/** The fake reads nothing from the spec; a real-looking one keeps the types honest. */
-const SPEC: VmSpec = {
-  image: { kernelPath: "/nonexistent/kernel", initrdPath: "/nonexistent/initrd", rootfsPath: "/nonexistent/rootfs", layerPath: "/nonexistent/layer" },
-  memoryMiB: 64,
-  vcpus: 1,
-  accel: "tcg",
-  jitless: false,
-  kernelArgs: [],
-};
+const SPEC = FAKE_VM_SPEC;
 
 runDriverSuite({
   name: "fault-injecting",

@@ -13,6 +13,16 @@ import {
   VmmStartError,
 } from "./errors.js";
 
+/** A spec for the fake driver, which reads nothing from it: no image files need exist. */
+export const FAKE_VM_SPEC: VmSpec = {
+  image: { kernelPath: "/nonexistent/kernel", initrdPath: "/nonexistent/initrd", rootfsPath: "/nonexistent/rootfs", layerPath: "/nonexistent/layer" },
+  memoryMiB: 64,
+  vcpus: 1,
+  accel: "tcg",
+  jitless: false,
+  kernelArgs: [],
+};
+
 /** The driver operations a test can make fail or hold. */
 export type DriverOperation = "boot" | "snapshot" | "prestart" | "resume" | "suspend";
 
@@ -150,9 +160,10 @@ export class FaultInjectingDriver implements SandboxDriver {
   async resume(pending: PendingVm, _timeoutMs: number, suspendedState?: string): Promise<Vm> {
     const vm = fakeVm(pending, "resume");
     try {
-      if (vm.ended) throw new Error("the VMM exited before the resume");
-      await this.step("resume", vm);
-      vm.load(await loadState(suspendedState ?? vm.templateState!));
+      await this.step("resume", vm); // fails a VMM that has already ended
+      const state = await loadState(suspendedState ?? vm.templateState!);
+      if (vm.ended) throw new Error(`the VMM ended while it loaded its state (${vm.ended.reason})`);
+      vm.load(state);
       return vm;
     } catch (err) {
       await vm.kill("resume failed");
