@@ -61,7 +61,7 @@ export async function createRuntime(
   const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
   registerManifestSecrets(manifests);
   const stopRequestLog = subscribeRequestLog(log);
-  const driver = new QemuDriver({ runDir: config.runDir });
+  const driver = new QemuDriver({ runDir: config.runDir, log });
   const pool = new SandboxPool({
     driver,
     templates: new TemplateStore(driver, config.cacheDir, log, mcpPreparation),

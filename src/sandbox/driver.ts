@@ -52,13 +52,15 @@ export interface Vm {
   readonly id: string;
   readonly pid: number;
   readonly channel: GuestChannel;
-  /** Guest kernel release, as the agent reported it at boot. */
+  /** Resolves once the VM has ended, however it ended. */
   readonly exited: Promise<VmExit>;
   /** Ends the VM at once; resolves when the VMM process is gone. Idempotent. */
   kill(reason: string): Promise<void>;
 }
 
+/** A cold-booted VM. Resumed clones have no kernel release of their own to report: they are the template's. */
 export interface BootedVm extends Vm {
+  /** Guest kernel release, as the agent reported it at boot. */
   readonly kernelRelease: string;
 }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import {
+  AGENT_PROTOCOL_VERSION,
   encodeFrame,
   FrameDecoder,
   type GuestFrame,
@@ -31,7 +32,11 @@ export class AgentChannel implements GuestChannel {
   /** Set when the agent reports that the hosted server exited. */
   serverExit: ServerExit | undefined;
 
-  constructor(private readonly socket: Socket) {
+  /** `onAgentError`: what the agent reports it could not do (its `error` frames); the channel goes on. */
+  constructor(
+    private readonly socket: Socket,
+    private readonly onAgentError: (message: string) => void = () => undefined,
+  ) {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.fail(new AgentProtocolError(`agent socket: ${err.message}`, { cause: err })));
     socket.on("close", () => this.fail(new GuestExitedError("agent channel closed")));
@@ -53,16 +58,30 @@ export class AgentChannel implements GuestChannel {
       case "mcp":
         for (const listener of this.mcpListeners) listener(frame.msg, frame.guestMs);
         return;
-      case "hello":
+      case "hello": {
+        const version: unknown = frame.v;
+        if (version !== AGENT_PROTOCOL_VERSION) {
+          this.fail(
+            new AgentProtocolError(
+              `the guest agent speaks protocol version ${String(version)}, this gateway version ${AGENT_PROTOCOL_VERSION}: ` +
+                "the guest image was built by another mcpvisor; rebuild it with this one (mcpvisor build)",
+            ),
+          );
+          return;
+        }
         this.hello = frame;
         this.helloWaiter?.(frame);
         return;
+      }
       case "resumed":
       case "pong":
         this.waiters.get(`${frame.t}:${frame.id}`)?.(frame);
         return;
       case "exit":
         this.serverExit = frame;
+        return;
+      case "error":
+        this.onAgentError(frame.message);
         return;
       default:
         return;

@@ -7,16 +7,30 @@ import { prepareGuests } from "../guest-images.js";
 import { QemuDriver } from "./qemu-driver.js";
 import { testConfig } from "../../../test/helpers.js";
 
-runDriverSuite("qemu", async () => {
-  const config = testConfig();
-  const driver = new QemuDriver({ runDir: config.runDir });
-  const manifests = await loadManifests(join(REPO_ROOT, "servers"), ["memory"]);
-  const plan = await prepareGuests(manifests, {
-    build: { cacheDir: config.cacheDir, repoRoot: REPO_ROOT, progress: () => undefined },
-    driver,
-    accel: config.accel,
-    runDir: config.runDir,
-    log: createLogger("silent"),
-  });
-  return { driver, spec: await plan.specs.get("memory")! };
+const MARKER = "driver-suite-marker";
+
+runDriverSuite({
+  name: "qemu",
+  setup: async () => {
+    const config = testConfig();
+    const driver = new QemuDriver({ runDir: config.runDir });
+    const manifests = await loadManifests(join(REPO_ROOT, "servers"), ["memory"]);
+    const plan = await prepareGuests(manifests, {
+      build: { cacheDir: config.cacheDir, repoRoot: REPO_ROOT, progress: () => undefined },
+      driver,
+      accel: config.accel,
+      runDir: config.runDir,
+      log: createLogger("silent"),
+    });
+    return {
+      driver,
+      spec: await plan.specs.get("memory")!,
+      // The memory server keeps its graph in /tmp/memory.jsonl, on the guest's tmpfs: in guest RAM, which a suspend saves.
+      statefulCalls: {
+        write: { name: "create_entities", arguments: { entities: [{ name: MARKER, entityType: "test", observations: ["kept"] }] } },
+        read: { name: "read_graph", arguments: {} },
+        marker: MARKER,
+      },
+    };
+  },
 });

@@ -1,0 +1,63 @@
+import type { BootedVm, GuestChannel, VmExit } from "../driver.js";
+import type { AgentChannel } from "./agent-channel.js";
+import type { QmpClient } from "./qmp.js";
+import type { VmmProcess } from "./vmm-process.js";
+
+/**
+ * One QEMU process and its two connections (QMP and the agent channel), from its start to its end. The
+ * same handle is the PendingVm a prestart returns and the Vm its resume returns.
+ */
+export class QemuVm {
+  constructor(
+    readonly process: VmmProcess,
+    readonly qmp: QmpClient,
+    readonly agent: AgentChannel,
+    /** The file guest RAM is mapped from (copy-on-write for clones). */
+    readonly ramPath: string,
+    /** For a prestarted clone: the template's device state it loads, unless given a suspended one. */
+    readonly templateStatePath?: string,
+  ) {}
+
+  get id(): string {
+    return this.process.id;
+  }
+
+  get pid(): number {
+    return this.process.pid;
+  }
+
+  get channel(): GuestChannel {
+    return this.agent;
+  }
+
+  get exited(): Promise<VmExit> {
+    return this.process.exited.then((exit) => {
+      const server = this.agent.serverExit;
+      return server ? { ...exit, serverExit: { code: server.code, signal: server.signal, stderrTail: server.stderrTail } } : exit;
+    });
+  }
+
+  /**
+   * Called once the guest runs: from then on a guest that breaks the channel (an oversized frame, a
+   * closed port) cannot be talked to any more, and is ended. Before, the step that waits on it fails.
+   */
+  supervise(): this {
+    this.agent.onClose((error) => void this.kill(`agent channel failed: ${error.message}`));
+    return this;
+  }
+
+  async kill(reason: string): Promise<void> {
+    // The process records the first reason it is given: this one, not the channel closing as a result.
+    const killed = this.process.kill(reason);
+    this.agent.close();
+    this.qmp.close();
+    await killed;
+  }
+}
+
+/** A cold-booted guest, whose agent said hello. */
+export class BootedQemuVm extends QemuVm implements BootedVm {
+  constructor(process: VmmProcess, qmp: QmpClient, agent: AgentChannel, ramPath: string, readonly kernelRelease: string) {
+    super(process, qmp, agent, ramPath);
+  }
+}
