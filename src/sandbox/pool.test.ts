@@ -1,0 +1,207 @@
+import assert from "node:assert/strict";
+import { after, beforeEach, describe, test } from "node:test";
+import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
+import { canTransition, type SandboxState } from "./lifecycle.js";
+import type { LeaseEvents } from "./lease.js";
+import type { FaultInjectingDriver } from "./fault-injecting-driver.js";
+import { fakeManifest, fakePool, recordTransitions } from "./pool.fixture.js";
+import type { SandboxPool } from "./pool.js";
+
+const OWNER = { tenant: "t", maxSandboxes: Number.POSITIVE_INFINITY };
+const transitions = recordTransitions();
+// Each test has a driver of its own, whose sandbox ids start over: edges are kept per test.
+beforeEach(() => transitions.clear());
+after(() => transitions.stop());
+
+/** A lease whose messages and failures are collected; `call` sends a tools/call and waits for its answer. */
+function leaseOn(pool: SandboxPool, session: string, server = "fake", owner = OWNER) {
+  const replies = new Map<unknown, (m: JsonRpcMessage) => void>();
+  const failures: Array<{ id: unknown; code: string }> = [];
+  let saved = 0;
+  const events: LeaseEvents = {
+    message: (m) => replies.get(m.id)?.(m),
+    requestFailed: (id, error) => {
+      failures.push({ id, code: error.code });
+      replies.get(id)?.({ error: { code: error.code } });
+    },
+    savedStateChanged: () => void saved++,
+  };
+  const lease = pool.lease({ scope: "session", server, session }, owner, events);
+  let nextId = 1;
+  async function call(name: string, args: Record<string, unknown>): Promise<JsonRpcMessage> {
+    const id = nextId++;
+    await lease.ready();
+    const reply = new Promise<JsonRpcMessage>((resolve) => replies.set(id, resolve));
+    lease.send({ jsonrpc: "2.0", id, method: "tools/call", params: { name, arguments: args } });
+    return reply;
+  }
+  const text = (m: JsonRpcMessage) => (m.result as { content: { text: string }[] }).content[0]!.text;
+  return { lease, call, text, failures, savedChanges: () => saved };
+}
+
+/** Every edge a sandbox took is one of the table's (lifecycle.ts). */
+function assertObeysTable(edges: string[]): void {
+  for (const edge of edges) {
+    const [from, to] = edge.split(">") as [SandboxState, SandboxState];
+    assert.ok(canTransition(from, to), `illegal edge taken: ${edge}`);
+  }
+}
+
+const IGNORE: LeaseEvents = { message: () => undefined, requestFailed: () => undefined, savedStateChanged: () => undefined };
+
+describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
+  test("a sandbox exists from prestart: pooled -> resuming -> idle <-> active, and destroyed when released", async () => {
+    const { pool, driver } = await fakePool();
+    const { lease, call, text } = leaseOn(pool, "s1");
+    const acquired = await lease.ready();
+    assert.equal(acquired?.source, "cold-vmm");
+    assert.equal(text(await call("echo", { text: "hi" })), "hi");
+    await lease.release({ keep: false });
+    const id = pool.stats()[0]!.sandboxes[0]?.id;
+    assert.equal(id, undefined, "a released lease holds no sandbox");
+    assert.deepEqual(transitions.edges().slice(0, 5), ["pooled>resuming", "resuming>idle", "idle>active", "active>idle", "idle>destroyed"]);
+    assertObeysTable(transitions.edges());
+    assert.equal(driver.running, 0, "no VMM left");
+    await pool.close();
+  });
+
+  test("suspend and resume keep the server's memory; the saved ref names the template", async () => {
+    const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
+    const { lease, call, text, savedChanges } = leaseOn(pool, "s2");
+    await call("remember", { key: "k", value: "v1" });
+    await lease.suspendIfIdle();
+    const ref = lease.savedRef;
+    assert.ok(ref, "suspended: a saved ref");
+    assert.equal(ref.templateKey, (await pool.template("fake")).key);
+    assert.equal(lease.running, false);
+    assert.equal(driver.running, 0, "a suspended sandbox holds no VMM");
+    const acquired = await lease.ready();
+    assert.equal(acquired?.source, "suspended");
+    assert.equal(text(await call("recall", { key: "k" })), "v1");
+    assert.ok(savedChanges() >= 2, "the holder heard of the suspend and the resume");
+    assertObeysTable(transitions.edges());
+    await pool.close();
+  });
+
+  test("a destroy during a suspend takes the suspending -> destroyed edge and leaves no saved state", async () => {
+    const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
+    const { lease, call } = leaseOn(pool, "s3");
+    await call("remember", { key: "k", value: "v" });
+    const held = driver.holdNext("suspend");
+    const suspending = lease.suspendIfIdle();
+    await held.reached;
+    const sandboxId = pool.stats()[0]!.sandboxes[0]!.id;
+    const released = lease.release({ keep: false });
+    held.release();
+    await Promise.allSettled([suspending, released]);
+    assert.deepEqual(transitions.edges(sandboxId).slice(-2), ["idle>suspending", "suspending>destroyed"]);
+    assert.equal(driver.running, 0);
+    const ref = { server: "fake", sandboxId, templateKey: (await pool.template("fake")).key };
+    assert.equal(await pool.adopt({ scope: "session", server: "fake", session: "s3" }, OWNER, ref, IGNORE), undefined, "nothing saved is left to adopt");
+    await pool.close();
+  });
+
+  test("a failed suspend leaves the sandbox running with its state (suspending -> idle)", async () => {
+    const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
+    const { lease, call, text } = leaseOn(pool, "s4");
+    await call("remember", { key: "k", value: "kept" });
+    driver.failNext("suspend");
+    await lease.suspendIfIdle();
+    assert.equal(lease.running, true);
+    assert.equal(lease.savedRef, undefined);
+    assert.equal(text(await call("recall", { key: "k" })), "kept");
+    const id = pool.stats()[0]!.sandboxes[0]!.id;
+    assert.deepEqual(transitions.edges(id).filter((e) => e.startsWith("suspending")), ["suspending>idle"]);
+    await pool.close();
+  });
+
+  test("a sandbox that dies while idle is reported lost once, then the lease gets a fresh one", async () => {
+    const { pool, driver, vms } = await fakePool();
+    const { lease, call, text } = leaseOn(pool, "s5");
+    await call("remember", { key: "k", value: "v" });
+    const vm = vms.at(-1)!;
+    driver.crashGuest(vm);
+    await vm.exited;
+    await new Promise((r) => setImmediate(r)); // the sandbox hears of the exit after it settles
+    await assert.rejects(lease.ready(), { code: "STATE_LOST" });
+    assert.equal(text(await call("recall", { key: "k" })), "", "a fresh sandbox, from the template");
+    await pool.close();
+  });
+
+  test("a call past timeouts.callMs fails with CALL_TIMEOUT naming the setting, and the sandbox is replaced", async () => {
+    const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 100, idleSuspendMs: 0 } })]);
+    const { call, failures } = leaseOn(pool, "s6");
+    await call("echo", { text: "warm" });
+    driver.hangNextCall();
+    await call("echo", { text: "stuck" });
+    assert.deepEqual(failures.map((f) => f.code), ["CALL_TIMEOUT"]);
+    assert.equal(pool.stats()[0]!.leased, 0, "the timed-out sandbox is gone");
+    await pool.close();
+  });
+
+  test("a warm clone whose warm-up fails is destroyed, not left running", async () => {
+    // Every clone's warm-up call hangs past timeouts.callMs (prestart is for clones only, never the template).
+    const arm = (driver: FaultInjectingDriver) => {
+      const prestart = driver.prestart.bind(driver);
+      driver.prestart = (...args) => (driver.hangNextCall(), prestart(...args));
+    };
+    const warmup = [{ method: "tools/call", params: { name: "echo", arguments: { text: "warm" } } }];
+    const { pool, driver } = await fakePool([fakeManifest({ pool: { prestarted: 0, warm: 1 }, warmup, timeouts: { callMs: 100, idleSuspendMs: 0 } })], { arm });
+    // Refill tries three times and each warm-up fails: every clone it made must be gone.
+    await waitFor(() => pool.stats()[0]!.status === "ready");
+    await waitFor(() => driver.running === 0);
+    assert.equal(pool.stats()[0]!.warm, 0);
+    await pool.close();
+  });
+
+  test("a tenant at its limit has its least recently used idle sandbox suspended to make room", async () => {
+    const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
+    const owner = { tenant: "small", maxSandboxes: 1 };
+    const first = leaseOn(pool, "a", "fake", owner);
+    await first.call("remember", { key: "k", value: "first" });
+    const second = leaseOn(pool, "b", "fake", owner);
+    await second.call("echo", { text: "x" });
+    assert.ok(first.lease.savedRef, "the first was suspended to make room");
+    assert.equal(pool.runningSandboxes("small"), 1);
+    assert.equal(driver.running, 1);
+    await pool.close();
+  });
+
+  test("the global VM budget: past it, idle pooled VMs go first, then requests wait, then BUSY", async () => {
+    const { pool } = await fakePool([fakeManifest({ pool: { prestarted: 1, warm: 0 } })], { limits: { maxVms: 1, maxQueue: 0, queueTimeoutMs: 50 } });
+    await waitFor(() => pool.stats()[0]!.prestarted === 1);
+    const first = leaseOn(pool, "a");
+    await first.call("echo", { text: "x" });
+    const second = leaseOn(pool, "b");
+    await assert.rejects(second.lease.ready(), { code: "BUSY" });
+    await first.lease.release({ keep: false });
+    await second.call("echo", { text: "y" });
+    await pool.close();
+  });
+
+  test("an unknown server is a typed error naming it", async () => {
+    const { pool } = await fakePool();
+    assert.throws(() => leaseOn(pool, "z", "nope"), { code: "UNKNOWN_SERVER", message: "No hosted server is named 'nope'" });
+    await pool.close();
+  });
+
+  test("a resume from disk that fails destroys the sandbox and says so; the next ready starts afresh", async () => {
+    const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
+    const { lease, call, text } = leaseOn(pool, "s7");
+    await call("remember", { key: "k", value: "v" });
+    await lease.suspendIfIdle();
+    driver.failNext("resume");
+    await assert.rejects(lease.ready(), { code: "RESUME_FAILED" });
+    assert.equal(text(await call("recall", { key: "k" })), "");
+    assert.equal(driver.running, 1);
+    await pool.close();
+  });
+});
+
+async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
