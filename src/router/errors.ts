@@ -34,7 +34,7 @@ export class MethodNotFoundError extends WireError {
 export class SessionEndedError extends WireError {
   readonly rpcCode = ErrorCode.ConnectionClosed;
 
-  constructor(message = "The session ended before this request was answered") {
+  constructor(message = "The session closed before this request was answered") {
     super(message, { retryable: false, reason: "SESSION_CLOSED" });
   }
 }

@@ -13,16 +13,19 @@ export class SessionPersistence {
   constructor(
     private readonly store: SessionStore,
     readonly route: string,
-    private readonly id: string,
+    /** The session's id, once its transport has one (Streamable HTTP assigns it at initialize). */
+    private readonly id: () => string | undefined,
     private readonly log: Logger,
   ) {}
 
   /** Writes what `build` returns, or deletes the record when it returns undefined. */
-  saveSoon(build: () => StoredSession | undefined): void {
+  saveSoon(build: (id: string) => StoredSession | undefined): void {
     this.chain = this.chain
       .then(async () => {
-        const record = build();
-        await (record ? this.store.save(record) : this.store.delete(this.id));
+        const id = this.id();
+        if (id === undefined) return;
+        const record = build(id);
+        await (record ? this.store.save(record) : this.store.delete(id));
       })
       .catch((err: Error) => this.log.warn({ err: err.message }, "could not save the session"));
   }
@@ -34,6 +37,7 @@ export class SessionPersistence {
 
   async forget(): Promise<void> {
     await this.chain;
-    await this.store.delete(this.id);
+    const id = this.id();
+    if (id !== undefined) await this.store.delete(id);
   }
 }

@@ -186,8 +186,7 @@ export abstract class Session {
 
   /** Lets this session be saved while its sandboxes are suspended, to outlive a gateway restart. */
   enablePersistence(store: SessionStore, route: string): void {
-    const id = this.transport.sessionId;
-    if (id) this.persistence = new SessionPersistence(store, route, id, this.log);
+    this.persistence = new SessionPersistence(store, route, () => this.transport.sessionId, this.log);
   }
 
   /** Brings back a sandbox this session had before a gateway restart; false if it cannot come back. */
@@ -198,9 +197,8 @@ export abstract class Session {
   /** Called when a sandbox of the session was saved to disk or came back from it. */
   protected savedStateChanged(): void {
     const persistence = this.persistence;
-    const id = this.transport.sessionId;
-    if (!persistence || !id || this.closed) return;
-    persistence.saveSoon(() => {
+    if (!persistence || this.closed) return;
+    persistence.saveSoon((id) => {
       const links = this.links();
       const saved = links.flatMap((link) => (link.savedRef ? [link.savedRef] : []));
       if (links.some((link) => link.live) || saved.length === 0) return undefined;
@@ -222,7 +220,7 @@ export abstract class Session {
    * a restart loses nothing of it. Sessions that cannot be saved are left as they are.
    */
   async suspendForShutdown(): Promise<void> {
-    if (!this.persistence || this.closed) return;
+    if (!this.persistence || !this.transport.sessionId || this.closed) return;
     await Promise.allSettled(this.links().map((link) => link.suspendIfIdle()));
     await this.persistence.settled();
   }
@@ -237,13 +235,13 @@ export abstract class Session {
    * suspended stays on disk when its client can come back (the session can be saved). Idempotent.
    */
   close(): Promise<void> {
-    return this.shutDown(this.persistence !== undefined);
+    return this.shutDown(this.persistence !== undefined && this.transport.sessionId !== undefined);
   }
 
   private async shutDown(keepSaved: boolean): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const id of this.ledger.ids()) this.fail(id, new SessionEndedError("The session was closed before this request was answered"), this.serverFor(id));
+    for (const id of this.ledger.ids()) this.fail(id, new SessionEndedError("The session closed before this request was answered"), this.serverFor(id));
     await this.persistence?.settled();
     const keep = keepSaved && this.links().some((link) => link.savedRef);
     await Promise.allSettled(this.links().map((link) => link.close({ keep })));
