@@ -147,7 +147,7 @@ test("each instance has its own registry, with process metrics; close stops coun
   }
 });
 
-function capture(pretty = false) {
+function capture(format: "json" | "pretty" = "json") {
   const lines: string[] = [];
   const destination = new Writable({
     write(chunk, _enc, done) {
@@ -155,7 +155,7 @@ function capture(pretty = false) {
       done();
     },
   });
-  return { lines, log: createLogger("debug", { pretty, destination: { write: (line: string) => destination.write(line) } }) };
+  return { lines, log: createLogger("debug", { format, destination: { write: (line: string) => destination.write(line) } }) };
 }
 
 test("a request log line has server, tool, session, outcome, duration and trace id", () => {
@@ -214,7 +214,7 @@ test("secrets never reach a log line: secret fields, and manifest env values any
 });
 
 test("pretty output is human-readable and still scrubbed", () => {
-  const { lines, log } = capture(true);
+  const { lines, log } = capture("pretty");
   log.info({ server: "exec", token: "pretty-t0ken" }, "tool call");
   assert.equal(lines.length, 1);
   assert.doesNotMatch(lines[0]!, /^\{/);
