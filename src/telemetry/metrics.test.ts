@@ -5,7 +5,8 @@ import type { ServerPoolStats } from "../sandbox/pool.js";
 import { events, type RequestRecord } from "./events.js";
 import { createLogger, registerManifestSecrets, REDACTED } from "./log.js";
 import { Metrics, methodLabel, sandboxCounts } from "./metrics.js";
-import { requestLogFields, subscribeRequestLog, traceIdOf } from "./request-log.js";
+import { requestLogFields, subscribeRequestLog } from "./request-log.js";
+import { traceIdOf } from "./request-summary.js";
 
 function request(overrides: Partial<RequestRecord>): RequestRecord {
   return { transport: "streamable-http", tenant: "local", subject: "local", sessionId: "s1", requestId: 1, method: "tools/call", startedAt: 1000, endedAt: 1012.5, outcome: "ok", ...overrides };

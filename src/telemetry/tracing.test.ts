@@ -3,7 +3,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { events, type RequestRecord } from "./events.js";
-import { RecentActivity, summarize } from "./recent-activity.js";
+import { percentiles, RecentActivity } from "./recent-activity.js";
 import { Tracing, type SpanView, type TraceView } from "./tracing.js";
 
 /** Publishes a synthetic request on the channels, as the router does: start, phases, end. */
@@ -236,9 +236,9 @@ describe("RecentActivity", () => {
   });
 
   it("summarizes with nearest-rank percentiles", () => {
-    assert.deepEqual(summarize([]), { count: 0, p50: 0, p95: 0, max: 0 });
+    assert.deepEqual(percentiles([]), { count: 0, p50: 0, p95: 0, max: 0 });
     const hundred = Array.from({ length: 100 }, (_, i) => i + 1);
-    assert.deepEqual(summarize(hundred), { count: 100, p50: 50, p95: 95, max: 100 });
+    assert.deepEqual(percentiles(hundred), { count: 100, p50: 50, p95: 95, max: 100 });
   });
 });
 
