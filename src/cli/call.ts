@@ -1,6 +1,7 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import { createRuntime } from "../main.js";
+import { VERSION } from "../version.js";
 import { COMMON_OPTIONS, configFrom, loggerFor, parse, progressPrinter } from "./common.js";
 
 export const CALL_USAGE = `mcpvisor call <server> <tool> [json-args] [--cache-dir D] [--accel auto|kvm|tcg]
@@ -29,7 +30,7 @@ export async function callCommand(argv: string[]): Promise<void> {
   const runtime = await createRuntime(config, loggerFor(config, true), progress, {
     pool: { prestarted: 1, warm: 0 },
   });
-  const client = new Client({ name: "mcpvisor-call", version: "0.1.0" });
+  const client = new Client({ name: "mcpvisor-call", version: VERSION });
   try {
     await runtime.settled;
     const [clientSide, gatewaySide] = InMemoryTransport.createLinkedPair();
