@@ -22,7 +22,7 @@ export function parse<T extends Options>(argv: string[], options: T) {
 /** The gateway settings from parsed flags (those named after a setting), `extra`, and the environment. */
 export function configFrom(values: Record<string, unknown>, extra: Partial<GatewayConfig> = {}): GatewayConfig {
   const flags = Object.fromEntries(CONFIG_KEYS.map((key) => [key, values[flagName(key)]]));
-  return resolveGatewayConfig({ ...flags, ...Object.fromEntries(Object.entries(extra).filter(([, v]) => v !== undefined)) });
+  return resolveGatewayConfig({ ...flags, ...extra });
 }
 
 /**

@@ -6,7 +6,7 @@ export const START_USAGE = `mcpvisor start [--host H] [--port P] [--servers a,b]
   Serves each hosted server at http://HOST:PORT/servers/<name>/mcp (Streamable HTTP),
   with GET /healthz and GET /readyz. Builds whatever is missing first, showing progress.
   Any host but loopback needs --tenants-file (API keys) or --oauth-issuer (OAuth access tokens).
-  Every setting in the README's "Options" has a flag, e.g. --max-body-bytes N, and a MCPVISOR_* variable.`;
+  Every setting in the README's "Options" has a flag, e.g. --max-body-bytes N, and an MCPVISOR_* variable.`;
 
 const SHUTDOWN_SAVE_MS = 20_000;
 

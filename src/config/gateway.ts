@@ -119,7 +119,7 @@ export function flagName(key: ConfigKey): string {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
-/** Whether a setting is on/off, so that its flag takes no value. */
+/** Whether a setting is on/off (an `onOff()`), so that its flag takes no value. */
 export function isSwitch(key: ConfigKey): boolean {
   let schema: z.ZodType = GatewayConfigSchema.shape[key];
   while (schema instanceof z.ZodDefault || schema instanceof z.ZodOptional) schema = schema.unwrap() as z.ZodType;
