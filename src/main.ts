@@ -42,15 +42,15 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-/**
- * The composition root below the faces: config -> driver -> template store -> pool -> router. Image
- * builds and template boots run in the background; callers see progress through `readiness`.
- */
 export interface RuntimeOptions {
   /** Overrides every manifest's pool sizes (the CLI's one-off commands need no standing pool). */
   pool?: ServerManifest["pool"];
 }
 
+/**
+ * The composition root below the faces: config -> driver -> template store -> pool -> router. Image
+ * builds and template boots run in the background; callers see progress through `readiness`.
+ */
 export async function createRuntime(
   config: GatewayConfig,
   log: Logger,

@@ -139,7 +139,7 @@ test("a server's secret env reaches its own guest's server process, and no log, 
   let logged = "";
   const sink = new Writable({ write: (chunk, _enc, done) => void ((logged += chunk.toString()), done()) });
   const config = testConfig({ servers: ["exec", "memory"], serversDir, logLevel: "debug", auditLog: "off" });
-  const gateway = await startGateway(config, createLogger("debug", { destination: sink as never, pretty: false }), () => undefined, { pool: { prestarted: 0, warm: 0 } });
+  const gateway = await startGateway(config, createLogger("debug", { destination: sink as never, format: "json" }), () => undefined, { pool: { prestarted: 0, warm: 0 } });
   try {
     await gateway.settled;
     const base = `http://127.0.0.1:${gateway.port}`;

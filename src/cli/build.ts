@@ -1,7 +1,6 @@
 import { stat } from "node:fs/promises";
 import { createRuntime } from "../main.js";
-import { createLogger } from "../telemetry/log.js";
-import { COMMON_OPTIONS, configFrom, parse, progressPrinter } from "./common.js";
+import { COMMON_OPTIONS, configFrom, loggerFor, parse, progressPrinter } from "./common.js";
 
 export const BUILD_USAGE = `mcpvisor build [server...] [--cache-dir D] [--accel auto|kvm|tcg]
   Builds the guest images and each server's template snapshot (all servers when none is named),
@@ -12,7 +11,7 @@ export async function buildCommand(argv: string[]): Promise<void> {
   if (values.help) return void console.log(BUILD_USAGE);
   const config = configFrom(values, { servers: positionals });
   const progress = progressPrinter();
-  const runtime = await createRuntime(config, createLogger(config.logLevel === "info" ? "warn" : config.logLevel), progress, {
+  const runtime = await createRuntime(config, loggerFor(config, true), progress, {
     pool: { prestarted: 0, warm: 0 },
   });
   let failed = false;

@@ -1,8 +1,8 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import { createRuntime } from "../main.js";
-import { createLogger } from "../telemetry/log.js";
-import { COMMON_OPTIONS, configFrom, parse, progressPrinter } from "./common.js";
+import { MCPVISOR_VERSION } from "../version.js";
+import { COMMON_OPTIONS, configFrom, loggerFor, parse, progressPrinter } from "./common.js";
 
 export const CALL_USAGE = `mcpvisor call <server> <tool> [json-args] [--cache-dir D] [--accel auto|kvm|tcg]
   Resumes a clone of the server's template, makes one real tools/call through the guest agent,
@@ -27,10 +27,10 @@ export async function callCommand(argv: string[]): Promise<void> {
   const config = configFrom(values, { servers: [server] });
   const progress = progressPrinter();
   // One VMM started ahead, no warm clone: the timing below is a pooled resume, the common case.
-  const runtime = await createRuntime(config, createLogger(config.logLevel === "info" ? "warn" : config.logLevel), progress, {
+  const runtime = await createRuntime(config, loggerFor(config, true), progress, {
     pool: { prestarted: 1, warm: 0 },
   });
-  const client = new Client({ name: "mcpvisor-call", version: "0.1.0" });
+  const client = new Client({ name: "mcpvisor-call", version: MCPVISOR_VERSION });
   try {
     await runtime.settled;
     const [clientSide, gatewaySide] = InMemoryTransport.createLinkedPair();

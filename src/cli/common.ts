@@ -1,29 +1,36 @@
-import { join } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { resolveGatewayConfig, type GatewayConfig } from "../config/gateway.js";
-import { REPO_ROOT } from "../main.js";
+import { createLogger, type Logger } from "../telemetry/log.js";
+import { CONFIG_KEYS, flagName, isSwitch, resolveGatewayConfig, type ConfigKey, type GatewayConfig } from "../config/gateway.js";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** parseArgs options for gateway settings, each its `flagName`: an on/off one takes no value. */
+export function configOptions(keys: readonly ConfigKey[] = CONFIG_KEYS): Options {
+  return Object.fromEntries(keys.map((key) => [flagName(key), { type: isSwitch(key) ? "boolean" : "string" }]));
+}
 
 /** Options every command that runs sandboxes understands. */
 export const COMMON_OPTIONS = {
-  "cache-dir": { type: "string" },
-  "servers-dir": { type: "string" },
-  accel: { type: "string" },
-  "log-level": { type: "string" },
+  ...configOptions(["cacheDir", "serversDir", "accel", "logLevel", "logFormat"]),
   help: { type: "boolean", short: "h" },
-} as const satisfies ParseArgsConfig["options"];
+} as const satisfies Options;
 
-export function parse<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[], options: T) {
+export function parse<T extends Options>(argv: string[], options: T) {
   return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
 }
 
+/** The gateway settings from parsed flags (those named after a setting), `extra`, and the environment. */
 export function configFrom(values: Record<string, unknown>, extra: Partial<GatewayConfig> = {}): GatewayConfig {
-  return resolveGatewayConfig({
-    serversDir: (values["servers-dir"] as string | undefined) ?? process.env.MCPVISOR_SERVERS_DIR ?? join(REPO_ROOT, "servers"),
-    cacheDir: values["cache-dir"],
-    accel: values.accel,
-    logLevel: values["log-level"],
-    ...extra,
-  });
+  const flags = Object.fromEntries(CONFIG_KEYS.map((key) => [key, values[flagName(key)]]));
+  return resolveGatewayConfig({ ...flags, ...extra });
+}
+
+/**
+ * The log of a command in the configured format. `quiet`: a one-off command (build, call) logs only
+ * warnings at the default level, since its progress lines already say what happens.
+ */
+export function loggerFor(config: GatewayConfig, quiet = false): Logger {
+  return createLogger(quiet && config.logLevel === "info" ? "warn" : config.logLevel, { format: config.logFormat });
 }
 
 /** Progress goes to stderr with a prefix, so it never mixes with a command's output on stdout. */

@@ -1,39 +1,20 @@
 import { startGateway } from "../main.js";
-import { createLogger } from "../telemetry/log.js";
-import { COMMON_OPTIONS, configFrom, parse, progressPrinter } from "./common.js";
+import { configFrom, configOptions, loggerFor, parse, progressPrinter } from "./common.js";
 
 export const START_USAGE = `mcpvisor start [--host H] [--port P] [--servers a,b] [--accel auto|kvm|tcg] [--cache-dir D]
-               [--tenants-file F] [--oauth-issuer URL] [--public-url URL] [--audit-log F] [--insecure-no-auth]
+               [--tenants-file F] [--oauth-issuer URL] [--public-url URL] [--audit-log F] [--insecure-no-auth] ...
   Serves each hosted server at http://HOST:PORT/servers/<name>/mcp (Streamable HTTP),
   with GET /healthz and GET /readyz. Builds whatever is missing first, showing progress.
-  Any host but loopback needs --tenants-file (API keys) or --oauth-issuer (OAuth access tokens).`;
+  Any host but loopback needs --tenants-file (API keys) or --oauth-issuer (OAuth access tokens).
+  Every setting in the README's "Options" has a flag, e.g. --max-body-bytes N, and an MCPVISOR_* variable.`;
 
 const SHUTDOWN_SAVE_MS = 20_000;
 
 export async function startCommand(argv: string[]): Promise<void> {
-  const { values } = parse(argv, {
-    ...COMMON_OPTIONS,
-    host: { type: "string" },
-    port: { type: "string" },
-    servers: { type: "string" },
-    "tenants-file": { type: "string" },
-    "oauth-issuer": { type: "string" },
-    "public-url": { type: "string" },
-    "audit-log": { type: "string" },
-    "insecure-no-auth": { type: "boolean" },
-  });
+  const { values } = parse(argv, { ...configOptions(), help: { type: "boolean", short: "h" } });
   if (values.help) return void console.log(START_USAGE);
-  const config = configFrom(values, {
-    ...(values.host ? { host: values.host } : {}),
-    ...(values.port ? { port: Number(values.port) } : {}),
-    ...(values.servers ? { servers: values.servers.split(",").filter(Boolean) } : {}),
-    tenantsFile: values["tenants-file"],
-    oauthIssuer: values["oauth-issuer"],
-    publicUrl: values["public-url"],
-    auditLog: values["audit-log"],
-    insecureNoAuth: values["insecure-no-auth"],
-  });
-  const log = createLogger(config.logLevel);
+  const config = configFrom(values);
+  const log = loggerFor(config);
   const progress = progressPrinter();
   const gateway = await startGateway(config, log, progress);
   const base = `http://${config.host}:${gateway.port}`;

@@ -1,8 +1,7 @@
 import { serveStdio } from "../gateway/stdio.js";
 import { createRuntime } from "../main.js";
 import { AGGREGATE } from "../router/router.js";
-import { createLogger } from "../telemetry/log.js";
-import { COMMON_OPTIONS, configFrom, parse, progressPrinter } from "./common.js";
+import { COMMON_OPTIONS, configFrom, configOptions, loggerFor, parse, progressPrinter } from "./common.js";
 
 export const STDIO_USAGE = `mcpvisor stdio [--server NAME] [--servers a,b] [--cache-dir D] [--accel auto|kvm|tcg]
   Serves one MCP session on stdin/stdout, for clients that launch local servers (Claude Desktop,
@@ -10,14 +9,12 @@ export const STDIO_USAGE = `mcpvisor stdio [--server NAME] [--servers a,b] [--ca
   Waits until the templates are ready first; logs and progress go to stderr. Exits when stdin closes.`;
 
 export async function stdioCommand(argv: string[]): Promise<void> {
-  const { values } = parse(argv, { ...COMMON_OPTIONS, server: { type: "string" }, servers: { type: "string" } });
+  const { values } = parse(argv, { ...COMMON_OPTIONS, ...configOptions(["servers"]), server: { type: "string" } });
   if (values.help) return void console.error(STDIO_USAGE); // stdout belongs to MCP, even for help
   const route = values.server ?? AGGREGATE;
-  const config = configFrom(values, {
-    ...(values.server ? { servers: [values.server] } : values.servers ? { servers: values.servers.split(",").filter(Boolean) } : {}),
-  });
+  const config = configFrom(values, values.server ? { servers: [values.server] } : {});
   const progress = progressPrinter();
-  const runtime = await createRuntime(config, createLogger(config.logLevel), progress);
+  const runtime = await createRuntime(config, loggerFor(config), progress);
   let stopping = false;
   const stop = async (code: number) => {
     if (stopping) return;

@@ -1,35 +1,64 @@
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { z } from "zod";
 
-/** Gateway settings, from flags, then MCPVISOR_* environment variables, then these defaults. */
+/** A whole number of at least `min`; from the environment or a flag, its decimal text. */
+function whole(min: number) {
+  return z.coerce
+    .number({ error: (issue) => (issue.code === "invalid_type" ? "expected a number" : undefined) })
+    .int({ error: "expected a whole number" })
+    .min(min);
+}
+
+/** A list; from the environment or a flag, its items separated by commas or spaces. */
+function list(item: z.ZodString = z.string().min(1)) {
+  return z.preprocess((v) => (typeof v === "string" ? v.split(/[\s,]+/).filter(Boolean) : v), z.array(item));
+}
+
+/** On or off; from the environment or a flag's value, 1/true or 0/false. */
+function onOff() {
+  return z.preprocess(
+    (v) => (v === "1" || v === "true" ? true : v === "0" || v === "false" ? false : v),
+    z.boolean({ error: "expected 1, true, 0 or false" }),
+  );
+}
+
+/**
+ * Gateway settings, from flags, then environment variables, then these defaults. Each key is also
+ * an environment variable (`envName`: sessionIdleMs is MCPVISOR_SESSION_IDLE_MS) and a flag of
+ * `mcpvisor start` (`flagName`: --session-idle-ms), so a new key needs no other table.
+ */
 export const GatewayConfigSchema = z
   .object({
     host: z.string().min(1).default("127.0.0.1"),
-    port: z.coerce.number().int().min(0).max(65535).default(8080),
+    port: whole(0).max(65535).default(8080),
     /** Images, templates and the accelerator verdict; never inside the repository. */
     cacheDir: z.string().min(1).default(join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "mcpvisor")),
     /** Per-VM sockets. Unix socket paths are limited to 108 bytes, so this stays short. */
     runDir: z.string().min(1).default(join(tmpdir(), `mcpv-${process.getuid?.() ?? 0}`)),
-    serversDir: z.string().min(1),
+    /** Server manifests; by default the ones shipped in this repository. */
+    serversDir: z.string().min(1).default(fileURLToPath(new URL("../../servers", import.meta.url))),
     /** Names of the servers to host; empty means every manifest in serversDir. */
-    servers: z.array(z.string()).default([]),
+    servers: list().default([]),
     accel: z.enum(["auto", "kvm", "tcg"]).default("auto"),
     /** A client session with no request for this long is closed and its sandbox destroyed. */
-    sessionIdleMs: z.coerce.number().int().positive().default(30 * 60_000),
+    sessionIdleMs: whole(1).default(30 * 60_000),
     /** VMs (prestarted, warm and in sessions) allowed at once; past it requests queue, then get BUSY. */
-    maxVms: z.coerce.number().int().min(1).default(64),
+    maxVms: whole(1).default(64),
     /** Requests that may wait for a free VM at once. */
-    vmQueue: z.coerce.number().int().min(0).default(64),
+    vmQueue: whole(0).default(64),
     /** How long a request may wait for a free VM. */
-    vmQueueTimeoutMs: z.coerce.number().int().positive().default(10_000),
+    vmQueueTimeoutMs: whole(1).default(10_000),
     /** Suspended sessions nobody resumed are deleted after this long. */
-    sessionRetentionMs: z.coerce.number().int().positive().default(7 * 24 * 3_600_000),
+    sessionRetentionMs: whole(1).default(7 * 24 * 3_600_000),
     /** Largest accepted HTTP request body. */
-    maxBodyBytes: z.coerce.number().int().positive().default(4 * 1024 * 1024),
+    maxBodyBytes: whole(1).default(4 * 1024 * 1024),
     /** Host names (besides loopback and the bound address) that requests may be addressed to. */
-    allowedHosts: z.array(z.string()).default([]),
+    allowedHosts: list().default([]),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /** Log lines as JSON, or readable ones; `auto`: readable when stderr is a terminal. */
+    logFormat: z.enum(["auto", "json", "pretty"]).default("auto"),
     /** The URL clients reach the gateway at (behind a proxy, its public one); default http://host:port. */
     publicUrl: z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, "")).optional(),
     /** Tenants, their servers and limits, and hashed API keys (see README, "Remote access"). */
@@ -41,21 +70,21 @@ export const GatewayConfigSchema = z
     /** The token claim naming the tenant. */
     oauthTenantClaim: z.string().min(1).default("tenant"),
     /** Scopes every MCP request's token needs. */
-    oauthScopes: z.array(z.string().min(1)).default([]),
+    oauthScopes: list().default([]),
     /** The scope that makes a caller an admin. */
     oauthAdminScope: z.string().min(1).default("mcpvisor:admin"),
     /** Listen on a non-loopback address with no authentication (refused unless set). */
-    insecureNoAuth: z.boolean().default(false),
+    insecureNoAuth: onOff().default(false),
     /** Who called which tool, when, with what outcome: one JSON line per event; "off" for none. */
     auditLog: z.string().min(1).optional(),
     /** Largest accepted request head (request line and headers); larger gets 431. */
-    maxHeaderBytes: z.coerce.number().int().min(1024).default(16 * 1024),
+    maxHeaderBytes: whole(1024).default(16 * 1024),
     /** Deepest JSON nesting accepted in a message. */
-    maxJsonDepth: z.coerce.number().int().min(4).default(64),
+    maxJsonDepth: whole(4).default(64),
     /** A client that has not sent its whole request head by then is cut off (slowloris). */
-    headersTimeoutMs: z.coerce.number().int().positive().default(10_000),
+    headersTimeoutMs: whole(1).default(10_000),
     /** A client that has not sent its whole request (head and body) by then is cut off. */
-    requestTimeoutMs: z.coerce.number().int().positive().default(30_000),
+    requestTimeoutMs: whole(1).default(30_000),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -76,45 +105,48 @@ export function isLoopback(host: string): boolean {
 
 export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;
 
-const ENV: Record<string, keyof GatewayConfig> = {
-  MCPVISOR_HOST: "host",
-  MCPVISOR_PORT: "port",
-  MCPVISOR_CACHE_DIR: "cacheDir",
-  MCPVISOR_RUN_DIR: "runDir",
-  MCPVISOR_SERVERS_DIR: "serversDir",
-  MCPVISOR_ACCEL: "accel",
-  MCPVISOR_SESSION_IDLE_MS: "sessionIdleMs",
-  MCPVISOR_LOG_LEVEL: "logLevel",
-  MCPVISOR_MAX_VMS: "maxVms",
-  MCPVISOR_SESSION_RETENTION_MS: "sessionRetentionMs",
-  MCPVISOR_VM_QUEUE: "vmQueue",
-  MCPVISOR_VM_QUEUE_TIMEOUT_MS: "vmQueueTimeoutMs",
-  MCPVISOR_PUBLIC_URL: "publicUrl",
-  MCPVISOR_TENANTS_FILE: "tenantsFile",
-  MCPVISOR_OAUTH_ISSUER: "oauthIssuer",
-  MCPVISOR_OAUTH_JWKS_URL: "oauthJwksUrl",
-  MCPVISOR_OAUTH_TENANT_CLAIM: "oauthTenantClaim",
-  MCPVISOR_OAUTH_ADMIN_SCOPE: "oauthAdminScope",
-  MCPVISOR_AUDIT_LOG: "auditLog",
-  MCPVISOR_MAX_HEADER_BYTES: "maxHeaderBytes",
-  MCPVISOR_MAX_JSON_DEPTH: "maxJsonDepth",
-};
+export type ConfigKey = keyof GatewayConfig;
 
-/** Merges flags over the environment and validates; a bad value names the setting and what it expects. */
-export function resolveGatewayConfig(flags: Partial<Record<keyof GatewayConfig, unknown>>, env = process.env): GatewayConfig {
-  const fromEnv: Record<string, unknown> = {};
-  for (const [name, key] of Object.entries(ENV)) if (env[name] !== undefined && env[name] !== "") fromEnv[key] = env[name];
-  if (env.MCPVISOR_SERVERS) fromEnv.servers = env.MCPVISOR_SERVERS.split(",").filter(Boolean);
-  if (env.MCPVISOR_OAUTH_SCOPES) fromEnv.oauthScopes = env.MCPVISOR_OAUTH_SCOPES.split(/[ ,]+/).filter(Boolean);
-  if (env.MCPVISOR_INSECURE_NO_AUTH) fromEnv.insecureNoAuth = env.MCPVISOR_INSECURE_NO_AUTH === "1" || env.MCPVISOR_INSECURE_NO_AUTH === "true";
-  if (env.MCPVISOR_ALLOWED_HOSTS) fromEnv.allowedHosts = env.MCPVISOR_ALLOWED_HOSTS.split(",").filter(Boolean);
-  const merged = Object.fromEntries(
-    Object.entries({ ...fromEnv, ...flags }).filter(([, value]) => value !== undefined),
-  );
-  const parsed = GatewayConfigSchema.safeParse(merged);
+export const CONFIG_KEYS = Object.keys(GatewayConfigSchema.shape) as ConfigKey[];
+
+/** The environment variable of a setting: MCPVISOR_ and its name in upper snake case. */
+export function envName(key: ConfigKey): string {
+  return `MCPVISOR_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** The command-line flag of a setting, without its leading `--`: its name in kebab case. */
+export function flagName(key: ConfigKey): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** Whether a setting is on/off (an `onOff()`), so that its flag takes no value. */
+export function isSwitch(key: ConfigKey): boolean {
+  let schema: z.ZodType = GatewayConfigSchema.shape[key];
+  while (schema instanceof z.ZodDefault || schema instanceof z.ZodOptional) schema = schema.unwrap() as z.ZodType;
+  return schema instanceof z.ZodPipe && schema.out instanceof z.ZodBoolean;
+}
+
+/**
+ * Merges flags over the environment and validates. A bad value is reported with where it came from
+ * (the variable or the flag), the value, and what is expected. An empty variable counts as unset.
+ */
+export function resolveGatewayConfig(flags: Partial<Record<ConfigKey, unknown>>, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const given = new Map<ConfigKey, { from: string; value: unknown }>();
+  for (const key of CONFIG_KEYS) {
+    const value = env[envName(key)];
+    if (value !== undefined && value !== "") given.set(key, { from: envName(key), value });
+  }
+  for (const [key, value] of Object.entries(flags) as [ConfigKey, unknown][]) {
+    if (value !== undefined) given.set(key, { from: `--${flagName(key)}`, value });
+  }
+  const parsed = GatewayConfigSchema.safeParse(Object.fromEntries([...given].map(([key, { value }]) => [key, value])));
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "(config)"}: ${i.message}`).join("; ");
-    throw new ConfigError(`invalid gateway configuration: ${issues}`);
+    const issues = parsed.error.issues.map((issue) => {
+      const source = given.get(issue.path[0] as ConfigKey);
+      const where = source ? `${source.from}=${JSON.stringify(source.value)}` : issue.path.join(".") || "(config)";
+      return `${where}: ${issue.message}`;
+    });
+    throw new ConfigError(`invalid gateway configuration: ${issues.join("; ")}`);
   }
   return parsed.data;
 }

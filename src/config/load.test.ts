@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
-import { resolveGatewayConfig } from "./gateway.js";
 import { loadManifests } from "./load.js";
 import { scratchDir } from "../../test/scratch-dir.js";
 
@@ -46,11 +45,4 @@ test("unknown fields, ranges in versions, network devices and invalid JSON are r
 
 test("asking for a server that has no manifest is an error naming it", async () => {
   await assert.rejects(loadManifests(await dirWith({ "ok.json": JSON.stringify(good) }), ["ok", "ghost"]), /ghost/);
-});
-
-test("gateway config: flags beat the environment, and bad values are named", () => {
-  const config = resolveGatewayConfig({ port: 9000, serversDir: "/s" }, { MCPVISOR_PORT: "7000", MCPVISOR_ACCEL: "tcg" });
-  assert.equal(config.port, 9000);
-  assert.equal(config.accel, "tcg");
-  assert.throws(() => resolveGatewayConfig({ serversDir: "/s" }, { MCPVISOR_ACCEL: "fast" }), /accel/);
 });

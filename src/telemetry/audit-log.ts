@@ -1,7 +1,7 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import pino, { type Logger } from "pino";
 import { events, type RequestRecord } from "./events.js";
-import { traceIdOf } from "./request-log.js";
+import { traceIdOf } from "./request-summary.js";
 
 const FLUSH_EVERY_MS = 1_000;
 

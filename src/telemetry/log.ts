@@ -1,5 +1,6 @@
 import { pino, type DestinationStream, type Logger } from "pino";
 import { prettyFactory } from "pino-pretty";
+import type { GatewayConfig } from "../config/gateway.js";
 
 /**
  * Fields that carry secrets wherever they appear (up to two levels deep): their values are replaced
@@ -70,21 +71,22 @@ export function scrubSecrets(line: string): string {
 }
 
 export interface LoggerOptions {
-  /** Human-readable lines instead of JSON; default: when stderr is a terminal (and MCPVISOR_LOG_FORMAT is not json). */
-  pretty?: boolean;
+  /** JSON lines or human-readable ones; default `auto`: readable when stderr is a terminal. */
+  format?: GatewayConfig["logFormat"];
   /** Where lines go; default stderr (stdout belongs to the stdio face and to CLI output). */
   destination?: { write(line: string): unknown };
 }
 
 /** JSON lines on stderr, pretty on a terminal; secret fields and registered secret values never written. */
 export function createLogger(level: string, options: LoggerOptions = {}): Logger {
-  const pretty = options.pretty ?? (process.stderr.isTTY === true && process.env.MCPVISOR_LOG_FORMAT !== "json");
+  const { format = "auto" } = options;
   const sink = options.destination ?? pino.destination(2);
-  const format = pretty ? prettyFactory({ colorize: options.destination ? false : process.stderr.isTTY === true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname,service" }) : undefined;
+  const pretty = format === "pretty" || (format === "auto" && process.stderr.isTTY === true);
+  const prettify = pretty ? prettyFactory({ colorize: options.destination ? false : process.stderr.isTTY === true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname,service" }) : undefined;
   const stream: DestinationStream & { flush?: (cb?: (err?: Error) => void) => void } = {
     write(line: string) {
       const clean = secrets.size ? scrubSecrets(line) : line;
-      sink.write(format ? format(JSON.parse(clean)) : clean);
+      sink.write(prettify ? prettify(JSON.parse(clean)) : clean);
     },
   };
   const flushable = sink as { flush?: (cb?: (err?: Error) => void) => void };

@@ -5,7 +5,8 @@ import type { ServerPoolStats } from "../sandbox/pool.js";
 import { events, type RequestRecord } from "./events.js";
 import { createLogger, registerManifestSecrets, REDACTED } from "./log.js";
 import { Metrics, methodLabel, sandboxCounts } from "./metrics.js";
-import { requestLogFields, subscribeRequestLog, traceIdOf } from "./request-log.js";
+import { requestLogFields, subscribeRequestLog } from "./request-log.js";
+import { traceIdOf } from "./request-summary.js";
 
 function request(overrides: Partial<RequestRecord>): RequestRecord {
   return { transport: "streamable-http", tenant: "local", subject: "local", sessionId: "s1", requestId: 1, method: "tools/call", startedAt: 1000, endedAt: 1012.5, outcome: "ok", ...overrides };
@@ -120,12 +121,9 @@ test("sandbox, template and session records become histograms and gauges", async
   }
 });
 
-test("a pool's suspended count is used when it has one", () => {
-  const stats = { ...POOL[0]!, suspended: 4 } as ServerPoolStats;
+test("suspended sandboxes are the pool's count of them", () => {
+  const stats: ServerPoolStats = { ...POOL[0]!, suspended: 4 };
   assert.deepEqual(sandboxCounts(stats), { pooled: 2, active: 1, idle: 3, suspended: 4 });
-  // A pool without the count: its leased sandboxes' states.
-  const { suspended: _, ...older } = { ...POOL[0]!, sandboxes: [{ id: "s", pid: undefined, state: "suspended", source: "prestarted" }] };
-  assert.equal(sandboxCounts(older as ServerPoolStats).suspended, 1);
 });
 
 test("each instance has its own registry, with process metrics; close stops counting", async () => {
@@ -147,7 +145,7 @@ test("each instance has its own registry, with process metrics; close stops coun
   }
 });
 
-function capture(pretty = false) {
+function capture(format: "json" | "pretty" = "json") {
   const lines: string[] = [];
   const destination = new Writable({
     write(chunk, _enc, done) {
@@ -155,7 +153,7 @@ function capture(pretty = false) {
       done();
     },
   });
-  return { lines, log: createLogger("debug", { pretty, destination: { write: (line: string) => destination.write(line) } }) };
+  return { lines, log: createLogger("debug", { format, destination: { write: (line: string) => destination.write(line) } }) };
 }
 
 test("a request log line has server, tool, session, outcome, duration and trace id", () => {
@@ -214,7 +212,7 @@ test("secrets never reach a log line: secret fields, and manifest env values any
 });
 
 test("pretty output is human-readable and still scrubbed", () => {
-  const { lines, log } = capture(true);
+  const { lines, log } = capture("pretty");
   log.info({ server: "exec", token: "pretty-t0ken" }, "tool call");
   assert.equal(lines.length, 1);
   assert.doesNotMatch(lines[0]!, /^\{/);

@@ -316,15 +316,12 @@ export class Metrics {
 
 /**
  * Pool stats to the four sandbox states: prestarted QEMUs are `pooled`, warm clones `idle`, leased ones
- * by their own state. `suspended` comes from the pool's count when it has one, else from leased ones.
+ * by their own state; `suspended` is the pool's count of leased sandboxes saved to disk.
  */
 export function sandboxCounts(stats: ServerPoolStats): Record<(typeof SANDBOX_STATES)[number], number> {
-  const counts = { pooled: stats.prestarted, active: 0, idle: stats.warm, suspended: 0 };
-  const suspendedCount = (stats as { suspended?: unknown }).suspended;
+  const counts = { pooled: stats.prestarted, active: 0, idle: stats.warm, suspended: stats.suspended };
   for (const sandbox of stats.sandboxes) {
     if (sandbox.state === "active" || sandbox.state === "idle") counts[sandbox.state]++;
-    else if (sandbox.state === "suspended" && typeof suspendedCount !== "number") counts.suspended++;
   }
-  if (typeof suspendedCount === "number") counts.suspended = suspendedCount;
   return counts;
 }

@@ -1,28 +1,15 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
-import { events, flushTelemetry, type Outcome, type RequestRecord, type SandboxResumeRecord, type SessionRecord } from "./events.js";
+import { events, flushTelemetry, type RequestRecord, type SandboxResumeRecord, type SessionRecord } from "./events.js";
+import { round, summarize, type RequestSummary } from "./request-summary.js";
 
 /**
  * What the status page shows besides the pools: the last calls (with where their time went), resume
  * latencies per server, and open sessions. Fed by the channels in src/telemetry/events.ts; bounded.
  */
 
-export interface CallView {
+export interface CallView extends RequestSummary {
   /** Epoch milliseconds when the request arrived. */
   at: number;
-  tenant: string;
-  method: string;
-  server?: string;
-  tool?: string;
-  outcome: Outcome;
-  errorType?: string;
-  durationMs: number;
-  acquireMs?: number;
-  acquireSource?: string;
-  roundtripMs?: number;
-  guestMs?: number;
-  transport: string;
-  sessionId?: string;
-  traceId?: string;
 }
 
 export interface LatencySummary {
@@ -76,7 +63,7 @@ export class RecentActivity {
   /** Resume latency per server (ms). */
   resumeLatency(): Record<string, ResumeView> {
     const out: Record<string, ResumeView> = {};
-    for (const [server, r] of this.resumes) out[server] = { ...summarize(r.durations), count: r.total, bySource: { ...r.bySource } };
+    for (const [server, r] of this.resumes) out[server] = { ...percentiles(r.durations), count: r.total, bySource: { ...r.bySource } };
     return out;
   }
 
@@ -87,31 +74,7 @@ export class RecentActivity {
 
   private recordCall(record: RequestRecord): void {
     if (!CALL_METHODS.has(record.method) || !record.outcome) return;
-    const end = record.endedAt ?? record.startedAt;
-    const call: CallView = {
-      at: record.startedAt,
-      tenant: record.tenant,
-      method: record.method,
-      outcome: record.outcome,
-      durationMs: round(end - record.startedAt),
-      transport: record.transport,
-    };
-    if (record.server) call.server = record.server;
-    if (record.tool) call.tool = record.tool;
-    if (record.errorType) call.errorType = record.errorType;
-    if (record.sessionId) call.sessionId = record.sessionId;
-    if (record.acquire) {
-      call.acquireMs = round(record.acquire.end - record.acquire.start);
-      call.acquireSource = record.acquire.source;
-    }
-    if (record.guest) {
-      call.roundtripMs = round((record.guest.answered ?? end) - record.guest.sent);
-      if (record.guest.guestMs !== undefined) call.guestMs = round(record.guest.guestMs);
-    }
-    // The trace id of the context passed into the guest: this gateway's request span when traced.
-    const traceId = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/.exec(record.traceparent ?? record.incomingTraceparent ?? "")?.[1];
-    if (traceId) call.traceId = traceId;
-    this.calls.push(call);
+    this.calls.push({ at: record.startedAt, ...summarize(record) });
     if (this.calls.length > this.maxCalls) this.calls.splice(0, this.calls.length - this.maxCalls);
   }
 
@@ -139,12 +102,8 @@ export class RecentActivity {
   }
 }
 
-function round(ms: number): number {
-  return Math.round(ms * 100) / 100;
-}
-
 /** Nearest-rank percentiles. */
-export function summarize(samples: number[]): LatencySummary {
+export function percentiles(samples: number[]): LatencySummary {
   if (samples.length === 0) return { count: 0, p50: 0, p95: 0, max: 0 };
   const sorted = [...samples].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;

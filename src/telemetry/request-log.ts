@@ -1,39 +1,20 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import type { Logger } from "pino";
 import { events, type RequestRecord } from "./events.js";
+import { summarize } from "./request-summary.js";
 
-/** The 32-hex trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if it is one. */
-export function traceIdOf(traceparent: string | undefined): string | undefined {
-  const match = traceparent ? /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}/i.exec(traceparent.trim()) : null;
-  return match && !/^0+$/.test(match[1]!) ? match[1]!.toLowerCase() : undefined;
-}
-
-/** The fields of one request's log line. Arguments and results are never logged: they may hold secrets. */
+/**
+ * The fields of one request's log line: its summary, with the request id, under the names the other
+ * log lines use (`session`, `sandboxSource`). Arguments and results are never logged: they may hold secrets.
+ */
 export function requestLogFields(record: RequestRecord): Record<string, unknown> {
-  const fields: Record<string, unknown> = {
-    transport: record.transport,
-    tenant: record.tenant,
-    method: record.method,
-    server: record.server,
-    tool: record.tool,
-    session: record.sessionId,
+  const { sessionId, acquireSource, ...summary } = summarize(record);
+  return {
+    ...summary,
     requestId: record.requestId,
-    outcome: record.outcome ?? "error",
-    durationMs: round((record.endedAt ?? record.startedAt) - record.startedAt),
-    traceId: traceIdOf(record.traceparent ?? record.incomingTraceparent),
+    ...(sessionId !== undefined ? { session: sessionId } : {}),
+    ...(acquireSource !== undefined ? { sandboxSource: acquireSource } : {}),
   };
-  if (record.errorType) fields.errorType = record.errorType;
-  if (record.acquire) {
-    fields.acquireMs = round(record.acquire.end - record.acquire.start);
-    fields.sandboxSource = record.acquire.source;
-  }
-  if (record.guest?.guestMs !== undefined) fields.guestMs = round(record.guest.guestMs);
-  for (const key of Object.keys(fields)) if (fields[key] === undefined) delete fields[key];
-  return fields;
-}
-
-function round(ms: number): number {
-  return Math.round(Math.max(0, ms) * 1000) / 1000;
 }
 
 /**

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { events, type RequestRecord } from "./events.js";
-import { RecentActivity, summarize } from "./recent-activity.js";
+import { events, type Outcome, type RequestRecord } from "./events.js";
+import { percentiles, RecentActivity } from "./recent-activity.js";
 import { Tracing, type SpanView, type TraceView } from "./tracing.js";
 
 /** Publishes a synthetic request on the channels, as the router does: start, phases, end. */
@@ -23,6 +23,17 @@ function simulate(partial: Partial<RequestRecord>, phases: (record: RequestRecor
   phases(record, t0);
   events.requestEnd.publish(record);
   return record;
+}
+
+/** exec's `run` called: routed, sent to the guest (1 ms inside it), answered, ended with `outcome`. */
+function simulatedToolCall(outcome: Outcome): RequestRecord {
+  return simulate({}, (r, t0) => {
+    r.server = "exec";
+    r.tool = "run";
+    r.guest = { sent: t0 + 1, answered: t0 + 3, guestMs: 1 };
+    r.endedAt = t0 + 4;
+    r.outcome = outcome;
+  });
 }
 
 function byName(trace: TraceView, name: string): SpanView {
@@ -138,13 +149,7 @@ describe("Tracing", () => {
     assert.equal(request.status.code, "error");
     assert.equal(request.attributes["error.type"], "CALL_TIMEOUT");
 
-    const toolError = simulate({}, (r, t0) => {
-      r.server = "exec";
-      r.tool = "run";
-      r.guest = { sent: t0 + 1, answered: t0 + 2, guestMs: 0.5 };
-      r.endedAt = t0 + 2;
-      r.outcome = "tool_error";
-    });
+    const toolError = simulatedToolCall("tool_error");
     const trace = tracing.recent.get(toolError.traceparent!.split("-")[1]!)!;
     assert.equal(byName(trace, "tools/call run").attributes["error.type"], "tool_error");
     assert.equal(trace.error, true);
@@ -236,9 +241,9 @@ describe("RecentActivity", () => {
   });
 
   it("summarizes with nearest-rank percentiles", () => {
-    assert.deepEqual(summarize([]), { count: 0, p50: 0, p95: 0, max: 0 });
+    assert.deepEqual(percentiles([]), { count: 0, p50: 0, p95: 0, max: 0 });
     const hundred = Array.from({ length: 100 }, (_, i) => i + 1);
-    assert.deepEqual(summarize(hundred), { count: 100, p50: 50, p95: 95, max: 100 });
+    assert.deepEqual(percentiles(hundred), { count: 100, p50: 50, p95: 95, max: 100 });
   });
 });
 
@@ -259,13 +264,7 @@ describe("OTLP export", () => {
     const tracing = new Tracing();
     try {
       assert.equal(tracing.exporting, true);
-      const record = simulate({}, (r, t0) => {
-        r.server = "exec";
-        r.tool = "run";
-        r.guest = { sent: t0 + 1, answered: t0 + 3, guestMs: 1 };
-        r.endedAt = t0 + 4;
-        r.outcome = "ok";
-      });
+      const record = simulatedToolCall("ok");
       await tracing.flush();
       assert.equal(received.length, 1);
       assert.equal(received[0]!.path, "/v1/traces");
