@@ -72,3 +72,12 @@ export function recordTransitions(): { edges(id?: string): string[]; clear(): vo
     stop: () => events.sandboxTransition.unsubscribe(listener),
   };
 }
+
+/** Resolves once `condition` holds; fails after `timeoutMs`, naming `what`. */
+export async function waitFor(condition: () => boolean, what = "the condition", timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -4,7 +4,7 @@ import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import { canTransition, type SandboxState } from "./lifecycle.js";
 import type { LeaseEvents } from "./lease.js";
 import type { FaultInjectingDriver } from "./fault-injecting-driver.js";
-import { fakeManifest, fakePool, recordTransitions } from "./pool.fixture.js";
+import { fakeManifest, fakePool, recordTransitions, waitFor } from "./pool.fixture.js";
 import type { SandboxPool } from "./pool.js";
 
 const OWNER = { tenant: "t", maxSandboxes: Number.POSITIVE_INFINITY };
@@ -197,11 +197,3 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await pool.close();
   });
 });
-
-async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
