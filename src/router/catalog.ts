@@ -122,7 +122,7 @@ async function warmUp(channel: GuestChannel, manifest: ServerManifest, capabilit
   }
   for (const request of manifest.warmup) {
     const params = request.params ?? {};
-    const meta = (params._meta ?? {}) as Record<string, unknown>;
+    const meta = typeof params._meta === "object" && params._meta !== null ? params._meta : {};
     await guestRequest(channel, request.method, { ...params, _meta: { ...meta, traceparent: WARM_TRACEPARENT } }, timeoutMs);
   }
   // Some clients use string ids: give that shape a pass too.

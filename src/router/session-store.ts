@@ -1,19 +1,22 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
+import { z } from "zod";
+import { writeAtomically } from "../sandbox/atomic-file.js";
 import { join } from "node:path";
 
 /** What it takes to bring a session back after a gateway restart: its route and its saved sandboxes. */
-export interface StoredSession {
-  id: string;
-  /** Only this tenant may bring the session back. */
-  tenant: string;
-  route: string;
-  transport: string;
-  protocolVersion: string;
-  clientCapabilities: Record<string, unknown>;
+const StoredSessionSchema = z.object({
+  id: z.string(),
+  /** Only this tenant may bring the session back; records saved before tenants existed are the local user's. */
+  tenant: z.string().default("local"),
+  route: z.string(),
+  transport: z.string(),
+  protocolVersion: z.string(),
+  clientCapabilities: z.record(z.string(), z.unknown()),
   /** Per server: the suspended sandbox and the template it was cloned from (its state only loads on that). */
-  sandboxes: Record<string, { sandboxId: string; templateKey: string }>;
-  savedAt: string;
-}
+  sandboxes: z.record(z.string(), z.object({ sandboxId: z.string(), templateKey: z.string() })),
+  savedAt: z.string(),
+});
+export type StoredSession = z.infer<typeof StoredSessionSchema>;
 
 const ID = /^[A-Za-z0-9-]{1,128}$/;
 
@@ -72,25 +75,16 @@ export class SessionStore {
 
   async save(session: StoredSession): Promise<void> {
     await mkdir(this.dir, { recursive: true });
-    const final = this.path(session.id);
-    const tmp = `${final}.tmp-${process.pid}`;
-    const fh = await open(tmp, "w");
-    try {
-      await fh.writeFile(JSON.stringify(session));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, final);
+    await writeAtomically(this.path(session.id), async (out) => void out.end(JSON.stringify(session)));
     this.remember(session);
   }
 
   async load(id: string): Promise<StoredSession | undefined> {
     if (!ID.test(id)) return undefined;
     try {
-      const session = JSON.parse(await readFile(this.path(id), "utf8")) as StoredSession;
-      // Records saved before tenants existed belong to the local user.
-      return { ...session, tenant: session.tenant ?? "local" };
+      // A record that does not parse is as good as none: the session cannot come back from it.
+      const parsed = StoredSessionSchema.safeParse(JSON.parse(await readFile(this.path(id), "utf8")));
+      return parsed.success ? parsed.data : undefined;
     } catch {
       return undefined;
     }
