@@ -141,7 +141,7 @@ export class PoolLease implements SandboxLease {
       admitted();
     }
     if (this.released) {
-      void sandbox.destroy("its lease was released while it resumed");
+      await sandbox.destroy("its lease was released while it resumed");
       throw new SandboxClosedError(`The lease on server '${this.key.server}' was released while its sandbox resumed`);
     }
     this.listen(sandbox);

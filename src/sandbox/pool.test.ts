@@ -179,6 +179,17 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await pool.close();
   });
 
+  test("closing the pool while a refill starts a VM ends that VM too before close resolves", async () => {
+    const arm = (driver: FaultInjectingDriver) => void (held = driver.holdNext("prestart"));
+    let held: { reached: Promise<void>; release: () => void } | undefined;
+    const { pool, driver } = await fakePool([fakeManifest({ pool: { prestarted: 1, warm: 0 } })], { arm });
+    await held!.reached;
+    const closed = pool.close();
+    held!.release();
+    await closed;
+    assert.equal(driver.running, 0, "no VM outlives the pool's close");
+  });
+
   test("an unknown server is a typed error naming it", async () => {
     const { pool } = await fakePool();
     assert.throws(() => leaseOn(pool, "z", "nope"), { code: "UNKNOWN_SERVER", message: "No hosted server is named 'nope'" });

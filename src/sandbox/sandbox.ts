@@ -311,8 +311,19 @@ export class Sandbox {
     void this.destroy(detail, new GuestExitedError(`the guest died: ${detail}`));
   }
 
-  /** Ends the sandbox. Every request still in flight fails with `error` (or a generic reason). Idempotent. */
-  async destroy(reason: string, error?: SandboxError): Promise<void> {
+  /** The destroy under way or done: resolves once the sandbox's VMM process is gone. */
+  private ended: Promise<void> | undefined;
+
+  /**
+   * Ends the sandbox. Every request still in flight fails with `error` (or a generic reason). Idempotent:
+   * every call resolves once the VMM process is gone.
+   */
+  destroy(reason: string, error?: SandboxError): Promise<void> {
+    this.ended ??= this.end(reason, error);
+    return this.ended;
+  }
+
+  private async end(reason: string, error?: SandboxError): Promise<void> {
     const before = this.status;
     if (before.state === "destroyed") return;
     const whileIdle = error !== undefined && before.state === "idle";

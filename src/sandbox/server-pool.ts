@@ -47,7 +47,8 @@ export class ServerPool {
   private readonly prestarted: Sandbox[] = [];
   private readonly warm: Sandbox[] = [];
   private readonly leased = new Set<Sandbox>();
-  private refilling = false;
+  /** The refill loop under way, if any: close waits for it, so no VM it starts outlives the pool. */
+  private refilling: Promise<void> | undefined;
   private refillTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly sandboxOptions: SandboxOptions;
@@ -112,7 +113,7 @@ export class ServerPool {
     const sandbox = (await this.resumeClone(template, true))!;
     if (this.closed) {
       // The pool closed while this clone resumed: its close never saw it.
-      void sandbox.destroy("gateway shutting down");
+      await sandbox.destroy("gateway shutting down");
       throw new PoolClosedError("The gateway is shutting down");
     }
     this.refillAfterTake();
@@ -254,11 +255,10 @@ export class ServerPool {
   /** Tops up prestarted VMMs and warm clones in the background; one refill loop per server at a time. */
   refill(): void {
     if (this.refilling || this.closed || !this.template) return;
-    this.refilling = true;
-    void this.refillLoop()
+    this.refilling = this.refillLoop()
       .catch((err) => this.log.warn({ server: this.manifest.name, err: (err as Error).message }, "pool refill failed"))
       .finally(() => {
-        this.refilling = false;
+        this.refilling = undefined;
       });
   }
 
@@ -272,11 +272,11 @@ export class ServerPool {
           const clone = await this.resumeClone(template, false);
           if (!clone) break; // the VM budget is spent: sessions come first
           await this.warmUp(clone, template);
-          this.keep(this.warm, clone);
+          await this.keep(this.warm, clone);
         } else if (this.prestarted.length < wantPrestarted) {
           const pooled = await this.prestart(template, false);
           if (!pooled) break;
-          this.keep(this.prestarted, pooled);
+          await this.keep(this.prestarted, pooled);
         } else {
           break;
         }
@@ -300,12 +300,9 @@ export class ServerPool {
     }
   }
 
-  /** Adds to a pool list, and drops the entry if it ends while waiting there. */
-  private keep(list: Sandbox[], sandbox: Sandbox): void {
-    if (this.closed) {
-      void sandbox.destroy("pool closed");
-      return;
-    }
+  /** Adds to a pool list, and drops the entry if it ends while waiting there; once closed, ends it. */
+  private async keep(list: Sandbox[], sandbox: Sandbox): Promise<void> {
+    if (this.closed) return sandbox.destroy("pool closed");
     list.push(sandbox);
     sandbox.on("closed", () => {
       const index = list.indexOf(sandbox);
@@ -316,11 +313,14 @@ export class ServerPool {
     });
   }
 
+  /** Ends every sandbox of the server, after the refill under way (what it starts is ended too). */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refillTimer);
-    const all = [...this.prestarted.splice(0), ...this.warm.splice(0), ...this.leased];
-    await Promise.allSettled(all.map((s) => s.destroy("gateway shutting down")));
+    const ending = () => [...this.prestarted.splice(0), ...this.warm.splice(0), ...this.leased].map((s) => s.destroy("gateway shutting down"));
+    const first = ending();
+    await this.refilling;
+    await Promise.allSettled([...first, ...ending()]);
   }
 
   get templateMeta(): TemplateMeta | undefined {
