@@ -3,7 +3,8 @@
  * client library's own work (the SDK Client compiles each tool's outputSchema on its first call, ~25 ms).
  */
 export class RawMcpClient {
-  private sessionId: string | undefined;
+  /** The Mcp-Session-Id the gateway gave at initialize. */
+  sessionId: string | undefined;
   private nextId = 1;
 
   constructor(private readonly url: string) {}

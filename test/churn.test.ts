@@ -5,9 +5,11 @@
  * seed (MCPVISOR_CHURN_SEED to vary), so a failure can be replayed.
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import { RawMcpClient } from "../bench/raw-mcp-client.js";
-import { eventually, runningVmms, serversDirWith, startReadyGateway } from "./helpers.js";
+import { eventually, runningVmms, serversDirWith, startReadyGateway, testConfig } from "./helpers.js";
 import { prng } from "./prng.js";
 
 const SEED = Number(process.env.MCPVISOR_CHURN_SEED ?? 20261128);
@@ -18,6 +20,8 @@ const ANSWER_WITHIN_MS = 30_000;
 const IDLE_SUSPEND_MS = 300;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Where the gateway saves a session whose sandbox is suspended (what a restarted gateway revives). */
+const SESSIONS_DIR = join(testConfig().cacheDir, "sessions");
 type Step = { kind: "write" | "read" | "idle" | "end-mid-call"; delayMs: number };
 
 /** Every client's steps, drawn up front: the clients run at once, so drawing as they go would not replay. */
@@ -73,6 +77,24 @@ test("churn: sessions come and go while sandboxes suspend, resume and are killed
       const seen = await names(session, what);
       if (checkState && seen && JSON.stringify(seen) !== JSON.stringify([...wrote].sort())) lost.push(`${what}: saw [${seen}], wrote [${wrote}]`);
     };
+    /**
+     * Idles until the session's sandbox is suspended, which its record saved since shows. In the second
+     * round, where a kill may come before any suspend, it idles for `killingMs` instead.
+     */
+    const idle = async (what: string, killingMs: number) => {
+      if (!checkState) return await sleep(killingMs);
+      const since = Date.now();
+      const savedSince = () => {
+        try {
+          const record = JSON.parse(readFileSync(join(SESSIONS_DIR, `${session.sessionId}.json`), "utf8")) as { savedAt: string };
+          return Date.parse(record.savedAt) >= since;
+        } catch {
+          return false; // not saved: its sandbox runs
+        }
+      };
+      await eventually(savedSince, `${what}: the session's sandbox to be suspended`, ANSWER_WITHIN_MS);
+    };
+    await check(`client ${n} first call`); // the session holds a sandbox from the start, to idle in
     for (const [i, step] of plan.entries()) {
       const what = `client ${n} step ${i} (${step.kind})`;
       if (step.kind === "write") {
@@ -82,12 +104,12 @@ test("churn: sessions come and go while sandboxes suspend, resume and are killed
       } else if (step.kind === "read") {
         await check(what);
       } else if (step.kind === "idle") {
-        await sleep(IDLE_SUSPEND_MS + 400 + step.delayMs); // long enough to be suspended, or on its way
+        await idle(what, IDLE_SUSPEND_MS + 400 + step.delayMs);
         await check(what);
       } else {
-        // Idle until suspended (a suspend takes about a second here), so the call resumes the sandbox from
-        // disk; the session then ends (DELETE) while it comes back: the call is answered either way.
-        await sleep(IDLE_SUSPEND_MS + 2_000);
+        // Idle until suspended, so the call resumes the sandbox from disk; the session then ends (DELETE)
+        // while it comes back: the call is answered either way.
+        await idle(what, IDLE_SUSPEND_MS + 2_000);
         const call = answered(what, session.request("tools/call", { name: "read_graph", arguments: {} }));
         await sleep(step.delayMs);
         await answered(`${what}: DELETE`, session.close());
@@ -95,6 +117,7 @@ test("churn: sessions come and go while sandboxes suspend, resume and are killed
         session = new RawMcpClient(url);
         await session.initialize();
         wrote = [];
+        await check(`${what}: new session's first call`);
       }
     }
     await session.close();

@@ -1,3 +1,4 @@
+import { subscribe, unsubscribe, type Channel } from "node:diagnostics_channel";
 import { readdirSync, readFileSync } from "node:fs";
 import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -71,6 +72,29 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * The next record published on `channel` that `accepts`; fails with `what` after `timeoutMs`. Call it
+ * before causing the event (a record published earlier is not seen), await it after.
+ */
+export function nextEvent<T>(channel: Channel, what: string, accepts: (record: T) => boolean = () => true, timeoutMs = 5_000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      clearTimeout(timer);
+      unsubscribe(channel.name, onMessage);
+    };
+    const onMessage = (message: unknown) => {
+      if (!accepts(message as T)) return;
+      done();
+      resolve(message as T);
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+    }, timeoutMs);
+    subscribe(channel.name, onMessage);
+  });
 }
 
 /** Processes whose parent is `pid` (QEMU runs as a direct child of the gateway process). */

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import type { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { connect, serversDirWith, sh, startReadyGateway } from "./helpers.js";
+import { connect, eventually, serversDirWith, sh, startReadyGateway } from "./helpers.js";
 
 test("a VM cap holds: past it requests wait in a bounded queue, then get a clear busy error", { timeout: 120_000 }, async () => {
   const gateway = await startReadyGateway(
@@ -11,23 +12,28 @@ test("a VM cap holds: past it requests wait in a bounded queue, then get a clear
   );
   try {
     const [a, b, c, d] = await Promise.all([0, 1, 2, 3].map(() => connect(gateway.url("exec"))));
-    // Two sessions with calls in flight hold both VMs (an idle one would be suspended to make room).
-    const busyA = sh(a!, "sleep 4; echo a-done");
-    const busyB = sh(b!, "sleep 4; echo b-done");
-    await new Promise((r) => setTimeout(r, 1_000));
+    // Two sessions with calls in flight hold both VMs (an idle one would be suspended to make room). Each
+    // call runs until the test creates /tmp/go in its VM, with a second call to the same session.
+    const held = (client: Client, name: string) => sh(client, `until [ -e /tmp/go ]; do sleep 0.1; done; echo ${name}-done`, 60_000);
+    const busyA = held(a!, "a");
+    const busyB = held(b!, "b");
+    const active = () => gateway.pool.stats()[0]!.sandboxes.filter((s) => s.state === "active").length;
+    await eventually(() => active() === 2, "both calls to run in their VMs", 60_000);
     assert.deepEqual(gateway.pool.budgetStats(), { inUse: 2, queued: 0 });
     const waiting = sh(c!, "echo got-a-vm");
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(gateway.pool.budgetStats().queued, 1);
+    await eventually(() => gateway.pool.budgetStats().queued === 1, "the third session's call to wait in the queue");
     await assert.rejects(d!.callTool({ name: "run", arguments: { command: "true" } }), (err: unknown) => {
       assert.ok(err instanceof McpError);
       assert.match(err.message, /busy: all 2 VMs this gateway may run are in use and the wait queue is full; retry shortly/);
       assert.equal((err.data as { retryable: boolean }).retryable, true);
       return true;
     });
+    assert.equal(gateway.pool.budgetStats().queued, 1, "the queued call still waits");
+    await sh(a!, "touch /tmp/go");
     assert.equal((await busyA).stdout, "a-done\n");
     await (a!.transport as StreamableHTTPClientTransport).terminateSession();
     assert.equal((await waiting).stdout, "got-a-vm\n", "the queued request runs once a VM is freed");
+    await sh(b!, "touch /tmp/go");
     await busyB;
     assert.equal(gateway.pool.budgetStats().inUse, 2);
     await Promise.all([a, b, c, d].map((client) => client!.close()));

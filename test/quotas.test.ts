@@ -22,7 +22,9 @@ describe("tenant quotas", { timeout: 240_000 }, () => {
     const file = await tenantsFileWith({
       defaults: UNBOUNDED,
       tenants: {
+        // Each rate test has its tenant, so neither waits for the other's bucket to refill.
         slow: { limits: { requestsPerSecond: 1, burst: 3 } },
+        "slow-ws": { limits: { requestsPerSecond: 1, burst: 3 } },
         few: { limits: { maxSessions: 2, maxStreams: 1 } },
         tight: { limits: { maxSandboxes: 1, maxSuspended: 1 } },
         other: {},
@@ -57,8 +59,7 @@ describe("tenant quotas", { timeout: 240_000 }, () => {
   });
 
   test("request rate on a WebSocket: a request past it gets a JSON-RPC error, the socket stays", async () => {
-    await new Promise((r) => setTimeout(r, 3_100)); // the bucket refills from the test before
-    const ws = new WebSocket(`ws://127.0.0.1:${gateway.port}/servers/memory/ws`, "mcp", { headers: as("slow") });
+    const ws = new WebSocket(`ws://127.0.0.1:${gateway.port}/servers/memory/ws`, "mcp", { headers: as("slow-ws") });
     await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
     const replies: Array<{ id: number; result?: unknown; error?: { code: number; data?: { retryAfterSeconds: number } } }> = [];
     ws.on("message", (data) => replies.push(JSON.parse(data.toString())));

@@ -68,7 +68,7 @@ describe("hosted servers in microVM clones, through the SDK client over Streamab
     const leased = () => gateway.pool.stats().find((s) => s.server === "exec")!.sandboxes;
     const before = new Set(leased().map((s) => s.pid));
     const call = client.callTool({ name: "run", arguments: { command: "sleep 20" } });
-    await new Promise((r) => setTimeout(r, 300));
+    await eventually(() => leased().some((s) => s.state === "active"), "the call to run in its sandbox");
     const mine = leased().filter((s) => s.state === "active");
     assert.equal(mine.length, 1, "exactly one exec sandbox has a call in flight");
     process.kill(mine[0]!.pid!, "SIGKILL");

@@ -3,7 +3,7 @@ import { request, type IncomingMessage } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { startReadyGateway } from "./helpers.js";
+import { eventually, startReadyGateway } from "./helpers.js";
 
 // The Streamable HTTP face is served straight on node:http; these are its answers as a client sees them on
 // the wire, from a plain HTTP client (the SDK Client hides status codes and framing).
@@ -21,6 +21,24 @@ interface SseEvent {
 }
 
 const ACCEPT = "application/json, text/event-stream";
+
+/**
+ * The response cut after its first SSE event (the priming event, an id and no data), ended as a dropped
+ * connection would end it, and that event's id.
+ */
+async function firstEventOnly(response: Response): Promise<{ response: Response; id: string | undefined }> {
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  await reader.cancel();
+  const first = text.slice(0, text.indexOf("\n\n") + 2);
+  const id = /^id: ?(.*)$/m.exec(first)?.[1];
+  return { response: new Response(first, { status: response.status, headers: response.headers }), id };
+}
 
 describe("Streamable HTTP on the wire", { timeout: 180_000 }, () => {
   let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
@@ -134,21 +152,30 @@ describe("Streamable HTTP on the wire", { timeout: 180_000 }, () => {
 
   test("the SDK Client takes an error answer as final: no reconnect to resume its stream", async () => {
     const requests: string[] = [];
+    let primingId: string | undefined;
     const transport = new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${gateway.port}${path}`), {
-      fetch: ((url: string | URL, init?: RequestInit) => {
+      fetch: (async (url: string | URL, init?: RequestInit) => {
         requests.push(`${init?.method ?? "GET"} ${new Headers(init?.headers).get("last-event-id") ?? ""}`.trim());
-        return fetch(url, init);
+        const response = await fetch(url, init);
+        if (!String(init?.body).includes("test_reconnection")) return response;
+        const cut = await firstEventOnly(response);
+        primingId = cut.id;
+        return cut.response;
       }) as typeof fetch,
     });
     const client = new Client({ name: "wire-sdk", version: "0" });
     const errors: string[] = [];
     client.onerror = (error) => errors.push(error.message);
     await client.connect(transport);
-    await new Promise((r) => setTimeout(r, 200)); // the client's own GET stream opens
+    await eventually(() => requests.includes("GET"), "the client's own GET stream to open");
     requests.length = 0;
     for (let i = 0; i < 3; i++) await assert.rejects(client.callTool({ name: "no_such_tool", arguments: {} }), /Unknown tool/);
-    await new Promise((r) => setTimeout(r, 1_500)); // a reconnect would come at once (no backoff for the first)
-    assert.deepEqual(requests, ["POST", "POST", "POST"]);
+    // The control: a call whose stream breaks after its priming event is resumed (GET with Last-Event-ID)
+    // after the SDK's first reconnect delay. A reconnect for an error answer would have been scheduled
+    // before it, with the same delay, so it would have come first.
+    await client.callTool({ name: "test_reconnection", arguments: {} });
+    assert.ok(primingId);
+    assert.deepEqual(requests, ["POST", "POST", "POST", "POST", `GET ${primingId}`]);
     assert.deepEqual(errors, []);
     await transport.terminateSession();
     await client.close();

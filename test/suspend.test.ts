@@ -4,15 +4,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { RawMcpClient } from "../bench/raw-mcp-client.js";
-import { connect, eventually, runningVmms, serversDirWith, sh, startReadyGateway, testConfig } from "./helpers.js";
-
-const until = async (what: () => boolean, ms = 15_000) => {
-  const deadline = Date.now() + ms;
-  while (!what()) {
-    if (Date.now() > deadline) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
+import { events, type SandboxTransitionRecord } from "../src/telemetry/events.js";
+import { connect, eventually, nextEvent, runningVmms, serversDirWith, sh, startReadyGateway, testConfig } from "./helpers.js";
 
 test("an idle session is suspended to disk (no VM left) and resumed transparently with its state intact", { timeout: 180_000 }, async () => {
   const serversDir = await serversDirWith({
@@ -27,7 +20,7 @@ test("an idle session is suspended to disk (no VM left) and resumed transparentl
     await memory.callTool({ name: "create_entities", arguments: { entities: [{ name: "kept", entityType: "t", observations: ["across suspend"] }] } });
     // The pause lets setsid take the loop out of the command's process group, which exec kills on exit.
     await sh(exec, "echo on-disk > /tmp/f; setsid sh -c 'while true; do sleep 1; done' </dev/null >/dev/null 2>&1 & echo $! > /tmp/pid; sleep 0.3");
-    await until(() => stats("memory").suspended === 1 && stats("exec").suspended === 1);
+    await eventually(() => stats("memory").suspended === 1 && stats("exec").suspended === 1, "both sessions' sandboxes to be suspended", 15_000);
     for (const server of ["memory", "exec"]) {
       const [sandbox] = stats(server).sandboxes;
       assert.equal(sandbox!.pid, undefined, "a suspended sandbox has no VM process");
@@ -54,10 +47,11 @@ test("a session ended while its sandbox resumes from disk leaves no VM running, 
     const client = new RawMcpClient(gateway.url("memory"));
     await client.initialize();
     await client.request("tools/call", { name: "read_graph", arguments: {} });
-    await until(() => stats().suspended === 1);
-    // The call resumes the sandbox from disk (~100 ms here); the DELETE lands while it does.
+    await eventually(() => stats().suspended === 1, "the session's sandbox to be suspended", 15_000);
+    // The call resumes the sandbox from disk (~100 ms here); the DELETE goes out as soon as that starts.
+    const resuming = nextEvent<SandboxTransitionRecord>(events.sandboxTransition, "the sandbox to start resuming", (t) => t.server === "memory" && t.from === "suspended" && t.to === "resuming");
     const call = client.request("tools/call", { name: "read_graph", arguments: {} }).then(() => undefined, (err: Error) => err);
-    await eventually(() => stats().sandboxes[0]?.state === "resuming", "the sandbox is resuming", 5_000, 2);
+    await resuming;
     await client.close();
     assert.match((await call)?.message ?? "answered", /session closed|Session not found/, "the call in flight is told the session ended");
     await eventually(() => stats().leased === 0 && runningVmms().length === stats().prestarted, "only the pool's prestarted VMM runs", 10_000);

@@ -10,12 +10,13 @@ import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { tenantsReloads, type TenantsReloadRecord } from "../src/auth/tenants-watcher.js";
 import { resolveGatewayConfig } from "../src/config/gateway.js";
 import { REPO_ROOT } from "../src/main.js";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { connectAs, endSession, heldGetStream, heldLegacySse, heldWebSocket, INITIALIZE, post, tenantsFileWith } from "./auth-helpers.js";
-import { eventually, serversDirWith, startReadyGateway } from "./helpers.js";
+import { eventually, nextEvent, serversDirWith, startReadyGateway } from "./helpers.js";
 import { scratchDir } from "./scratch-dir.js";
 
 const execFileAsync = promisify(execFile);
@@ -270,9 +271,10 @@ test("the tenants file is the gate: with no keys nobody is in; keys added and re
     assert.ok(!(await readFile(path, "utf8")).includes(key), "only the key's hash is stored");
     await eventually(async () => (await statusWith(key)) === 200, "the new key to be accepted");
 
-    // A file that does not parse is refused; the last good one stays in force.
+    // A file that does not parse is refused (seen happen, not waited out); the last good one stays in force.
+    const refused = nextEvent<TenantsReloadRecord>(tenantsReloads, "the invalid file to be refused", (r) => r.path === path && r.outcome === "refused");
     await writeFile(path, "{ not json");
-    await new Promise((r) => setTimeout(r, 600));
+    await refused;
     assert.equal(await statusWith(key), 200);
 
     // Revoked: the key is gone from the file, and from the gateway.
