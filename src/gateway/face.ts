@@ -2,6 +2,7 @@ import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import type { Route, Router } from "../router/router.js";
+import type { Edge } from "./admission.js";
 import { SessionTable } from "./session-table.js";
 import { refused, type WireFailure } from "./to-wire.js";
 
@@ -15,17 +16,26 @@ export interface Face {
   close(): Promise<void>;
 }
 
-/** What the faces that keep sessions by id share: the router, and the table that reaps idle sessions. */
-export abstract class SessionFace<T extends Transport> implements Face {
+/** What every network face is given. */
+export interface FaceOptions {
+  /** Sessions idle this long are closed, so an abandoned client cannot keep a VM alive forever. */
+  idleMs: number;
+  maxJsonDepth: number;
+  /** The admission step: Host/Origin check, credential, rate, audit of refusals, credential watch. */
+  edge: Edge;
+}
+
+/** What the faces that keep sessions by id share: the router, their options, and the table that reaps idle sessions. */
+export abstract class SessionFace<T extends Transport, O extends FaceOptions> implements Face {
+  abstract readonly name: string;
   protected readonly sessions: SessionTable<T>;
 
   constructor(
-    readonly name: string,
     protected readonly router: Router,
     protected readonly log: Logger,
-    idleMs: number,
+    protected readonly options: O,
   ) {
-    this.sessions = new SessionTable(name, log, idleMs);
+    this.sessions = new SessionTable(this, log, options.idleMs);
   }
 
   get sessionCount(): number {

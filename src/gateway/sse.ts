@@ -2,23 +2,19 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "hono";
-import type { Logger } from "pino";
-import { AGGREGATE, type Route, type Router } from "../router/router.js";
+import { AGGREGATE, type Route } from "../router/router.js";
 import type { TenantCounter } from "../tenancy/tenant-counter.js";
-import { edgeRequestOf, type Edge, type GatewayEnv } from "./admission.js";
-import { noSuchServer, SessionFace } from "./face.js";
+import { edgeRequestOf, type GatewayEnv } from "./admission.js";
+import { noSuchServer, SessionFace, type FaceOptions } from "./face.js";
 import { errorReply, parseJsonRpc } from "./json-rpc.js";
 import { failureResponse, isRefusal, refused } from "./to-wire.js";
 
 export type NodeContext = Context<GatewayEnv>;
 
-export interface SseFaceOptions {
-  idleMs: number;
+/** `edge` admits nothing here (hono's middleware did): it audits refusals met later and watches each stream's credential. */
+export interface SseFaceOptions extends FaceOptions {
   /** Each session's event stream counts against its tenant's open streams. */
   streams: TenantCounter;
-  maxJsonDepth: number;
-  /** Audits refusals met past admission (hono's middleware made it), and ends a stream whose credential is revoked or expires. */
-  edge: Edge;
 }
 
 /**
@@ -28,14 +24,8 @@ export interface SseFaceOptions {
  * here, so a malformed one gets a 400 that says what is wrong. A session lives as long as its stream:
  * a client that disconnects ends it, and its VM.
  */
-export class SseFace extends SessionFace<SSEServerTransport> {
-  constructor(
-    router: Router,
-    log: Logger,
-    private readonly options: SseFaceOptions,
-  ) {
-    super("sse", router, log, options.idleMs);
-  }
+export class SseFace extends SessionFace<SSEServerTransport, SseFaceOptions> {
+  readonly name = "sse";
 
   /** GET: opens a session on `route`; its client will POST to `messagesPath`. */
   async open(c: NodeContext, route: Route, messagesPath: string): Promise<Response> {

@@ -1,24 +1,19 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
-import type { Logger } from "pino";
 import type { Principal } from "../auth/principal.js";
-import type { Route, Router } from "../router/router.js";
+import type { Route } from "../router/router.js";
 import type { Session } from "../router/session.js";
-import { edgeRequest, type Edge } from "./admission.js";
+import { edgeRequest } from "./admission.js";
 import { SessionEventStore } from "./event-store.js";
-import { bodyTooLarge, noSuchServer, SessionFace } from "./face.js";
+import { bodyTooLarge, noSuchServer, SessionFace, type FaceOptions } from "./face.js";
 import { jsonDeeperThan } from "./json-depth.js";
 import type { FaceSession } from "./session-table.js";
 import { SESSION_NOT_FOUND, StreamableHttpServerTransport } from "./streamable-http-transport.js";
 import { isRefusal, refused, writeFailure } from "./to-wire.js";
 
-export interface StreamableHttpFaceOptions {
-  idleMs: number;
+export interface StreamableHttpFaceOptions extends FaceOptions {
   maxBodyBytes: number;
-  maxJsonDepth: number;
-  /** Host/Origin check, credential, rate and audit: every request passes it first. */
-  edge: Edge;
 }
 
 /**
@@ -27,14 +22,8 @@ export interface StreamableHttpFaceOptions {
  * session gets its own transport, handed to the router; sessions idle past `idleMs` are closed so an
  * abandoned client cannot keep a VM alive forever.
  */
-export class StreamableHttpFace extends SessionFace<StreamableHttpServerTransport> {
-  constructor(
-    router: Router,
-    log: Logger,
-    private readonly options: StreamableHttpFaceOptions,
-  ) {
-    super("streamable-http", router, log, options.idleMs);
-  }
+export class StreamableHttpFace extends SessionFace<StreamableHttpServerTransport, StreamableHttpFaceOptions> {
+  readonly name = "streamable-http";
 
   /** Answers one HTTP request to `/mcp` or `/servers/<route>/mcp`. */
   async serve(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {

@@ -7,8 +7,8 @@ import { AccessError } from "../auth/access-error.js";
 import { mayUseServer, type Principal } from "../auth/principal.js";
 import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import type { TenantCounter } from "../tenancy/tenant-counter.js";
-import { edgeRequest, type Edge, type EdgeRequest } from "./admission.js";
-import { noSuchServer, SessionFace } from "./face.js";
+import { edgeRequest, type EdgeRequest } from "./admission.js";
+import { noSuchServer, SessionFace, type FaceOptions } from "./face.js";
 import { failureBody, isRefusal, refused, type WireFailure } from "./to-wire.js";
 import { WebSocketServerTransport } from "./websocket-transport.js";
 
@@ -17,12 +17,8 @@ const SUBPROTOCOL = "mcp";
 /** RFC 6455 close code for a connection ended by policy: here, a revoked key or an expired token. */
 const POLICY_VIOLATION = 1008;
 
-export interface WebSocketFaceOptions {
-  idleMs: number;
+export interface WebSocketFaceOptions extends FaceOptions {
   maxMessageBytes: number;
-  maxJsonDepth: number;
-  /** Host/Origin check, credential, rate and audit, as for every HTTP request. */
-  edge: Edge;
   /** Each socket counts against its tenant's open streams. */
   streams: TenantCounter;
 }
@@ -32,15 +28,12 @@ export interface WebSocketFaceOptions {
  * the HTTP middleware, so they pass the same admission step here (the Host/Origin check matters most:
  * browsers let any page open a WebSocket to localhost; only the Origin tells it apart).
  */
-export class WebSocketFace extends SessionFace<WebSocketServerTransport> {
+export class WebSocketFace extends SessionFace<WebSocketServerTransport, WebSocketFaceOptions> {
+  readonly name = "websocket";
   private readonly wss: WebSocketServer;
 
-  constructor(
-    router: Router,
-    log: Logger,
-    private readonly options: WebSocketFaceOptions,
-  ) {
-    super("websocket", router, log, options.idleMs);
+  constructor(router: Router, log: Logger, options: WebSocketFaceOptions) {
+    super(router, log, options);
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.maxMessageBytes,
