@@ -5,8 +5,9 @@ import { LOCAL_PRINCIPAL, type Principal } from "./principal.js";
 import { PROTECTED_RESOURCE_METADATA, resourcePathFor } from "./resource-paths.js";
 import { limitsOf, type TenantsFile } from "./tenants-file.js";
 import { RateLimiter } from "../tenancy/rate-limiter.js";
-import { EDGE_ERROR } from "../tenancy/quota-error.js";
-import { refusalFor, type Refusal } from "./refusal.js";
+import { EDGE_ERROR, QuotaError } from "../tenancy/quota-error.js";
+import { AccessError } from "./access-error.js";
+import { CredentialError, type Refusal } from "./refusal.js";
 
 export type { Refusal };
 
@@ -82,9 +83,8 @@ export class Gatekeeper {
       this.charge(admission.principal);
       return admission;
     } catch (error) {
-      const refusal = refusalFor(error, admission.principal.subject);
-      if (!refusal) throw error;
-      return { ok: false, refusal };
+      if (!(error instanceof QuotaError)) throw error;
+      return { ok: false, refusal: { error, subject: admission.principal.subject } };
     }
   }
 
@@ -110,7 +110,7 @@ export class Gatekeeper {
     const check = await oauth.verify(token, [...new Set([base, `${base}/`, `${base}${resource}`])]);
     if (!check.ok && check.unavailable) {
       const message = `Access tokens cannot be checked right now: ${check.reason}; retry shortly`;
-      return { ok: false, refusal: { status: 503, code: EDGE_ERROR.unavailable, message, headers: { "retry-after": "5" } } };
+      return { ok: false, refusal: { error: new CredentialError(503, EDGE_ERROR.unavailable, message, { "retry-after": "5" }) } };
     }
     if (!check.ok) return this.unauthorized(path, `The access token is not accepted: ${check.reason}`, "invalid_token");
     const missing = oauth.requiredScopes.filter((s) => !check.scopes.has(s));
@@ -125,7 +125,7 @@ export class Gatekeeper {
     if (principal.admin) return undefined;
     const scope = this.options.oauth?.adminScope;
     const message = `Only an admin may read ${path}${scope ? ` (scope ${scope})` : ""}`;
-    return scope ? this.insufficientScope(path, [scope], message, principal.subject).refusal : { status: 403, code: EDGE_ERROR.forbidden, message, headers: {}, subject: principal.subject };
+    return scope ? this.insufficientScope(path, [scope], message, principal.subject).refusal : { error: new AccessError(message), subject: principal.subject };
   }
 
   /** RFC 9728 protected-resource metadata for `resourcePath` ("" for the gateway as a whole). */
@@ -158,12 +158,12 @@ export class Gatekeeper {
 
   private unauthorized(path: string, message: string, error?: string): Admission {
     const extra = error ? `error="${error}", error_description="${quoteSafe(message)}"` : "";
-    return { ok: false, refusal: { status: 401, code: EDGE_ERROR.unauthorized, message, headers: { "www-authenticate": this.challenge(path, extra) } } };
+    return { ok: false, refusal: { error: new CredentialError(401, EDGE_ERROR.unauthorized, message, { "www-authenticate": this.challenge(path, extra) }) } };
   }
 
   private insufficientScope(path: string, scopes: readonly string[], message: string, subject: string): { ok: false; refusal: Refusal } {
     const extra = `error="insufficient_scope", scope="${scopes.join(" ")}", error_description="${quoteSafe(message)}"`;
-    return { ok: false, refusal: { status: 403, code: EDGE_ERROR.forbidden, message, headers: { "www-authenticate": this.challenge(path, extra) }, subject } };
+    return { ok: false, refusal: { error: new CredentialError(403, EDGE_ERROR.forbidden, message, { "www-authenticate": this.challenge(path, extra) }), subject } };
   }
 }
 

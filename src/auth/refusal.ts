@@ -1,24 +1,25 @@
-import { QuotaError } from "../tenancy/quota-error.js";
-import { AccessError } from "./access-error.js";
-
-/** Why a request is turned away at the edge: an HTTP status, its headers, and a JSON-RPC error. */
-export interface Refusal {
-  status: 401 | 403 | 429 | 503;
-  code: number;
-  message: string;
-  headers: Record<string, string>;
-  /** For the audit log: the credential that was presented, if it named one. */
-  subject?: string;
-}
+import type { QuotaError } from "../tenancy/quota-error.js";
+import type { AccessError } from "./access-error.js";
 
 /**
- * A tenant's limit (429 with Retry-After) or a server it may not use (403) as a refusal; undefined for
- * any other error, which the caller handles as before.
+ * A credential turned away at the edge: missing or not valid (401), lacking a scope (403), or not
+ * checkable right now (503). `headers` carry the challenge (WWW-Authenticate) or when to retry; the
+ * gateway's to-wire.ts makes the reply.
  */
-export function refusalFor(error: unknown, subject?: string): Refusal | undefined {
-  if (error instanceof QuotaError) {
-    return { status: 429, code: error.code, message: error.message, headers: { "retry-after": String(error.retryAfterSeconds) }, subject };
+export class CredentialError extends Error {
+  constructor(
+    readonly status: 401 | 403 | 503,
+    readonly code: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = "CredentialError";
   }
-  if (error instanceof AccessError) return { status: 403, code: error.code, message: error.message, headers: {}, subject };
-  return undefined;
+}
+
+/** Why the gatekeeper turned a request away, and (for the audit log) the credential presented, if it named one. */
+export interface Refusal {
+  error: CredentialError | AccessError | QuotaError;
+  subject?: string;
 }

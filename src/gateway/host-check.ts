@@ -1,7 +1,3 @@
-import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
-import type { MiddlewareHandler } from "hono";
-import { jsonRpcHttpError } from "./streamable-http.js";
-
 const LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]", "::1"];
 
 /**
@@ -30,14 +26,6 @@ export class HostPolicy {
       if (!this.allowed.has(hostname(originHost))) return `Origin '${origin}' is not allowed`;
     }
     return undefined;
-  }
-
-  middleware(): MiddlewareHandler {
-    return async (c, next) => {
-      const why = this.refusal(c.req.header("host"), c.req.header("origin"));
-      if (why) return jsonRpcHttpError(403, ErrorCode.InvalidRequest, forbidden(why));
-      await next();
-    };
   }
 }
 

@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { getRequestListener, type HttpBindings } from "@hono/node-server";
+import { getRequestListener } from "@hono/node-server";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -11,13 +11,15 @@ import { AGGREGATE, type Router } from "../router/router.js";
 import { faceRoute } from "./face-route.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
 import { TenantCounter } from "../tenancy/tenant-counter.js";
-import { admission, type GatewayEnv } from "./admission.js";
+import { Edge, type GatewayEnv } from "./admission.js";
+import { bodyTooLarge, type Face } from "./face.js";
 import { HostPolicy } from "./host-check.js";
 import { mountMetrics, type MetricsSource } from "./metrics-route.js";
 import type { Readiness } from "./readiness.js";
 import { SseFace } from "./sse.js";
 import { registerStatusRoutes, type StatusSources } from "./status-routes.js";
-import { bodyTooLarge, CLOSE_AFTER_REFUSAL, jsonRpcHttpError, StreamableHttpFace } from "./streamable-http.js";
+import { StreamableHttpFace } from "./streamable-http.js";
+import { failureResponse, refused } from "./to-wire.js";
 import { WebSocketFace } from "./ws.js";
 
 export interface HttpGatewayOptions {
@@ -56,55 +58,43 @@ export class HttpGateway {
     private readonly log: Logger,
     private readonly options: HttpGatewayOptions,
   ) {
-    const hostPolicy = new HostPolicy(options.host, options.allowedHosts);
-    this.streamable = new StreamableHttpFace(router, log, {
-      idleMs: options.sessionIdleMs,
-      maxBodyBytes: options.maxBodyBytes,
-      maxJsonDepth: options.maxJsonDepth,
-      hosts: hostPolicy,
-      gatekeeper: options.gatekeeper,
-      audit: options.audit,
-    });
+    const { gatekeeper } = options;
+    const edge = new Edge(new HostPolicy(options.host, options.allowedHosts), gatekeeper, options.audit, log);
+    const { sessionIdleMs: idleMs, maxJsonDepth } = options;
+    this.streamable = new StreamableHttpFace(router, log, { idleMs, maxBodyBytes: options.maxBodyBytes, maxJsonDepth, edge });
     // SSE streams and WebSockets of a tenant count together against its open streams.
     const streams = new TenantCounter("streams", "open streams (SSE and WebSocket)");
-    this.sse = new SseFace(router, log, { idleMs: options.sessionIdleMs, streams, maxJsonDepth: options.maxJsonDepth, gatekeeper: options.gatekeeper });
-    this.ws = new WebSocketFace(router, log, {
-      idleMs: options.sessionIdleMs,
-      maxMessageBytes: options.maxBodyBytes,
-      maxJsonDepth: options.maxJsonDepth,
-      hosts: hostPolicy,
-      gatekeeper: options.gatekeeper,
-      audit: options.audit,
-      streams,
-    });
+    this.sse = new SseFace(router, log, { idleMs, streams, maxJsonDepth, edge });
+    this.ws = new WebSocketFace(router, log, { idleMs, maxMessageBytes: options.maxBodyBytes, maxJsonDepth, edge, streams });
     const app = this.app;
     app.get("/healthz", (c) => c.json({ ok: true }));
     app.get("/readyz", (c) => {
       const report = this.readiness.report();
       return c.json(report, report.ready ? 200 : 503);
     });
-    const { gatekeeper, audit } = options;
     // With authentication on, the numbers are for the operator: an admin credential reads them.
-    if (gatekeeper.enabled) app.use("/metrics", admission(gatekeeper, audit, { adminOnly: true }));
+    if (gatekeeper.enabled) app.use("/metrics", edge.middleware({ adminOnly: true }));
     mountMetrics(app, options.metrics);
     // Health endpoints stay reachable by probes that address the gateway by any name.
-    const hosts = hostPolicy.middleware();
+    const hosts = edge.hostCheck();
     app.use("*", (c, next) => (c.req.path === "/healthz" || c.req.path === "/readyz" ? next() : hosts(c, next)));
     // RFC 9728: where an MCP client learns which authorization server issues tokens for a resource.
     if (gatekeeper.enabled) {
       app.get(PROTECTED_RESOURCE_METADATA, (c) => c.json(gatekeeper.protectedResourceMetadata("")));
       app.get(`${PROTECTED_RESOURCE_METADATA}/*`, (c) => {
         const resource = c.req.path.slice(PROTECTED_RESOURCE_METADATA.length);
-        if (resourcePathFor(resource) !== resource) return jsonRpcHttpError(404, ErrorCode.InvalidRequest, `No protected resource at ${resource}; MCP resources are /mcp and /servers/<name>/mcp`);
+        if (resourcePathFor(resource) !== resource) {
+          return failureResponse(refused(404, ErrorCode.InvalidRequest, `No protected resource at ${resource}; MCP resources are /mcp and /servers/<name>/mcp`));
+        }
         return c.json(gatekeeper.protectedResourceMetadata(resource));
       });
     }
-    const admit = admission(gatekeeper, audit);
+    const admit = edge.middleware();
     for (const path of ["/mcp", "/servers/*", "/sse", "/messages", "/api/*"]) app.use(path, admit);
     if (options.status) registerStatusRoutes(app, options.status);
     const limit = bodyLimit({
       maxSize: options.maxBodyBytes,
-      onError: () => jsonRpcHttpError(413, ErrorCode.InvalidRequest, bodyTooLarge(options.maxBodyBytes), CLOSE_AFTER_REFUSAL),
+      onError: () => failureResponse(bodyTooLarge(options.maxBodyBytes)),
     });
     app.use("/servers/*", limit);
     app.use("/messages", limit);
@@ -114,13 +104,17 @@ export class HttpGateway {
     app.post("/messages", (c) => this.sse.post(c, AGGREGATE));
     app.onError((err) => {
       this.log.error({ err }, "unhandled error in an HTTP handler");
-      return jsonRpcHttpError(500, ErrorCode.InternalError, "Internal gateway error; the gateway is still running");
+      return failureResponse(refused(500, ErrorCode.InternalError, "Internal gateway error; the gateway is still running"));
     });
   }
 
   /** Open client sessions, per face. */
   sessionCounts(): { streamableHttp: number; sse: number; webSocket: number } {
     return { streamableHttp: this.streamable.sessionCount, sse: this.sse.sessionCount, webSocket: this.ws.sessionCount };
+  }
+
+  private get faces(): Face[] {
+    return [this.streamable, this.sse, this.ws];
   }
 
   /** Starts listening; resolves with the bound port (useful with port 0). */
@@ -149,7 +143,7 @@ export class HttpGateway {
 
   /** Ends every session of every face (so their VMs), then the listener and its open connections. */
   async close(): Promise<void> {
-    await Promise.all([this.streamable.close(), this.sse.close(), this.ws.close()]);
+    await Promise.all(this.faces.map((face) => face.close()));
     const server = this.server;
     if (!server) return;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -1,5 +1,6 @@
 import { ErrorCode, JSONRPCMessageSchema, RELATED_TASK_META_KEY, type JSONRPCMessage, type RequestId } from "@modelcontextprotocol/sdk/types.js";
 import { jsonDeeperThan } from "./json-depth.js";
+import { errorResponse, type JsonRpcErrorResponse } from "./to-wire.js";
 
 export type ParsedMessage =
   | { ok: true; message: JSONRPCMessage }
@@ -73,12 +74,7 @@ function isRequestId(value: unknown): boolean {
   return typeof value === "string" || Number.isSafeInteger(value);
 }
 
-/** The JSON-RPC error response (JSON text) for a message `parseJsonRpc` refused. */
-export function errorReply(refused: Extract<ParsedMessage, { ok: false }>): string {
-  return jsonRpcError(refused.id, refused.code, refused.error);
-}
-
-/** A JSON-RPC error response as JSON text; `id` null when no request's id can be named. */
-export function jsonRpcError(id: RequestId | null, code: number, message: string): string {
-  return JSON.stringify({ jsonrpc: "2.0", id, error: { code, message } });
+/** The JSON-RPC error response for a message `parseJsonRpc` refused. */
+export function errorReply(refused: Extract<ParsedMessage, { ok: false }>): JsonRpcErrorResponse {
+  return errorResponse(refused.id, { code: refused.code, message: refused.error });
 }

@@ -21,7 +21,8 @@ export class SessionTable<T extends Transport = Transport> {
   private readonly reaper: NodeJS.Timeout;
 
   constructor(
-    private readonly face: string,
+    /** Whose sessions, for the log; read when logging, so a face may pass itself from its constructor. */
+    private readonly face: { readonly name: string },
     private readonly log: Logger,
     private readonly idleMs: number,
   ) {
@@ -35,7 +36,7 @@ export class SessionTable<T extends Transport = Transport> {
 
   add(id: string, route: Route, transport: T, principal: Principal): void {
     this.sessions.set(id, { route, transport, principal, lastSeen: Date.now() });
-    this.log.info({ face: this.face, route, session: id, tenant: principal.tenant }, "session opened");
+    this.log.info({ face: this.face.name, route, session: id, tenant: principal.tenant }, "session opened");
   }
 
   /**
@@ -73,7 +74,7 @@ export class SessionTable<T extends Transport = Transport> {
     const session = this.sessions.get(id);
     if (!session) return;
     this.sessions.delete(id);
-    this.log.info({ face: this.face, route: session.route, session: id }, why);
+    this.log.info({ face: this.face.name, route: session.route, session: id }, why);
   }
 
   private reapIdle(): void {

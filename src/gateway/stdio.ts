@@ -1,20 +1,50 @@
 import type { Readable, Writable } from "node:stream";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import type { Route, Router } from "../router/router.js";
+import type { Session } from "../router/session.js";
+import { UnknownServerError } from "../sandbox/errors.js";
+import type { Face } from "./face.js";
 
 /**
- * The stdio face: one MCP session over this process's stdin and stdout, for clients that launch local
- * servers. Resolves once the client is gone (stdin ended, or stdout broke) and the session, with its
- * VM, has ended. stdout carries nothing but MCP messages.
+ * The stdio face: one MCP session over a pair of streams (this process's stdin and stdout, for clients
+ * that launch local servers). stdout carries nothing but MCP messages.
  */
-export async function serveStdio(router: Router, route: Route, stdin: Readable = process.stdin, stdout: Writable = process.stdout): Promise<void> {
-  // The SDK's stdio transport reports neither end of stdin nor a broken stdout (EPIPE): watch both.
-  const gone = new Promise<void>((resolve) => {
-    stdin.once("end", resolve);
-    stdin.once("close", resolve);
-    stdout.once("error", () => resolve());
-  });
-  const session = await router.connect(route, new StdioServerTransport(stdin, stdout), "stdio");
-  await gone;
-  await session.close();
+export class StdioFace implements Face {
+  readonly name = "stdio";
+  private session: Session | undefined;
+
+  constructor(
+    private readonly router: Router,
+    private readonly route: Route,
+  ) {}
+
+  get sessionCount(): number {
+    return this.session ? 1 : 0;
+  }
+
+  /** Resolves once the client is gone (stdin ended, or stdout broke) and the session, with its sandboxes, has ended. */
+  async serve(stdin: Readable = process.stdin, stdout: Writable = process.stdout): Promise<void> {
+    // The router would accept any name and fail each call; a client launching a wrong one learns it now.
+    if (!this.router.hasRoute(this.route)) throw new UnknownServerError(this.route);
+    // The SDK's stdio transport reports neither end of stdin nor a broken stdout (EPIPE): watch both.
+    const gone = new Promise<void>((resolve) => {
+      stdin.once("end", resolve);
+      stdin.once("close", resolve);
+      stdout.once("error", () => resolve());
+    });
+    this.session = await this.router.connect(this.route, new StdioServerTransport(stdin, stdout), this.name);
+    await gone;
+    await this.close();
+  }
+
+  async close(): Promise<void> {
+    const session = this.session;
+    this.session = undefined;
+    await session?.close();
+  }
+}
+
+/** Serves one MCP session on `route` over stdin and stdout (see StdioFace). */
+export function serveStdio(router: Router, route: Route, stdin?: Readable, stdout?: Writable): Promise<void> {
+  return new StdioFace(router, route).serve(stdin, stdout);
 }

@@ -13,14 +13,12 @@ import {
   type RequestId,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { EventId, SessionEventStore, StreamId } from "./event-store.js";
-import { jsonRpcError, toJsonRpcMessage } from "./json-rpc.js";
+import { toJsonRpcMessage } from "./json-rpc.js";
+import { frame, SseResponse } from "./sse-response.js";
+import { refused, writeFailure } from "./to-wire.js";
 
 /** The session's GET stream, for messages not related to a request. */
 const STANDALONE: StreamId = "_GET_stream";
-/** Proxies and idle timeouts drop a silent stream; a comment frame this often keeps it open. */
-const KEEP_ALIVE_MS = 15_000;
-/** How long a POST's SSE headers and priming event may wait to share a write with the answer (see SseResponse). */
-const HOLD_MS = 20;
 /** Clients before this protocol version cannot take an SSE event without data (a priming event). */
 const PRIMING_SINCE = "2025-11-25";
 /** The SDK's code for header-level refusals (Accept, Content-Type, protocol version, session state). */
@@ -41,12 +39,6 @@ export interface SessionOptions {
   onInitialized: () => void;
   /** The client ended the session with DELETE; awaited before the transport closes and the 200 goes out. */
   onDeleted: () => Promise<void>;
-}
-
-/** A JSON-RPC error as the whole HTTP response (id null: it refuses the HTTP request, not one message). */
-export function writeJsonRpcError(res: ServerResponse, status: number, code: number, message: string, headers: OutgoingHttpHeaders = {}): void {
-  const body = jsonRpcError(null, code, message);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...headers }).end(body);
 }
 
 /**
@@ -78,11 +70,11 @@ export class StreamableHttpServerTransport implements Transport {
 
   /** One HTTP request to this session (or, stateless, the one request); `body` is a POST's text, read by the face. */
   async handleRequest(req: IncomingMessage, res: ServerResponse, body: string | undefined): Promise<void> {
-    if (this.closed) return writeJsonRpcError(res, 404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND);
+    if (this.closed) return writeFailure(res, refused(404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND));
     if (req.method === "POST") return this.post(req, res, body ?? "");
     if (this.session && req.method === "GET") return this.get(req, res, this.session);
     if (this.session && req.method === "DELETE") return this.delete(req, res, this.session);
-    writeJsonRpcError(res, 405, REFUSED, "Method not allowed.", { allow: this.session ? "GET, POST, DELETE" : "POST" });
+    writeFailure(res, refused(405, REFUSED, "Method not allowed.", { allow: this.session ? "GET, POST, DELETE" : "POST" }));
   }
 
   /**
@@ -138,45 +130,41 @@ export class StreamableHttpServerTransport implements Transport {
   private async post(req: IncomingMessage, res: ServerResponse, body: string): Promise<void> {
     const accept = req.headers.accept;
     if (!accept?.includes("application/json") || !accept.includes("text/event-stream")) {
-      return writeJsonRpcError(res, 406, REFUSED, "Not Acceptable: Client must accept both application/json and text/event-stream");
+      return writeFailure(res, refused(406, REFUSED, "Not Acceptable: Client must accept both application/json and text/event-stream"));
     }
     if (!isJsonContentType(req.headers["content-type"])) {
-      return writeJsonRpcError(res, 415, REFUSED, "Unsupported Media Type: Content-Type must be application/json");
+      return writeFailure(res, refused(415, REFUSED, "Unsupported Media Type: Content-Type must be application/json"));
     }
     let raw: unknown;
     try {
       raw = JSON.parse(body);
     } catch {
-      return writeJsonRpcError(res, 400, ErrorCode.ParseError, "Parse error: Invalid JSON");
+      return writeFailure(res, refused(400, ErrorCode.ParseError, "Parse error: Invalid JSON"));
     }
     if (Array.isArray(raw) && raw.length === 0) {
-      return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, "Invalid Request: an empty batch holds no message");
+      return writeFailure(res, refused(400, ErrorCode.InvalidRequest, "Invalid Request: an empty batch holds no message"));
     }
     if (Array.isArray(raw) && raw.length > MAX_BATCH_SIZE) {
-      return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, `Invalid Request: Batch must not exceed ${MAX_BATCH_SIZE} messages`);
+      return writeFailure(res, refused(400, ErrorCode.InvalidRequest, `Invalid Request: Batch must not exceed ${MAX_BATCH_SIZE} messages`));
     }
     const messages: JSONRPCMessage[] = [];
     for (const item of Array.isArray(raw) ? raw : [raw]) {
       const message = toJsonRpcMessage(item);
       if (!message) {
         // -32700 as the SDK's transport answers it, so clients see what they always saw.
-        return writeJsonRpcError(
-          res,
-          400,
-          ErrorCode.ParseError,
-          'Parse error: Invalid JSON-RPC message (it needs "jsonrpc": "2.0" and a string "method", or an "id" with "result" or "error")',
-        );
+        const what = 'Parse error: Invalid JSON-RPC message (it needs "jsonrpc": "2.0" and a string "method", or an "id" with "result" or "error")';
+        return writeFailure(res, refused(400, ErrorCode.ParseError, what));
       }
       messages.push(message);
     }
     const init = messages.find((m): m is JSONRPCRequest => "method" in m && m.method === "initialize" && "id" in m);
     if (init) {
-      if (this.initialized) return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, "Invalid Request: Server already initialized");
-      if (messages.length > 1) return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, "Invalid Request: Only one initialization request is allowed");
+      if (this.initialized) return writeFailure(res, refused(400, ErrorCode.InvalidRequest, "Invalid Request: Server already initialized"));
+      if (messages.length > 1) return writeFailure(res, refused(400, ErrorCode.InvalidRequest, "Invalid Request: Only one initialization request is allowed"));
       this.initialize();
     } else {
       const refusal = this.refuseAfterInitialize(req);
-      if (refusal) return writeJsonRpcError(res, 400, REFUSED, refusal);
+      if (refusal) return writeFailure(res, refused(400, REFUSED, refusal));
     }
     const extra: MessageExtraInfo = { requestInfo: { headers: req.headers } };
     const ids = messages.filter((m) => "method" in m && "id" in m).map((m) => (m as JSONRPCRequest).id);
@@ -214,14 +202,14 @@ export class StreamableHttpServerTransport implements Transport {
 
   private get(req: IncomingMessage, res: ServerResponse, session: SessionOptions): void {
     if (!req.headers.accept?.includes("text/event-stream")) {
-      return writeJsonRpcError(res, 406, REFUSED, "Not Acceptable: Client must accept text/event-stream");
+      return writeFailure(res, refused(406, REFUSED, "Not Acceptable: Client must accept text/event-stream"));
     }
     const refusal = this.refuseAfterInitialize(req);
-    if (refusal) return writeJsonRpcError(res, 400, REFUSED, refusal);
+    if (refusal) return writeFailure(res, refused(400, REFUSED, refusal));
     const lastEventId = header(req, "last-event-id");
     if (lastEventId) return this.resume(res, session.events, lastEventId);
     if (this.streams.has(STANDALONE)) {
-      return writeJsonRpcError(res, 409, REFUSED, "Conflict: Only one SSE stream is allowed per session");
+      return writeFailure(res, refused(409, REFUSED, "Conflict: Only one SSE stream is allowed per session"));
     }
     this.open(STANDALONE, res).start("");
   }
@@ -230,10 +218,10 @@ export class StreamableHttpServerTransport implements Transport {
   private resume(res: ServerResponse, events: SessionEventStore, lastEventId: EventId): void {
     const streamId = events.streamOf(lastEventId);
     if (!streamId) {
-      return writeJsonRpcError(res, 400, REFUSED, `Invalid event ID: '${lastEventId}' is unknown to this session or too old to replay`);
+      return writeFailure(res, refused(400, REFUSED, `Invalid event ID: '${lastEventId}' is unknown to this session or too old to replay`));
     }
     if (this.streams.has(streamId)) {
-      return writeJsonRpcError(res, 409, REFUSED, "Conflict: Stream already has an active connection");
+      return writeFailure(res, refused(409, REFUSED, "Conflict: Stream already has an active connection"));
     }
     const stream = this.open(streamId, res);
     stream.start(events.after(lastEventId).map((event) => frame(event.message, event.id)).join(""));
@@ -247,7 +235,7 @@ export class StreamableHttpServerTransport implements Transport {
 
   private async delete(req: IncomingMessage, res: ServerResponse, session: SessionOptions): Promise<void> {
     const refusal = this.refuseAfterInitialize(req);
-    if (refusal) return writeJsonRpcError(res, 400, REFUSED, refusal);
+    if (refusal) return writeFailure(res, refused(400, REFUSED, refusal));
     try {
       await session.onDeleted();
     } finally {
@@ -299,103 +287,6 @@ export class StreamableHttpServerTransport implements Transport {
 type Exchange =
   | { kind: "stream"; streamId: StreamId; unanswered: Set<RequestId> }
   | { kind: "collect"; ids: RequestId[]; answers: Map<RequestId, JSONRPCMessage>; deliver: (answers: JSONRPCMessage[]) => void };
-
-/**
- * One SSE response: a POST's answer stream, or a GET stream. A POST's stream holds its headers and
- * priming event back for up to HOLD_MS: a call answered by then, with nothing before, is answered with
- * one JSON body in one write. Anything else the server sends starts the stream at once, so progress is
- * never held up; a slow call's client sees its stream open (priming event first) after HOLD_MS.
- */
-class SseResponse {
-  /** Makes the priming event (stores it, returns its id), until the stream needs it. */
-  private priming: (() => EventId) | undefined;
-  /** The priming event's frame, made and waiting to go out with the stream's first write. */
-  private primed = "";
-  /** The hold, then the keep-alive: a silent stream is dropped by proxies and idle timeouts. */
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly res: ServerResponse,
-    private readonly headers: OutgoingHttpHeaders,
-    gone: () => void,
-  ) {
-    res.once("close", () => {
-      clearTimeout(this.timer);
-      gone();
-    });
-  }
-
-  /** Nothing has been sent yet: the stream is within its hold. */
-  get held(): boolean {
-    return !this.res.headersSent;
-  }
-
-  /** Holds the headers back for at most HOLD_MS; the priming event, if any, is made only if the stream starts. */
-  hold(priming: (() => EventId) | undefined): void {
-    this.priming = priming;
-    this.timer = setTimeout(() => this.start(""), HOLD_MS).unref();
-  }
-
-  /**
-   * Makes the priming event of a held stream about to carry events: called before those events are
-   * stored, so that its id comes first and a resume from it replays them.
-   */
-  prime(): void {
-    const priming = this.priming;
-    this.priming = undefined;
-    if (priming) this.primed = frame(undefined, priming());
-  }
-
-  write(message: JSONRPCMessage, eventId: EventId): void {
-    if (this.res.headersSent) this.res.write(frame(message, eventId));
-    else this.start(frame(message, eventId));
-  }
-
-  /** Sends the headers, the priming event and `text`; then keeps the stream alive. */
-  start(text: string): void {
-    clearTimeout(this.timer);
-    this.prime();
-    this.res.writeHead(200, this.headers);
-    const first = this.primed + text;
-    this.primed = "";
-    if (first) this.res.write(first);
-    else this.res.flushHeaders();
-    this.timer = setInterval(() => this.res.write(": keepalive\n\n"), KEEP_ALIVE_MS).unref();
-  }
-
-  /**
-   * An answer that came within the hold, before anything else, goes as one JSON body (the client accepts
-   * both). There is nothing to resume, and clients take a JSON answer as final, whereas an SSE stream with
-   * event ids that ends in an *error* makes the SDK's client (1.32) reconnect with Last-Event-ID to resume.
-   */
-  answerAsJson(message: JSONRPCMessage): void {
-    clearTimeout(this.timer);
-    this.priming = undefined;
-    const body = JSON.stringify(message);
-    this.res.writeHead(200, { ...jsonHeaders(this.headers), "content-length": Buffer.byteLength(body) }).end(body);
-  }
-
-  /** Ends the stream, with its last event in the same write; `delivered` once it is all written out. */
-  end(message?: JSONRPCMessage, eventId?: EventId, delivered?: () => void): void {
-    clearTimeout(this.timer);
-    if (delivered) this.res.once("finish", delivered);
-    this.prime();
-    const last = this.primed + (message ? frame(message, eventId!) : "");
-    this.primed = "";
-    if (this.res.headersSent) this.res.end(last || undefined);
-    else this.res.writeHead(200, { ...this.headers, "content-length": Buffer.byteLength(last) }).end(last);
-  }
-}
-
-/** The headers of a JSON answer on a stream's response: the session's id, if any, stays. */
-function jsonHeaders(sse: OutgoingHttpHeaders): OutgoingHttpHeaders {
-  const session = sse["mcp-session-id"];
-  return { "content-type": "application/json", ...(session ? { "mcp-session-id": session } : {}) };
-}
-
-function frame(message: JSONRPCMessage | undefined, eventId: EventId): string {
-  return message ? `event: message\nid: ${eventId}\ndata: ${JSON.stringify(message)}\n\n` : `id: ${eventId}\ndata: \n\n`;
-}
 
 /** A response (result or error) rather than a request or notification. */
 function isAnswer(message: JSONRPCMessage): boolean {

@@ -1,43 +1,19 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
-import type { Logger } from "pino";
-import { whenAdmitted, type Admission, type Gatekeeper } from "../auth/gatekeeper.js";
-import { refusalFor } from "../auth/refusal.js";
 import type { Principal } from "../auth/principal.js";
-import type { Route, Router } from "../router/router.js";
-import type { AuditLog } from "../telemetry/audit-log.js";
-import { jsonDeeperThan } from "./json-depth.js";
+import type { Route } from "../router/router.js";
 import type { Session } from "../router/session.js";
+import { edgeRequest } from "./admission.js";
 import { SessionEventStore } from "./event-store.js";
-import { forbidden, type HostPolicy } from "./host-check.js";
-import { jsonRpcError } from "./json-rpc.js";
-import { SessionTable, type FaceSession } from "./session-table.js";
-import { SESSION_NOT_FOUND, StreamableHttpServerTransport, writeJsonRpcError } from "./streamable-http-transport.js";
+import { bodyTooLarge, noSuchServer, SessionFace, type FaceOptions } from "./face.js";
+import { jsonDeeperThan } from "./json-depth.js";
+import type { FaceSession } from "./session-table.js";
+import { SESSION_NOT_FOUND, StreamableHttpServerTransport } from "./streamable-http-transport.js";
+import { isRefusal, refused, writeFailure } from "./to-wire.js";
 
-/** A JSON-RPC error as a web Response, for the faces served through hono. */
-export function jsonRpcHttpError(status: number, code: number, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(jsonRpcError(null, code, message), { status, headers: { "content-type": "application/json", ...headers } });
-}
-
-/**
- * Sent with a 413: the rest of the body is never read, so the connection cannot carry another request;
- * saying so keeps a keep-alive client from sending its next request down a socket about to close.
- */
-export const CLOSE_AFTER_REFUSAL = { connection: "close" } as const;
-
-/** What a client whose request body is over the limit is told (413), on every face. */
-export function bodyTooLarge(maxBytes: number): string {
-  return `Request body larger than ${maxBytes} bytes`;
-}
-
-export interface StreamableHttpFaceOptions {
-  idleMs: number;
+export interface StreamableHttpFaceOptions extends FaceOptions {
   maxBodyBytes: number;
-  maxJsonDepth: number;
-  hosts: HostPolicy;
-  gatekeeper: Gatekeeper;
-  audit: AuditLog;
 }
 
 /**
@@ -46,20 +22,8 @@ export interface StreamableHttpFaceOptions {
  * session gets its own transport, handed to the router; sessions idle past `idleMs` are closed so an
  * abandoned client cannot keep a VM alive forever.
  */
-export class StreamableHttpFace {
-  private readonly sessions: SessionTable<StreamableHttpServerTransport>;
-
-  constructor(
-    private readonly router: Router,
-    private readonly log: Logger,
-    private readonly options: StreamableHttpFaceOptions,
-  ) {
-    this.sessions = new SessionTable("streamable-http", log, options.idleMs);
-  }
-
-  get sessionCount(): number {
-    return this.sessions.size;
-  }
+export class StreamableHttpFace extends SessionFace<StreamableHttpServerTransport, StreamableHttpFaceOptions> {
+  readonly name = "streamable-http";
 
   /** Answers one HTTP request to `/mcp` or `/servers/<route>/mcp`. */
   async serve(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
@@ -68,73 +32,45 @@ export class StreamableHttpFace {
     } catch (err) {
       if (req.readableAborted) return void this.log.debug({ err: (err as Error).message }, "client went away mid-request");
       this.log.error({ err }, "unhandled error in the Streamable HTTP face");
-      if (!res.headersSent) writeJsonRpcError(res, 500, ErrorCode.InternalError, "Internal gateway error; the gateway is still running");
+      if (!res.headersSent) writeFailure(res, refused(500, ErrorCode.InternalError, "Internal gateway error; the gateway is still running"));
       else res.destroy();
     }
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
     // Decided in this tick unless an OAuth token is verified: the body is then read as it is parsed.
-    const pending = this.admit(req);
+    const pending = this.options.edge.admit(edgeRequest(this.name, req));
     const admitted = pending instanceof Promise ? await pending : pending;
-    if (!admitted.ok) return writeJsonRpcError(res, admitted.refusal.status, admitted.refusal.code, admitted.refusal.message, admitted.refusal.headers);
+    if (!admitted.ok) return writeFailure(res, admitted.failure);
     const { principal } = admitted;
     let body: string | undefined;
     if (req.method === "POST") {
       body = await readBody(req, this.options.maxBodyBytes);
-      if (body === undefined) return writeJsonRpcError(res, 413, ErrorCode.InvalidRequest, bodyTooLarge(this.options.maxBodyBytes), CLOSE_AFTER_REFUSAL);
+      if (body === undefined) return writeFailure(res, bodyTooLarge(this.options.maxBodyBytes));
       if (jsonDeeperThan(body, this.options.maxJsonDepth)) {
-        return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, `Invalid request: JSON nested deeper than ${this.options.maxJsonDepth} levels`);
+        return writeFailure(res, refused(400, ErrorCode.InvalidRequest, `Invalid request: JSON nested deeper than ${this.options.maxJsonDepth} levels`));
       }
     }
-    if (!this.router.hasRoute(route)) return writeJsonRpcError(res, 404, ErrorCode.InvalidRequest, `No hosted server named '${route}'`);
+    if (!this.router.hasRoute(route)) return writeFailure(res, noSuchServer(route));
     const sessionId = req.headers["mcp-session-id"];
     if (typeof sessionId === "string" && sessionId) {
       const session = await this.find(sessionId, route, principal);
-      if (!session) return writeJsonRpcError(res, 404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND);
-      if (req.method === "GET") this.watchStream(res, route, principal);
+      if (!session) return writeFailure(res, refused(404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND));
+      // A session's GET stream lives on; it ends when its credential is revoked or expires. Destroyed,
+      // not ended: the transport may still write to it (a keep-alive), which on an ended response is an error.
+      if (req.method === "GET") this.options.edge.watch(this.name, principal, res, () => res.destroy());
       return session.transport.handleRequest(req, res, body);
     }
     if (body === undefined) {
-      return writeJsonRpcError(res, 400, ErrorCode.InvalidRequest, "Bad request: no Mcp-Session-Id header; send initialize first");
+      return writeFailure(res, refused(400, ErrorCode.InvalidRequest, "Bad request: no Mcp-Session-Id header; send initialize first"));
     }
     try {
       return await (isInitialize(body) ? this.startSession(req, res, route, body, principal) : this.stateless(req, res, route, body, principal));
     } catch (error) {
       // A tenant's limit or a server it may not use, met while opening the session: nothing was started.
-      const refusal = refusalFor(error);
-      if (!refusal || res.headersSent) throw error;
-      return writeJsonRpcError(res, refusal.status, refusal.code, refusal.message, refusal.headers);
+      if (!isRefusal(error) || res.headersSent) throw error;
+      return writeFailure(res, this.options.edge.refuse(edgeRequest(this.name, req), error, principal.subject).failure);
     }
-  }
-
-  /**
-   * Whether a request may reach MCP handling at all: every request of this face passes here first. The
-   * Host/Origin check (DNS rebinding), then the gatekeeper: credential and the tenant's request rate.
-   */
-  private admit(req: IncomingMessage): Admission | Promise<Admission> {
-    const why = this.options.hosts.refusal(req.headers.host, req.headers.origin);
-    if (why !== undefined) return { ok: false, refusal: { status: 403, code: ErrorCode.InvalidRequest, message: forbidden(why), headers: {} } };
-    const path = (req.url ?? "/").split("?")[0]!;
-    return whenAdmitted(this.options.gatekeeper.admit(req.headers.authorization, path), (admitted) => {
-      if (!admitted.ok) {
-        const { refusal } = admitted;
-        this.options.audit.refused({ face: "streamable-http", path, status: refusal.status, reason: refusal.message, subject: refusal.subject, remoteAddress: req.socket.remoteAddress });
-      }
-      return admitted;
-    });
-  }
-
-  /**
-   * A session's GET stream lives on: it ends when its credential is revoked or expires. Destroyed, not
-   * ended: the transport may still write to it (a keep-alive), which on an ended response is an error.
-   */
-  private watchStream(res: ServerResponse, route: Route, principal: Principal): void {
-    const unwatch = this.options.gatekeeper.watch(principal, (why) => {
-      this.log.info({ route, tenant: principal.tenant, why }, "GET stream ended: its credential is no longer good");
-      res.destroy();
-    });
-    res.once("close", unwatch);
   }
 
   /**
@@ -201,9 +137,6 @@ export class StreamableHttpFace {
     return this.sessions.touch(id, route, principal.tenant);
   }
 
-  close(): Promise<void> {
-    return this.sessions.close();
-  }
 }
 
 /** A request body as text, or undefined when it is over `maxBytes` (the rest is then not kept). */

@@ -1,5 +1,7 @@
+import type { ServerResponse } from "node:http";
 import { ErrorCode, type RequestId } from "@modelcontextprotocol/sdk/types.js";
 import { AccessError } from "../auth/access-error.js";
+import { CredentialError } from "../auth/refusal.js";
 import { WireError } from "../router/errors.js";
 import { SandboxError } from "../sandbox/errors.js";
 import { QuotaError } from "../tenancy/quota-error.js";
@@ -24,24 +26,41 @@ export interface WireFailure {
  * session travels in a 200 response (or on a stream) like any other JSON-RPC reply.
  */
 export function toWire(error: unknown, server?: string): WireFailure {
+  const about = server ? { server } : {};
   if (error instanceof QuotaError) {
     return {
       status: 429,
       headers: { "retry-after": String(error.retryAfterSeconds) },
-      error: { code: error.code, message: error.message, data: { ...(server ? { server } : {}), retryable: true, reason: `QUOTA_${error.kind.toUpperCase()}`, retryAfterSeconds: error.retryAfterSeconds } },
+      error: { code: error.code, message: error.message, data: { ...about, retryable: true, reason: `QUOTA_${error.kind.toUpperCase()}`, retryAfterSeconds: error.retryAfterSeconds } },
     };
   }
-  if (error instanceof AccessError) return { status: 403, headers: {}, error: { code: error.code, message: error.message } };
+  if (error instanceof AccessError) {
+    return { status: 403, headers: {}, error: { code: error.code, message: error.message, data: { ...about, retryable: false, reason: "FORBIDDEN" } } };
+  }
+  if (error instanceof CredentialError) {
+    const reason = error.status === 401 ? "UNAUTHORIZED" : error.status === 403 ? "FORBIDDEN" : "AUTH_UNAVAILABLE";
+    return { status: error.status, headers: error.headers, error: { code: error.code, message: error.message, data: { retryable: error.status === 503, reason } } };
+  }
   if (error instanceof WireError) {
-    return { status: 200, headers: {}, error: { code: error.rpcCode, message: error.message, ...(error.data ? { data: error.data } : {}) } };
+    return { status: 200, headers: {}, error: { code: error.rpcCode, message: error.message, data: { retryable: false, ...error.data } } };
   }
   if (error instanceof SandboxError) return { status: statusOf(error), headers: {}, error: sandboxFailure(error, server) };
   const message = error instanceof Error ? error.message : String(error);
   return {
     status: 500,
     headers: {},
-    error: { code: ErrorCode.InternalError, message: `Internal gateway error${server ? ` while serving '${server}'` : ""}: ${message}`, data: { ...(server ? { server } : {}), retryable: false } },
+    error: { code: ErrorCode.InternalError, message: `Internal gateway error${server ? ` while serving '${server}'` : ""}: ${message}`, data: { ...about, retryable: false } },
   };
+}
+
+/** Whether `error` turns a request away at the edge (a credential, a tenant's limit, a server it may not use): an answer, not a fault. */
+export function isRefusal(error: unknown): error is QuotaError | AccessError | CredentialError {
+  return error instanceof QuotaError || error instanceof AccessError || error instanceof CredentialError;
+}
+
+/** A refusal of an HTTP request made by a face itself (a bad header, a missing session), with no error object behind it. */
+export function refused(status: number, code: number, message: string, headers: Record<string, string> = {}): WireFailure {
+  return { status, headers, error: { code, message } };
 }
 
 function statusOf(error: SandboxError): number {
@@ -64,7 +83,7 @@ function sandboxFailure(error: SandboxError, server: string | undefined): JsonRp
     case "BUSY":
       return { code: ErrorCode.InternalError, message: `${capitalized(name)} is busy: ${error.message}`, data };
     case "POOL_CLOSED":
-      return { code: ErrorCode.InternalError, message: error.message, data };
+      return { code: ErrorCode.InternalError, message: capitalized(error.message), data };
     case "STATE_LOST":
       return {
         code: ErrorCode.InternalError,
@@ -72,7 +91,10 @@ function sandboxFailure(error: SandboxError, server: string | undefined): JsonRp
         data,
       };
     case "SANDBOX_CLOSED":
-      return { code: ErrorCode.InternalError, message: `${error.message}. Nothing was answered; retrying starts a fresh sandbox.`, data };
+      return { code: ErrorCode.InternalError, message: `${capitalized(error.message)}. Nothing was answered; retrying starts a fresh sandbox.`, data };
+    case "GUEST_RPC":
+      // The sandbox is fine: the server in it refused a request the gateway made on the client's behalf.
+      return { code: ErrorCode.InternalError, message: `${capitalized(name)} answered with an error: ${error.message}`, data };
     default:
       return {
         code: ErrorCode.InternalError,
@@ -96,4 +118,20 @@ export interface JsonRpcErrorResponse<Id extends RequestId | null = RequestId | 
 /** The JSON-RPC error response: the one place its envelope is built. */
 export function errorResponse<Id extends RequestId | null>(id: Id, error: JsonRpcErrorObject): JsonRpcErrorResponse<Id> {
   return { jsonrpc: "2.0", id, error };
+}
+
+/** The body of an HTTP response that refuses the request as a whole: id null, as no one message is answered. */
+export function failureBody(failure: WireFailure): string {
+  return JSON.stringify(errorResponse(null, failure.error));
+}
+
+/** A refusal as the whole node:http response (Streamable HTTP). */
+export function writeFailure(res: ServerResponse, failure: WireFailure): void {
+  const body = failureBody(failure);
+  res.writeHead(failure.status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...failure.headers }).end(body);
+}
+
+/** A refusal as a web Response (the routes served through hono). */
+export function failureResponse(failure: WireFailure): Response {
+  return new Response(failureBody(failure), { status: failure.status, headers: { "content-type": "application/json", ...failure.headers } });
 }

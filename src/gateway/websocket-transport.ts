@@ -4,21 +4,22 @@ import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { WebSocket, type RawData } from "ws";
 import { QuotaError } from "../tenancy/quota-error.js";
 import { errorReply, parseJsonRpc } from "./json-rpc.js";
+import { errorResponse, toWire, type JsonRpcErrorResponse } from "./to-wire.js";
 
 /** How long a closing socket may take to answer our close frame before it is cut. */
 const CLOSE_GRACE_MS = 2_000;
 
-/**
- * An MCP transport over one accepted WebSocket (the SDK has a client side only): one JSON-RPC message
- * per frame. A frame that is not a message gets a JSON-RPC error reply and the socket stays open; a
- * frame over the server's `maxPayload` is refused by `ws` itself (close code 1009).
- */
 export interface WebSocketTransportOptions {
   maxJsonDepth: number;
   /** Charges one message to its tenant's request rate; throws QuotaError when it is spent. */
   charge: () => void;
 }
 
+/**
+ * An MCP transport over one accepted WebSocket (the SDK has a client side only): one JSON-RPC message
+ * per frame. A frame that is not a message gets a JSON-RPC error reply and the socket stays open; a
+ * frame over the server's `maxPayload` is refused by `ws` itself (close code 1009).
+ */
 export class WebSocketServerTransport implements Transport {
   readonly sessionId = randomUUID();
   onclose?: () => void;
@@ -66,15 +67,15 @@ export class WebSocketServerTransport implements Transport {
     } catch (error) {
       if (!(error instanceof QuotaError)) throw error;
       // Over the rate, a request is refused with when to retry; a notification or reply is dropped.
-      const id = (parsed.message as { id?: unknown; method?: unknown }).id;
-      if (id === undefined || !("method" in parsed.message)) return;
-      return this.reply(JSON.stringify({ jsonrpc: "2.0", id, error: { code: error.code, message: error.message, data: { retryAfterSeconds: error.retryAfterSeconds } } }));
+      const { message } = parsed;
+      if (!("method" in message) || !("id" in message)) return;
+      return this.reply(errorResponse(message.id, toWire(error).error));
     }
     this.onmessage?.(parsed.message);
   }
 
-  private reply(text: string): void {
-    this.write(text).catch((error: Error) => this.onerror?.(error));
+  private reply(message: JsonRpcErrorResponse): void {
+    this.write(JSON.stringify(message)).catch((error: Error) => this.onerror?.(error));
   }
 
   private write(text: string): Promise<void> {
