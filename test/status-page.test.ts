@@ -148,7 +148,10 @@ describe("the status page shows what servers name as text, never as markup", { t
       readiness: { report: () => ({ ready: true, reasons: [], servers: [] }) },
       pool: {
         stats: () => [{ server: "evil", status: "ready", prestarted: 1, warm: 0, leased: 0, sandboxes: [] }],
-        template: async () => ({ catalog: { tools: [{ name: evil, description: evil }], prompts: [], resources: [], resourceTemplates: [] } }),
+        template: async () => ({
+          server: "evil",
+          prepared: { initialize: { capabilities: { tools: {} } }, catalog: { tools: [{ name: evil, description: evil }], prompts: [], resources: [], resourceTemplates: [] } },
+        }),
       },
       tracing,
       activity: {
