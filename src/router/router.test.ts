@@ -125,6 +125,23 @@ describe("router (FaultInjectingDriver, no image)", () => {
     await client.close();
   });
 
+  test("the guest gets the request's own trace context in _meta, a child of the client's, with no tracing subscriber", async () => {
+    const client = await open("fake");
+    await client.callTool({ name: "echo", arguments: { text: "first" } });
+    const channel = vms.at(-1)!.channel;
+    const seen: Record<string, unknown>[] = [];
+    const send = channel.send.bind(channel);
+    channel.send = (message) => (seen.push(message), send(message));
+    const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    await client.callTool({ name: "echo", arguments: { text: "traced" }, _meta: { traceparent: `00-${clientTrace}-00f067aa0ba902b7-01` } });
+    const meta = (seen.at(-1)!.params as { _meta: { traceparent: string } })._meta;
+    const [, traceId, spanId, flags] = meta.traceparent.split("-");
+    assert.equal(traceId, clientTrace);
+    assert.notEqual(spanId, "00f067aa0ba902b7");
+    assert.equal(flags, "01");
+    await client.close();
+  });
+
   test("a route that names no hosted server is refused", () => {
     assert.equal(router.hasRoute("nope"), false);
     assert.equal(router.hasRoute("fake"), true);

@@ -115,8 +115,7 @@ export class ServerLink {
     if (record) {
       record.server = this.server;
       record.guest = { sent: nowMs() };
-      const traceparent = record.traceparent ?? record.incomingTraceparent;
-      if (traceparent) message = withTraceparent(message, traceparent);
+      if (record.traceparent) message = withTraceparent(message, record.traceparent);
     }
     lease.send(message);
   }

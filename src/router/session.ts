@@ -9,6 +9,7 @@ import { SandboxError } from "../sandbox/errors.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { SavedRef } from "../sandbox/suspend-store.js";
 import { nowMs, type RequestRecord } from "../telemetry/events.js";
+import { requestTraceparent } from "../telemetry/trace-context.js";
 import { InvalidParamsError, MethodNotFoundError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
 import { isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
 import { RequestLedger } from "./request-ledger.js";
@@ -91,6 +92,7 @@ export abstract class Session {
         requestId: message.id,
         method: message.method,
         startedAt: nowMs(),
+        traceparent: requestTraceparent(incoming),
         ...(incoming ? { incomingTraceparent: incoming } : {}),
       };
       this.ledger.open(message.id, record, meta?.progressToken);

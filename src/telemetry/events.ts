@@ -32,7 +32,7 @@ export interface RequestRecord {
   errorType?: string;
   /** W3C trace context the client sent (HTTP header or `_meta.traceparent`). */
   incomingTraceparent?: string;
-  /** Trace context to pass into the guest in `_meta`; the tracing subscriber sets it at start. */
+  /** The request's own trace context (requestTraceparent), chosen on arrival; it goes into the guest in `_meta`. */
   traceparent?: string;
   /** Left for the tracing subscriber between start and end. */
   span?: unknown;

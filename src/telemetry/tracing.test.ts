@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { requestTraceparent } from "./trace-context.js";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
@@ -17,6 +18,8 @@ function simulate(partial: Partial<RequestRecord>, phases: (record: RequestRecor
     requestId: 7,
     method: "tools/call",
     startedAt: t0,
+    // As the router does when a request arrives.
+    traceparent: requestTraceparent(partial.incomingTraceparent),
     ...partial,
   };
   events.requestStart.publish(record);

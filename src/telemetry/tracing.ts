@@ -1,12 +1,12 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
-import { ROOT_CONTEXT, trace, TraceFlags, type Context, type Tracer } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import type { Tracer } from "@opentelemetry/api";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
 import { BasicTracerProvider, BatchSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { events, flushTelemetry, type RequestRecord } from "./events.js";
 import { RecentTraces, type TraceView } from "./recent-traces.js";
 import { recordRequestSpans, RequestSpanIds, type ClaimedIds } from "./request-spans.js";
+import { parentContext } from "./trace-context.js";
 
 // The views of the traces this subscriber keeps: what `traces()` and `recent` return.
 export type { SpanView, TraceView } from "./recent-traces.js";
@@ -15,8 +15,8 @@ export type { SpanView, TraceView } from "./recent-traces.js";
  * Request traces, built from the request records the router publishes (src/telemetry/events.ts).
  *
  * One trace per client request, whose request span is a child of the client's W3C `traceparent` if it
- * sent one. Its ids are chosen when the request arrives and go into `record.traceparent`, which the
- * router puts in the `_meta` of the request forwarded into the guest; the spans themselves are made from
+ * sent one. Its ids are the router's choice, made when the request arrived (`record.traceparent`, which
+ * it also puts in the `_meta` of the request forwarded into the guest: see trace-context.ts); the spans are made from
  * the record once the request has ended (off the answer's path: see `publishSoon`), by
  * `recordRequestSpans` (src/telemetry/request-spans.ts, which describes them).
  *
@@ -37,7 +37,6 @@ export interface TracingOptions {
   spanProcessors?: SpanProcessor[];
 }
 
-const propagator = new W3CTraceContextPropagator();
 
 /** The tracing subscriber; see the comment at the top of this file. */
 export class Tracing {
@@ -71,23 +70,13 @@ export class Tracing {
   }
 
   /**
-   * A request arrived: only its span's ids are chosen now, for the guest's `_meta`; the span is made at
-   * its end. The record's `span` slot says which Tracing claimed it.
+   * A request arrived: it is claimed with the ids the router chose for it; the span is made at its end.
+   * The record's `span` slot says which Tracing claimed it.
    */
   private start(record: RequestRecord): void {
-    if (this.closed || record.span !== undefined) return;
-    const context = parentContext(record);
-    const parent = trace.getSpanContext(context);
-    const ids: ClaimedIds = {
-      by: this,
-      parent: context,
-      traceId: parent?.traceId ?? this.ids.generateTraceId(),
-      spanId: this.ids.generateSpanId(),
-    };
-    record.span = ids;
-    // Sampled unless the client's parent says otherwise: the provider's default sampler follows the parent.
-    const flags = parent ? parent.traceFlags & TraceFlags.SAMPLED : TraceFlags.SAMPLED;
-    record.traceparent = `00-${ids.traceId}-${ids.spanId}-0${flags}`;
+    const [, traceId, spanId] = record.traceparent?.split("-") ?? [];
+    if (this.closed || record.span !== undefined || !traceId || !spanId) return;
+    record.span = { by: this, parent: parentContext(record.incomingTraceparent), traceId, spanId } satisfies ClaimedIds;
   }
 
   private end(record: RequestRecord): void {
@@ -110,13 +99,4 @@ export class Tracing {
     unsubscribe(events.requestEnd.name, this.onEnd);
     await this.provider.shutdown().catch(() => undefined);
   }
-}
-
-/** The client's trace context, if it sent a valid one; else a new trace starts. */
-function parentContext(record: RequestRecord): Context {
-  if (!record.incomingTraceparent) return ROOT_CONTEXT;
-  return propagator.extract(ROOT_CONTEXT, { traceparent: record.incomingTraceparent }, {
-    get: (carrier, key) => (carrier as Record<string, string>)[key],
-    keys: (carrier) => Object.keys(carrier as object),
-  });
 }
