@@ -10,6 +10,7 @@ import type { ServerManifest } from "../src/config/manifest.js";
 import { REPO_ROOT, startGateway, type Gateway, type RuntimeOptions } from "../src/main.js";
 import { createLogger } from "../src/telemetry/log.js";
 import { scratchDir } from "./scratch-dir.js";
+export { eventually } from "./eventually.js";
 
 /** Tests share the default cache, which `npm test` fills first with `mcpvisor build`. */
 export function testConfig(overrides: Partial<GatewayConfig> = {}): GatewayConfig {
@@ -65,14 +66,6 @@ export async function copyCache(from: string): Promise<string> {
   return dir;
 }
 
-/** Polls `check` every `everyMs` until it holds; fails with `what` after `timeoutMs`. */
-export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000, everyMs = 25): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 /**
  * The next record published on `channel` that `accepts`; fails with `what` after `timeoutMs`. Call it

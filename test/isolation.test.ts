@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { connect, serversDirWith, sh, startReadyGateway } from "./helpers.js";
+import { connect, eventually, serversDirWith, sh, startReadyGateway } from "./helpers.js";
 
 test("isolation 'call': every call gets a fresh clone, so nothing one call writes is seen by the next", { timeout: 120_000 }, async () => {
   const serversDir = await serversDirWith({ exec: () => ({ isolation: "call" }) });
@@ -11,9 +11,7 @@ test("isolation 'call': every call gets a fresh clone, so nothing one call write
     assert.equal((await sh(client, "echo kept > /tmp/f && cat /tmp/f")).stdout, "kept\n");
     const next = await sh(client, "cat /tmp/f || echo absent");
     assert.equal(next.stdout.trim(), "absent");
-    const deadline = Date.now() + 5_000;
-    while (gateway.pool.stats()[0]!.leased > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(gateway.pool.stats()[0]!.leased, 0, "a call's clone is destroyed once it answered");
+    await eventually(() => gateway.pool.stats()[0]!.leased === 0, "a call's clone is destroyed once it answered");
     await client.close();
   } finally {
     await gateway.close();

@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import { McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { fakeManifest, fakePool, waitFor } from "../sandbox/pool.fixture.js";
+import { eventually, fakeManifest, fakePool } from "../sandbox/pool.fixture.js";
 import type { FaultInjectingDriver } from "../sandbox/fault-injecting-driver.js";
 import type { Vm } from "../sandbox/driver.js";
 import type { SandboxPool } from "../sandbox/pool.js";
@@ -52,7 +52,7 @@ describe("router (FaultInjectingDriver, no image)", () => {
     assert.deepEqual(tools.map((t) => t.name), ["echo", "remember", "recall"]);
     assert.equal(driver.running, 1);
     await client.close();
-    await waitFor(() => driver.running === 0);
+    await eventually(() => driver.running === 0, "no fake VMM left running");
   });
 
   test("an unknown tool and schema-invalid arguments are refused before any VM, with messages that say what to do", async () => {
@@ -78,7 +78,7 @@ describe("router (FaultInjectingDriver, no image)", () => {
     assert.equal(text(await client.callTool({ name: "fake__echo", arguments: { text: "routed" } })), "routed");
     await assert.rejects(client.callTool({ name: "other__echo", arguments: {} }), /Unknown tool 'other__echo': names here are <server>__<name>, servers: fake, slow/);
     await client.close();
-    await waitFor(() => driver.running === 0);
+    await eventually(() => driver.running === 0, "no fake VMM left running");
   });
 
   test("a session's sandbox that dies while idle: the next call is told its state is gone, once; then a fresh one", async () => {

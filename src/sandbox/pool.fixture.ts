@@ -3,6 +3,7 @@ import { mcpPreparation } from "../router/catalog.js";
 import { createLogger } from "../telemetry/log.js";
 import { events, flushTelemetry, type SandboxTransitionRecord } from "../telemetry/events.js";
 import { scratchDir } from "../../test/scratch-dir.js";
+export { eventually } from "../../test/eventually.js";
 import { FAKE_VM_SPEC, FaultInjectingDriver } from "./fault-injecting-driver.js";
 import { SandboxPool } from "./pool.js";
 import { TemplateStore } from "./template.js";
@@ -73,11 +74,3 @@ export function recordTransitions(): { edges(id?: string): string[]; clear(): vo
   };
 }
 
-/** Resolves once `condition` holds; fails after `timeoutMs`, naming `what`. */
-export async function waitFor(condition: () => boolean, what = "the condition", timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}

@@ -4,7 +4,7 @@ import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import { canTransition, type SandboxState } from "./lifecycle.js";
 import type { LeaseEvents } from "./lease.js";
 import type { FaultInjectingDriver } from "./fault-injecting-driver.js";
-import { fakeManifest, fakePool, recordTransitions, waitFor } from "./pool.fixture.js";
+import { eventually, fakeManifest, fakePool, recordTransitions } from "./pool.fixture.js";
 import type { SandboxPool } from "./pool.js";
 
 const OWNER = { tenant: "t", maxSandboxes: Number.POSITIVE_INFINITY };
@@ -148,8 +148,8 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     const warmup = [{ method: "tools/call", params: { name: "echo", arguments: { text: "warm" } } }];
     const { pool, driver } = await fakePool([fakeManifest({ pool: { prestarted: 0, warm: 1 }, warmup, timeouts: { callMs: 100, idleSuspendMs: 0 } })], { arm });
     // Refill tries three times and each warm-up fails: every clone it made must be gone.
-    await waitFor(() => pool.stats()[0]!.status === "ready");
-    await waitFor(() => driver.running === 0);
+    await eventually(() => pool.stats()[0]!.status === "ready", "the template is ready");
+    await eventually(() => driver.running === 0, "no fake VMM left running");
     assert.equal(pool.stats()[0]!.warm, 0);
     await pool.close();
   });
@@ -169,7 +169,7 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
 
   test("the global VM budget: past it, idle pooled VMs go first, then requests wait, then BUSY", async () => {
     const { pool } = await fakePool([fakeManifest({ pool: { prestarted: 1, warm: 0 } })], { limits: { maxVms: 1, maxQueue: 0, queueTimeoutMs: 50 } });
-    await waitFor(() => pool.stats()[0]!.prestarted === 1);
+    await eventually(() => pool.stats()[0]!.prestarted === 1, "one prestarted VMM in the pool");
     const first = leaseOn(pool, "a");
     await first.call("echo", { text: "x" });
     const second = leaseOn(pool, "b");
