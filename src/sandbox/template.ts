@@ -1,6 +1,7 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import { z } from "zod";
 import type { ServerManifest } from "../config/manifest.js";
 import type { GuestChannel, SandboxDriver, SnapshotFiles, VmSpec } from "./driver.js";
 import { SandboxError, SnapshotCorruptError, TemplateError } from "./errors.js";
@@ -20,19 +21,21 @@ export interface GuestPreparation {
   clone(channel: GuestChannel, manifest: ServerManifest, prepared: unknown, timeoutMs: number): Promise<void>;
 }
 
-export interface TemplateMeta {
-  format: typeof TEMPLATE_FORMAT;
-  key: string;
-  server: string;
-  createdAt: string;
-  stateSha256: string;
-  ramBytes: number;
-  ramSha256: string;
+/** `meta.json` beside a template's snapshot files; a file that does not fit is a damaged template. */
+const TemplateMetaSchema = z.object({
+  format: z.literal(TEMPLATE_FORMAT),
+  key: z.string(),
+  server: z.string(),
+  createdAt: z.string(),
+  stateSha256: z.string(),
+  ramBytes: z.number(),
+  ramSha256: z.string(),
   /** What the preparation returned (for MCP servers: the InitializeResult and the catalog). */
-  prepared: unknown;
+  prepared: z.unknown(),
   /** `warmupMs`: the preparation (initialize, lists, warm-up calls). */
-  timings: { bootMs: number; warmupMs: number; snapshotMs: number };
-}
+  timings: z.object({ bootMs: z.number(), warmupMs: z.number(), snapshotMs: z.number() }),
+});
+export type TemplateMeta = z.infer<typeof TemplateMetaSchema>;
 
 export interface Template {
   dir: string;
@@ -79,12 +82,18 @@ export class TemplateStore {
   /** Loads and verifies a stored template; a missing or damaged one is removed and `undefined` returned. */
   async load(server: string, key: string, spec: VmSpec): Promise<Template | undefined> {
     const dir = this.dirFor(server, key);
-    let meta: TemplateMeta;
+    let text: string;
     try {
-      meta = JSON.parse(await readFile(join(dir, "meta.json"), "utf8")) as TemplateMeta;
+      text = await readFile(join(dir, "meta.json"), "utf8");
     } catch {
-      return undefined;
+      return undefined; // never built (or the build did not finish): build it
     }
+    const parsed = TemplateMetaSchema.safeParse(parseJson(text));
+    if (!parsed.success) {
+      this.log.warn({ server, key, problem: parsed.error.message }, "stored template's meta.json does not fit this version; rebuilding it");
+      return undefined; // the build replaces the directory
+    }
+    const meta = parsed.data;
     const template: Template = { dir, spec, meta, snapshot: { ramPath: join(dir, "ram"), statePath: join(dir, "state") } };
     try {
       await this.verify(template);
@@ -100,7 +109,6 @@ export class TemplateStore {
   async verify(template: Template): Promise<void> {
     const { meta, snapshot } = template;
     const corrupt = (why: string) => new SnapshotCorruptError(`template ${meta.server}/${meta.key}: ${why}`);
-    if (meta.format !== TEMPLATE_FORMAT) throw corrupt(`format ${meta.format}, expected ${TEMPLATE_FORMAT}`);
     let ramBytes: number;
     try {
       ramBytes = (await stat(snapshot.ramPath)).size;
@@ -175,6 +183,14 @@ export class TemplateStore {
     for (const entry of await readdir(root)) {
       if (entry !== keep && !entry.includes(".build-")) await rm(join(root, entry), { recursive: true, force: true });
     }
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 
