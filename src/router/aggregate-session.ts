@@ -6,7 +6,7 @@ import type { RequestRecord } from "../telemetry/events.js";
 import { MCPVISOR_VERSION } from "../version.js";
 import { isListMethod, LISTS, preparedOf, type Item, type ListMethod } from "./catalog.js";
 import { InvalidParamsError, MethodNotFoundError } from "./errors.js";
-import { isRequest, isResponse, nameParam, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
+import { isObject, isRequest, isResponse, nameParam, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
 import { qualify, splitQualified } from "./names.js";
 import { ServerLink } from "./server-link.js";
 import { Session, type SessionOwner } from "./session.js";
@@ -177,8 +177,4 @@ export class AggregateSession extends Session {
     if (isResponse(message) && message.id !== undefined) this.routes.delete(message.id);
     await this.deliver(message, guestMs);
   }
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

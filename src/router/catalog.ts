@@ -5,6 +5,7 @@ import type { GuestChannel } from "../sandbox/driver.js";
 import { GuestRpcError, TemplateError } from "../sandbox/errors.js";
 import { guestNotify, guestRequest } from "../sandbox/guest-rpc.js";
 import type { GuestPreparation, TemplateMeta } from "../sandbox/template.js";
+import { isObject } from "./messages.js";
 import { MCPVISOR_VERSION } from "../version.js";
 
 /** A listed item (tool, prompt, resource, template): kept as the server sent it. */
@@ -122,7 +123,7 @@ async function warmUp(channel: GuestChannel, manifest: ServerManifest, capabilit
   }
   for (const request of manifest.warmup) {
     const params = request.params ?? {};
-    const meta = typeof params._meta === "object" && params._meta !== null ? params._meta : {};
+    const meta = isObject(params._meta) ? params._meta : {};
     await guestRequest(channel, request.method, { ...params, _meta: { ...meta, traceparent: WARM_TRACEPARENT } }, timeoutMs);
   }
   // Some clients use string ids: give that shape a pass too.

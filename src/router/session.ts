@@ -11,7 +11,7 @@ import type { SavedRef } from "../sandbox/suspend-store.js";
 import { nowMs, type RequestRecord } from "../telemetry/events.js";
 import { requestTraceparent } from "../telemetry/trace-context.js";
 import { InvalidParamsError, MethodNotFoundError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
-import { isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
+import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
 import { RequestLedger } from "./request-ledger.js";
 import type { ServerLink } from "./server-link.js";
 import { SessionPersistence } from "./session-persistence.js";
@@ -130,7 +130,7 @@ export abstract class Session {
     if (!isRequest(message)) return undefined;
     const capability = CLIENT_CAPABILITY_FOR[message.method];
     if (!capability || this.clientCapabilities[capability]) return undefined;
-    return toReply(message.id, new MethodNotFoundError(`The client did not declare the '${capability}' capability`));
+    return errorResponse(message.id, toWire(new MethodNotFoundError(`The client did not declare the '${capability}' capability`)).error);
   }
 
   /**
@@ -251,13 +251,4 @@ export abstract class Session {
     await this.transport.close().catch(() => undefined);
     for (const listener of this.closedListeners) listener();
   }
-}
-
-/** A request's error reply, the wire shape produced by to-wire. */
-export function toReply(id: RequestId, error: unknown, server?: string): JSONRPCMessage {
-  return errorResponse(id, toWire(error, server).error);
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

@@ -33,15 +33,19 @@ export async function guestRequest(
   });
   channel.send({ jsonrpc: "2.0", id, method, ...(params ? { params } : {}) });
   try {
-    const message = await reply;
-    if (message.error) {
-      const error = message.error as { code?: number; message?: string };
-      throw new GuestRpcError(method, error.code ?? 0, error.message ?? "error");
-    }
-    return (message.result ?? {}) as Record<string, unknown>;
+    return resultOf(method, await reply);
   } finally {
     stop();
   }
+}
+
+/** The result of a request the host made itself, or its JSON-RPC error thrown as a GuestRpcError. */
+export function resultOf(method: string, reply: JsonRpcMessage): Record<string, unknown> {
+  if (reply.error) {
+    const error = reply.error as { code?: number; message?: string };
+    throw new GuestRpcError(method, error.code ?? 0, error.message ?? "error");
+  }
+  return (reply.result ?? {}) as Record<string, unknown>;
 }
 
 export function guestNotify(channel: GuestChannel, method: string, params?: Record<string, unknown>): void {

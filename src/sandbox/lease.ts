@@ -1,6 +1,7 @@
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { LeaseOwner, SandboxAdmission } from "./admission.js";
-import { GuestRpcError, SandboxClosedError, SandboxLostError, type SandboxError } from "./errors.js";
+import { SandboxClosedError, SandboxLostError, type SandboxError } from "./errors.js";
+import { resultOf } from "./guest-rpc.js";
 import type { Sandbox, SandboxTimings } from "./sandbox.js";
 import type { SavedRef } from "./suspend-store.js";
 import { nowMs } from "../telemetry/events.js";
@@ -10,16 +11,11 @@ type RequestId = string | number;
 /**
  * What a lease is bound to. Today: one client session's use of one server (`session`), or one request
  * answered in a clone of its own (`call`). Later protocol eras add other scopes (a principal, a signed
- * handle) and a shared directory stores leases by `affinityId`; this is the one type they extend.
+ * handle), and a shared directory will store leases by it: this is the one type they extend.
  */
 export type AffinityKey =
   | { scope: "session"; server: string; session: string }
   | { scope: "call"; server: string; call: string };
-
-/** The key as one string, stable across processes: what a directory of leases is indexed by. */
-export function affinityId(key: AffinityKey): string {
-  return key.scope === "session" ? `session:${key.server}:${key.session}` : `call:${key.server}:${key.call}`;
-}
 
 /** How a sandbox was made ready for a message, when it had to be: timed for the request's trace. */
 export interface Acquisition {
@@ -168,12 +164,7 @@ export class PoolLease implements SandboxLease {
       });
     });
     sandbox.send({ jsonrpc: "2.0", id, method, ...(params ? { params } : {}) });
-    const message = await reply.finally(() => this.internal.delete(id));
-    if (message.error) {
-      const error = message.error as { code?: number; message?: string };
-      throw new GuestRpcError(method, error.code ?? 0, error.message ?? "error");
-    }
-    return (message.result ?? {}) as Record<string, unknown>;
+    return resultOf(method, await reply.finally(() => this.internal.delete(id)));
   }
 
   async suspendIfIdle(): Promise<void> {

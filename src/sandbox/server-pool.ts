@@ -7,7 +7,7 @@ import type { SandboxAdmission } from "./admission.js";
 import { TemplateStatus } from "./lifecycle.js";
 import { Sandbox, type SandboxHost, type SandboxOptions, type SandboxTimings } from "./sandbox.js";
 import type { SuspendStore } from "./suspend-store.js";
-import type { GuestPreparation, Template, TemplateMeta, TemplateStore } from "./template.js";
+import type { GuestPreparation, Template, TemplateStore } from "./template.js";
 
 export interface ServerPoolStats {
   server: string;
@@ -321,9 +321,5 @@ export class ServerPool {
     const first = ending();
     await this.refilling;
     await Promise.allSettled([...first, ...ending()]);
-  }
-
-  get templateMeta(): TemplateMeta | undefined {
-    return this.template?.meta;
   }
 }

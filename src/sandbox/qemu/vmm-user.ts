@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { constants } from "node:fs";
 import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { promisify } from "node:util";
-import { SandboxError, VmmStartError } from "../errors.js";
+import { VmmStartError } from "../errors.js";
 
 const run = promisify(execFile);
 
