@@ -1,4 +1,5 @@
 import { ErrorCode, JSONRPCMessageSchema, RELATED_TASK_META_KEY, type JSONRPCMessage, type RequestId } from "@modelcontextprotocol/sdk/types.js";
+import { isObject } from "../router/messages.js";
 import { jsonDeeperThan } from "./json-depth.js";
 import { errorResponse, type JsonRpcErrorResponse } from "./to-wire.js";
 
@@ -63,10 +64,6 @@ function isPlainRequest(value: unknown): value is JSONRPCMessage {
   const meta = params._meta;
   // Anything else the schema looks into (a related task) is left to it.
   return isObject(meta) && !(RELATED_TASK_META_KEY in meta) && (!("progressToken" in meta) || isRequestId(meta.progressToken));
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** A request id or progress token: a string or an integer. */
