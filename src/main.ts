@@ -5,6 +5,7 @@ import type { GatewayConfig } from "./config/gateway.js";
 import { loadManifests } from "./config/load.js";
 import type { ServerManifest } from "./config/manifest.js";
 import { Gatekeeper } from "./auth/gatekeeper.js";
+import { Egress } from "./egress/egress.js";
 import { OAuthVerifier } from "./auth/oauth.js";
 import { loadTenantsFile } from "./auth/tenants-file.js";
 import { watchTenantsFile } from "./auth/tenants-watcher.js";
@@ -45,6 +46,8 @@ export interface Runtime {
 export interface RuntimeOptions {
   /** Overrides every manifest's pool sizes (the CLI's one-off commands need no standing pool). */
   pool?: ServerManifest["pool"];
+  /** Ports of the gateway's own, which no sandbox may reach; the HTTP face adds the one it binds. */
+  gatewayPorts?: Set<number>;
 }
 
 /**
@@ -60,8 +63,19 @@ export async function createRuntime(
   const loaded = await loadManifests(config.serversDir, config.servers);
   const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
   registerManifestSecrets(manifests);
+  const egress = await Egress.create({
+    manifests,
+    serversDir: config.serversDir,
+    env: process.env,
+    cacheDir: config.cacheDir,
+    resolver: config.egressResolver,
+    ...(config.egressUpstreamCa ? { upstreamCaFile: config.egressUpstreamCa } : {}),
+    maxConnections: config.egressMaxConnections,
+    gatewayPorts: options.gatewayPorts ?? new Set([config.port]),
+    log,
+  });
   const stopRequestLog = subscribeRequestLog(log);
-  const driver = new QemuDriver({ runDir: config.runDir, log });
+  const driver = new QemuDriver({ runDir: config.runDir, log, egress });
   const pool = new SandboxPool({
     driver,
     templates: new TemplateStore(driver, config.cacheDir, log, mcpPreparation),
@@ -141,7 +155,8 @@ export async function startGateway(
 ): Promise<Gateway> {
   // Credentials are checked before anything is built: a broken tenants file stops the start at once.
   const tenants = config.tenantsFile ? await loadTenantsFile(config.tenantsFile) : undefined;
-  const runtime = await createRuntime(config, log, progress, options);
+  const gatewayPorts = new Set([config.port]);
+  const runtime = await createRuntime(config, log, progress, { ...options, gatewayPorts });
   const { manifests, pool, readiness, tracing, activity, router } = runtime;
   let port = 0;
   const gatekeeper = new Gatekeeper({
@@ -174,6 +189,7 @@ export async function startGateway(
   const metrics = new Metrics({ poolStats: () => pool.stats(), poolTargets: () => manifests.map((m) => ({ server: m.name, ...m.pool })) });
   const http = new HttpGateway(router, readiness, log, { ...config, status, metrics, gatekeeper, audit });
   port = await http.listen();
+  gatewayPorts.add(port);
   log.info({ host: config.host, port, servers: runtime.manifests.map((m) => m.name) }, "gateway listening");
   return {
     ...runtime,

@@ -16,6 +16,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { logAgent, openDeviceChannel, openStdioChannel, type Channel } from "./channel.js";
+import { startEgress, type Egress } from "./egress/index.js";
 import { HostedServer, loadServerSpec, type ServerSpec } from "./hosted-server.js";
 import { AGENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, encodeFrame, type GuestFrame } from "./protocol.js";
 import { ResyncingDecoder } from "./resync-decoder.js";
@@ -119,6 +120,15 @@ async function main(): Promise<void> {
 
   // Started before the server and before `hello`, so it is already running in the template snapshot.
   resumeHelper.start();
+  let egress: Egress | undefined;
+  if (spec.egress) {
+    try {
+      egress = await startEgress(spec.egress);
+    } catch (err) {
+      // The server still starts: its connections fail at once, and the console says why.
+      logAgent(`egress unavailable: ${(err as Error).message}`);
+    }
+  }
   const pid = server.start(spec, jitless);
   if (pid === undefined) return; // spawn failed: the exit event reports it
   void send({ t: "hello", v: AGENT_PROTOCOL_VERSION, kernel: os.release(), serverPid: pid, uptimeMs: uptimeMs() });
@@ -174,6 +184,7 @@ async function main(): Promise<void> {
           return;
         }
         const result = await resumeHelper.resume(timeMs, Buffer.from(seed, "base64"));
+        egress?.reset();
         if (result.error) void send({ t: "error", message: result.error });
         void send({ t: "resumed", id, clockMs: Date.now(), reseeded: result.reseeded });
         return;

@@ -10,7 +10,7 @@ export interface Channel {
   /** Begins reading. The next read waits for `onChunk`'s promise, so a slow consumer slows the host. */
   start(onChunk: (chunk: Buffer) => Promise<void> | void, onEnd: () => void): void;
   /** Queues bytes for the host; resolves when they were written (or dropped, see `close`). */
-  write(data: string): Promise<void>;
+  write(data: string | Buffer): Promise<void>;
   /** Bytes queued but not yet written: the caller pauses its producers above a limit. */
   pendingBytes(): number;
   /** Resolves when everything queued so far is written, or after `timeoutMs`. */
@@ -41,10 +41,10 @@ export function findVirtioPort(name = AGENT_PORT_NAME, sysDir = "/sys/class/virt
  * The port appears once virtio_console has probed, which the initramfs did before switch_root; the
  * retry only covers a slow udev-less devtmpfs node creation.
  */
-export async function openDeviceChannel(timeoutMs = 10_000): Promise<Channel> {
+export async function openDeviceChannel(name = AGENT_PORT_NAME, timeoutMs = 10_000): Promise<Channel> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const dev = findVirtioPort();
+    const dev = findVirtioPort(name);
     if (dev) {
       try {
         const fd = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
@@ -53,7 +53,7 @@ export async function openDeviceChannel(timeoutMs = 10_000): Promise<Channel> {
         if (Date.now() > deadline) throw err;
       }
     } else if (Date.now() > deadline) {
-      throw new Error(`virtio-serial port "${AGENT_PORT_NAME}" not found under /sys/class/virtio-ports`);
+      throw new Error(`virtio-serial port "${name}" not found under /sys/class/virtio-ports`);
     }
     await sleep(20);
   }
@@ -105,8 +105,8 @@ class DeviceChannel implements Channel {
     }
   }
 
-  write(data: string): Promise<void> {
-    const bytes = Buffer.from(data, "utf8");
+  write(data: string | Buffer): Promise<void> {
+    const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
     this.queue.push(bytes);
     this.enqueued += bytes.length;
     const done = this.waitFor(this.enqueued);
@@ -159,7 +159,7 @@ class DeviceChannel implements Channel {
 /** Test mode: frames on stdin/stdout, so the agent can run on the host under node's test runner. */
 export function openStdioChannel(): Channel {
   let pending = 0;
-  const write = (data: string) =>
+  const write = (data: string | Buffer) =>
     new Promise<void>((resolve) => {
       const len = Buffer.byteLength(data);
       pending += len;

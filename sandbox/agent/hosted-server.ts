@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
+import type { EgressSpec } from "./egress-protocol.js";
 import { MAX_FRAME_BYTES, STDERR_TAIL_BYTES, type JsonRpcMessage } from "./protocol.js";
 import { ResyncingDecoder } from "./resync-decoder.js";
 
@@ -12,6 +13,8 @@ export interface ServerSpec {
   args: string[];
   env: Record<string, string>;
   cwd: string;
+  /** Present when the manifest grants `network`: the agent carries the server's connections. */
+  egress?: EgressSpec;
 }
 
 /** Reads and checks /srv/.mcpvisor/server.json (written by sandbox/image/layer.ts). */
@@ -30,7 +33,15 @@ export function loadServerSpec(file: string): ServerSpec {
   }
   const cwd = o.cwd ?? "/srv";
   if (typeof cwd !== "string") throw new Error(`${file}: "cwd" must be a string`);
-  return { command: o.command, args: args as string[], env: env as Record<string, string>, cwd };
+  const spec: ServerSpec = { command: o.command, args: args as string[], env: env as Record<string, string>, cwd };
+  if (o.egress !== undefined) {
+    const ports = (o.egress as { ports?: unknown }).ports;
+    if (!Array.isArray(ports) || !ports.every((p) => Number.isInteger(p) && p > 0 && p < 65536)) {
+      throw new Error(`${file}: "egress.ports" must be an array of port numbers`);
+    }
+    spec.egress = { ports: ports as number[] };
+  }
+  return spec;
 }
 
 /** `node` means the guest's own node binary; under TCG `--jitless` cuts what must be re-translated. */

@@ -30,7 +30,7 @@ export async function bundleEsm(entry: string, opts: { requireBanner: boolean })
   return Buffer.from(out.contents);
 }
 
-/** The guest agent (sandbox/agent/agent.ts): node builtins only, so no banner. */
+/** The guest agent (sandbox/agent/agent.ts); its DNS responder uses dns-packet, a CommonJS package. */
 export function bundleAgent(repoRoot: string): Promise<Buffer> {
-  return bundleEsm(path.join(repoRoot, "sandbox", "agent", "agent.ts"), { requireBanner: false });
+  return bundleEsm(path.join(repoRoot, "sandbox", "agent", "agent.ts"), { requireBanner: true });
 }

@@ -4,7 +4,12 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as tls from "node:tls";
 import { type ServerManifest } from "../../src/config/manifest.js";
+import { parseDestination } from "../../src/egress/destination.js";
+import { CertificateAuthority } from "../../src/egress/certificate-authority.js";
+import { GUEST_PROXY_PORT, type EgressSpec } from "../agent/egress-protocol.js";
+import type { ServerSpec } from "../agent/hosted-server.js";
 import { bundleEsm } from "./bundle.js";
 import { type BuildContext } from "./context.js";
 import { makeExt4 } from "./ext4.js";
@@ -20,9 +25,30 @@ export interface ServerLayer {
   diskPath: string;
 }
 
-/** What the guest agent reads from /srv/.mcpvisor/server.json (sandbox/agent/hosted-server.ts). */
-export function serverSpec(manifest: ServerManifest): { command: string; args: string[]; env: Record<string, string>; cwd: string } {
-  return { command: manifest.command, args: manifest.args, env: manifest.env, cwd: GUEST_SERVER_DIR };
+/** This installation's egress CA (the gateway signs with it) and the bundle a guest trusts: Mozilla's roots plus it. */
+const EGRESS_CA_FILE = "/srv/.mcpvisor/egress-ca.pem";
+export const CA_BUNDLE_FILE = "/srv/.mcpvisor/ca-bundle.pem";
+
+/** Where the per-installation egress CA lives (src/egress reads the same). */
+export function egressCaDir(cacheDir: string): string {
+  return path.join(cacheDir, "egress-ca");
+}
+
+/**
+ * What the guest agent reads from /srv/.mcpvisor/server.json (sandbox/agent/hosted-server.ts). A
+ * server with `network` also gets the proxy and CA settings common clients read (node, OpenSSL,
+ * Python's requests); its manifest's own `env` wins over them.
+ */
+export function serverSpec(manifest: ServerManifest): ServerSpec {
+  const spec: ServerSpec = { command: manifest.command, args: manifest.args, env: manifest.env, cwd: GUEST_SERVER_DIR };
+  if (manifest.network === false) return spec;
+  const egress: EgressSpec = { ports: [...new Set(manifest.network.allow.map((d) => parseDestination(d).port))].sort((a, b) => a - b) };
+  const proxy = `http://127.0.0.1:${GUEST_PROXY_PORT}`;
+  const egressEnv = {
+    HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "localhost,127.0.0.1", no_proxy: "localhost,127.0.0.1",
+    NODE_EXTRA_CA_CERTS: EGRESS_CA_FILE, SSL_CERT_FILE: CA_BUNDLE_FILE, REQUESTS_CA_BUNDLE: CA_BUNDLE_FILE,
+  };
+  return { ...spec, env: { ...egressEnv, ...manifest.env }, egress };
 }
 
 export async function buildServerLayer(ctx: BuildContext, manifest: ServerManifest): Promise<ServerLayer> {
@@ -30,12 +56,14 @@ export async function buildServerLayer(ctx: BuildContext, manifest: ServerManife
   // For a bundle the output is the input that matters (it changes with any imported file); for npm
   // the exact package@version (ranges are refused by the manifest schema) plus the node that installs it.
   const bundle = source.kind === "bundle" ? await bundleEsm(path.resolve(ctx.repoRoot, source.entry), { requireBanner: true }) : null;
+  const caPem = manifest.network === false ? undefined : (await CertificateAuthority.loadOrCreate(egressCaDir(ctx.cacheDir))).certPem;
   const hash = hashOf({
     v: IMAGE_BUILD_VERSION,
     source,
     bundle: bundle ? sha256(bundle) : undefined,
     node: source.kind === "npm" ? process.version : undefined,
     spec: serverSpec(manifest),
+    ca: caPem ? sha256(caPem) : undefined,
   });
   const diskPath = path.join(ctx.cacheDir, "images", "layers", `${manifest.name}-${hash}.ext4`);
   if (exists(diskPath)) return { hash, diskPath };
@@ -52,6 +80,10 @@ export async function buildServerLayer(ctx: BuildContext, manifest: ServerManife
         path.join(root, ".mcpvisor", "server.json"),
         JSON.stringify(serverSpec(manifest), null, 2) + "\n",
       );
+      if (caPem) {
+        await fs.promises.writeFile(path.join(root, EGRESS_CA_FILE.slice(GUEST_SERVER_DIR.length + 1)), caPem);
+        await fs.promises.writeFile(path.join(root, CA_BUNDLE_FILE.slice(GUEST_SERVER_DIR.length + 1)), [...tls.rootCertificates, caPem].join("\n") + "\n");
+      }
       size = (await makeExt4(root, tmp, LAYER_LABEL)).bytes;
     } finally {
       await fs.promises.rm(root, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { bundleAgent } from "./bundle.js";
 import { type Busybox, installBusybox } from "./busybox.js";
 import { type BuildContext } from "./context.js";
 import { makeExt4 } from "./ext4.js";
+import { CA_BUNDLE_FILE } from "./layer.js";
 import { hasCommand } from "./exec.js";
 import { elapsed, exists, formatBytes, hashFile, hashOf, IMAGE_BUILD_VERSION, publishAtomically, sha256 } from "./hash.js";
 import { hostNodeRuntime, installNodeRuntime } from "./node-runtime.js";
@@ -27,8 +28,15 @@ const ETC_FILES: Record<string, string> = {
   group: "root:x:0:\nnogroup:x:65534:\n",
   hostname: `${GUEST_HOSTNAME}\n`,
   hosts: `127.0.0.1\tlocalhost ${GUEST_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
-  "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+  "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
+  // The guest agent answers DNS here when the server has egress (sandbox/agent/egress/dns-responder.ts);
+  // without egress nothing listens and a lookup fails at once.
+  "resolv.conf": "nameserver 127.0.0.53\noptions timeout:2 attempts:2\n",
 };
+
+/** The system CA store: the server layer's bundle (Mozilla's roots plus this installation's egress CA). */
+const SYSTEM_CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt";
+
 
 export async function ensureRootfs(ctx: BuildContext, busybox: Busybox): Promise<Rootfs> {
   const stage2 = path.join(ctx.repoRoot, "sandbox", "image", "guest", "stage2");
@@ -49,6 +57,7 @@ export async function ensureRootfs(ctx: BuildContext, busybox: Busybox): Promise
     helper: helper.hash,
     stage2: stage2Hash,
     etc: ETC_FILES,
+    caBundle: CA_BUNDLE_FILE,
   });
   const out = path.join(ctx.cacheDir, "images", `base-${hash}.ext4`);
   if (exists(out)) return { path: out, hash };
@@ -100,6 +109,8 @@ async function stageRootfs(root: string, inp: RootfsInputs): Promise<void> {
   await fs.promises.chmod(path.join(root, "usr", "libexec", "mcpvisor", "resume-helper"), 0o755);
   await fs.promises.copyFile(inp.stage2, path.join(root, "usr", "libexec", "mcpvisor", "stage2"));
   await fs.promises.chmod(path.join(root, "usr", "libexec", "mcpvisor", "stage2"), 0o755);
+  await mk("etc/ssl/certs");
+  await fs.promises.symlink(CA_BUNDLE_FILE, path.join(root, SYSTEM_CA_BUNDLE));
   for (const [name, content] of Object.entries(ETC_FILES)) {
     await fs.promises.writeFile(path.join(root, "etc", name), content, { mode: 0o644 });
   }

@@ -35,6 +35,9 @@ const SAMPLES = {
   maxJsonDepth: ["8", 8],
   headersTimeoutMs: ["700", 700],
   requestTimeoutMs: ["900", 900],
+  egressResolver: ["127.0.0.1:5353", ["127.0.0.1:5353"]],
+  egressUpstreamCa: ["/etc/mcpvisor/upstream-ca.pem", "/etc/mcpvisor/upstream-ca.pem"],
+  egressMaxConnections: ["64", 64],
 } satisfies Record<ConfigKey, [string, unknown]>;
 
 test("every setting is read from its variable, MCPVISOR_ and its name in upper snake case", () => {

@@ -85,6 +85,12 @@ export const GatewayConfigSchema = z
     headersTimeoutMs: whole(1).default(10_000),
     /** A client that has not sent its whole request (head and body) by then is cut off. */
     requestTimeoutMs: whole(1).default(30_000),
+    /** DNS servers (`ip` or `ip:port`) the egress resolves sandboxes' destinations with; empty: the system's. */
+    egressResolver: list().default([]),
+    /** A PEM file of CAs the egress trusts upstream besides the system store (a private CA). */
+    egressUpstreamCa: z.string().min(1).optional(),
+    /** Egress connections open at once across every sandbox (each is a file descriptor or two). */
+    egressMaxConnections: whole(1).default(1024),
   })
   .strict()
   .superRefine((config, ctx) => {

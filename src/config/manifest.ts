@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { DestinationSyntaxError, parseDestination } from "../egress/destination.js";
+import { SECRET_REFERENCE } from "../egress/credentials.js";
 
 /** Where a hosted server's code comes from. */
 const SourceSchema = z.discriminatedUnion("kind", [
@@ -24,6 +26,64 @@ const SourceSchema = z.discriminatedUnion("kind", [
 const WarmupRequestSchema = z
   .object({ method: z.string().min(1), params: z.record(z.string(), z.unknown()).optional() })
   .strict();
+
+/** A header the gateway adds to every HTTP request the server sends to `destination`. */
+const CredentialSchema = z
+  .object({
+    /** Exactly one entry of `allow` (not `public`). */
+    destination: z.string().min(1),
+    header: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, "an HTTP header name such as Authorization"),
+    /** Text with `${NAME}` (the gateway's environment) or `${file:/path}` (a secret file) references. */
+    value: z
+      .string()
+      .min(1)
+      .refine((v) => SECRET_REFERENCE.test(v), "must reference a secret, e.g. \"Bearer ${GITHUB_TOKEN}\" or \"${file:/run/secrets/token}\": a literal secret in a manifest would be readable by anyone who reads the manifest"),
+  })
+  .strict();
+
+const NetworkSchema = z
+  .object({
+    allow: z.array(z.string()).min(1, "list at least one destination, or set network to false"),
+    credentials: z.array(CredentialSchema).default([]),
+    limits: z
+      .object({
+        /** Connections open at once from one sandbox. */
+        maxConnections: z.number().int().min(1).max(1024).default(32),
+        /** Bytes in both directions per sandbox per minute; past it new connections are refused. */
+        maxBytesPerMinute: z.number().int().min(1024).default(256 * 1024 * 1024),
+      })
+      .strict()
+      .default({ maxConnections: 32, maxBytesPerMinute: 256 * 1024 * 1024 }),
+  })
+  .strict()
+  .superRefine((network, ctx) => {
+    const labels = new Map<string, string>();
+    network.allow.forEach((entry, i) => {
+      try {
+        const destination = parseDestination(entry);
+        labels.set(destination.label, destination.kind);
+      } catch (err) {
+        if (!(err instanceof DestinationSyntaxError)) throw err;
+        ctx.addIssue({ code: "custom", path: ["allow", i], message: err.message });
+      }
+    });
+    network.credentials.forEach((credential, i) => {
+      let label: string;
+      try {
+        label = parseDestination(credential.destination).label;
+      } catch (err) {
+        if (!(err instanceof DestinationSyntaxError)) throw err;
+        ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: err.message });
+        return;
+      }
+      const kind = labels.get(label);
+      if (kind === undefined) {
+        ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: `'${credential.destination}' is not in network.allow` });
+      } else if (kind === "public") {
+        ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: "a credential cannot go to `public` (every host on the internet would receive it)" });
+      }
+    });
+  });
 
 export const ServerManifestSchema = z
   .object({
@@ -71,11 +131,15 @@ export const ServerManifestSchema = z
      * clone of the template, destroyed after its answer, so nothing one call writes reaches the next.
      */
     isolation: z.enum(["session", "call"]).default("session"),
-    /** No guest has a network device; a manifest would have to ask for one, and none is supported yet. */
-    network: z.literal(false).default(false),
+    /**
+     * What the server may reach (docs/design/egress.md). `false` (the default): nothing; the guest has
+     * no network device and no egress port at all.
+     */
+    network: z.union([z.literal(false), NetworkSchema]).default(false),
   })
   .strict();
 
 export type ServerManifest = z.infer<typeof ServerManifestSchema>;
 export type ServerSource = z.infer<typeof SourceSchema>;
+export type NetworkGrant = z.infer<typeof NetworkSchema>;
 export type WarmupRequest = z.infer<typeof WarmupRequestSchema>;

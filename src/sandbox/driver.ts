@@ -1,3 +1,4 @@
+import type { Duplex } from "node:stream";
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 
 export type Accel = "kvm" | "tcg";
@@ -19,6 +20,23 @@ export interface VmSpec {
   jitless: boolean;
   /** Extra kernel command-line words the image build computed for this host (e.g. tsc_early_khz). */
   kernelArgs: string[];
+  /**
+   * The server whose egress policy serves this VM's egress port. Absent: the VM has no egress port (and,
+   * like every guest, no network device).
+   */
+  egressServer?: string;
+}
+
+/** The host end of guests' egress ports (src/egress): the driver hands each VM's port over to it. */
+export interface EgressHost {
+  attach(server: string, port: Duplex, vmId: string): EgressAttachment;
+}
+
+export interface EgressAttachment {
+  /** Connections opened from now on belong to this call (their spans go under its trace). */
+  noteCall(traceparent: string): void;
+  /** The VM is gone: every connection it had is closed. */
+  close(): void;
 }
 
 /** A template snapshot: guest RAM in a file plus the device state; together they are one snapshot. */
@@ -52,6 +70,8 @@ export interface Vm {
   readonly id: string;
   readonly pid: number;
   readonly channel: GuestChannel;
+  /** Its egress port's host end, when its spec has one. */
+  readonly egress?: EgressAttachment;
   /** Resolves once the VM has ended, however it ended. */
   readonly exited: Promise<VmExit>;
   /** Ends the VM at once; resolves when the VMM process is gone. Idempotent. */

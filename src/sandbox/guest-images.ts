@@ -71,6 +71,7 @@ export async function prepareGuests(manifests: ServerManifest[], options: Prepar
         // Under TCG every page of JIT output must be retranslated after a resume; the interpreter's are shared.
         jitless: accel.accel === "tcg",
         kernelArgs,
+        ...(manifest.network !== false ? { egressServer: manifest.name } : {}),
       })),
     );
   }

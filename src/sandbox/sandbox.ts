@@ -275,6 +275,8 @@ export class Sandbox {
       const method = message.method;
       this.inFlight.set(id, setTimeout(() => this.onTimeout(id, method), this.options.callTimeoutMs));
       if (status.state === "idle") this.moveTo({ state: "active", vm: status.vm });
+      const traceparent = (message.params as { _meta?: { traceparent?: unknown } } | undefined)?._meta?.traceparent;
+      if (typeof traceparent === "string") status.vm.egress?.noteCall(traceparent);
     }
     status.vm.channel.send(message);
   }

@@ -1,6 +1,6 @@
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import pino, { type Logger } from "pino";
-import { events, type RequestRecord } from "./events.js";
+import { events, type EgressRecord, type RequestRecord } from "./events.js";
 import { traceIdOf } from "./request-summary.js";
 
 const FLUSH_EVERY_MS = 1_000;
@@ -25,6 +25,7 @@ export class AuditLog {
   private readonly log: Logger | undefined;
   private readonly flusher: NodeJS.Timeout | undefined;
   private readonly onRequestEnd = (message: unknown) => this.toolCall(message as RequestRecord);
+  private readonly onEgress = (message: unknown) => this.egress(message as EgressRecord);
 
   /**
    * `destination`: a file path (appended to, created with its directory), or "off". Lines are written
@@ -38,6 +39,30 @@ export class AuditLog {
     this.flusher = setInterval(() => this.log?.flush(), FLUSH_EVERY_MS);
     this.flusher.unref();
     subscribe(events.requestEnd.name, this.onRequestEnd);
+    subscribe(events.egress.name, this.onEgress);
+  }
+
+  /**
+   * Egress worth an audit line: a refusal, an upstream certificate that failed verification, and a
+   * request the gateway added a credential header to (its name only, never the value).
+   */
+  private egress(record: EgressRecord): void {
+    const injected = record.outcome === "ok" && record.injectedHeader !== undefined;
+    if (record.outcome !== "refused" && record.outcome !== "tls_failed" && !injected) return;
+    this.log?.info(
+      {
+        server: record.server,
+        vm: record.vm,
+        kind: record.kind,
+        destination: record.destination,
+        target: record.target,
+        outcome: record.outcome,
+        ...(record.reason ? { reason: record.reason } : {}),
+        ...(record.injectedHeader ? { injectedHeader: record.injectedHeader } : {}),
+        traceId: traceIdOf(record.traceparent),
+      },
+      injected ? "egress credential added" : record.outcome === "refused" ? "egress refused" : "egress upstream certificate failed",
+    );
   }
 
   refused(request: RefusedRequest): void {
@@ -66,6 +91,7 @@ export class AuditLog {
   /** Stops listening and writes out what is buffered. */
   close(): Promise<void> {
     unsubscribe(events.requestEnd.name, this.onRequestEnd);
+    unsubscribe(events.egress.name, this.onEgress);
     clearInterval(this.flusher);
     const log = this.log;
     if (!log) return Promise.resolve();

@@ -77,6 +77,34 @@ export interface SandboxCrashRecord {
   detail?: string;
 }
 
+/**
+ * One connection (or DNS question) a sandbox made through its egress, published when it ends (a
+ * refusal at once). Never carries a credential's value.
+ */
+export interface EgressRecord {
+  server: string;
+  /** The VM it came from. */
+  vm: string;
+  kind: "dns" | "tunnel" | "intercepted" | "proxy-request";
+  /** The allow entry that covered it, or `unlisted`: bounded, so it can be a metrics label. */
+  destination: string;
+  /** What the guest asked for (`host:port`, or a name for DNS): logs and spans only, never a label. */
+  target: string;
+  outcome: "ok" | "refused" | "failed" | "tls_failed";
+  reason?: string;
+  /** The name of the header the egress added (the value is never recorded). */
+  injectedHeader?: string;
+  startedAt: number;
+  endedAt: number;
+  /** Bytes from the guest, and to it. */
+  bytesOut: number;
+  bytesIn: number;
+  /** The call in flight in that sandbox when the connection opened, if any. */
+  traceparent?: string;
+  /** Left for the tracing subscriber: which one recorded it. */
+  claimed?: unknown;
+}
+
 export interface SessionRecord {
   transport: string;
   route: string;
@@ -92,6 +120,7 @@ export const events = {
   templateBuilt: channel("mcpvisor:template:built"),
   sessionOpened: channel("mcpvisor:session:opened"),
   sessionClosed: channel("mcpvisor:session:closed"),
+  egress: channel("mcpvisor:egress"),
 } as const;
 
 /** How long `publishSoon` holds a record: long enough for the answer it follows to reach its client. */

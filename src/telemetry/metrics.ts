@@ -5,6 +5,7 @@ import {
   events,
   flushTelemetry,
   type Outcome,
+  type EgressRecord,
   type RequestRecord,
   type SandboxCrashRecord,
   type SandboxResumeRecord,
@@ -104,6 +105,9 @@ export class Metrics {
   readonly acquireDuration: Histogram<"server" | "source">;
   readonly crashes: Counter<"server">;
   readonly transitions: Counter<"server" | "from" | "to">;
+  readonly egressConnections: Counter<"server" | "destination" | "outcome">;
+  readonly egressBytes: Counter<"server" | "direction">;
+  readonly egressDnsRefused: Counter<"server">;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -196,6 +200,25 @@ export class Metrics {
       registers,
     });
 
+    this.egressConnections = new Counter({
+      name: "mcpvisor_egress_connections_total",
+      help: "Connections (and HTTP requests through the egress proxy or a credentialed destination) sandboxes opened, by the allow entry that covered them (`unlisted` when none) and outcome: ok, refused, failed, tls_failed.",
+      labelNames: ["server", "destination", "outcome"],
+      registers,
+    });
+    this.egressBytes = new Counter({
+      name: "mcpvisor_egress_bytes_total",
+      help: "Bytes sandboxes moved through their egress: `out` from the guest, `in` to it.",
+      labelNames: ["server", "direction"],
+      registers,
+    });
+    this.egressDnsRefused = new Counter({
+      name: "mcpvisor_egress_dns_refused_total",
+      help: "Names a sandbox asked for that its policy does not grant (answered NXDOMAIN).",
+      labelNames: ["server"],
+      registers,
+    });
+
     const poolStats = options.poolStats;
     const poolTargets = options.poolTargets;
     new Gauge({
@@ -266,6 +289,13 @@ export class Metrics {
       const r = message as TemplateBuiltRecord;
       this.coldBootDuration.observe({ server: r.server }, r.coldBootMs / 1000);
       this.snapshotDuration.observe({ server: r.server }, r.snapshotMs / 1000);
+    });
+    this.on(events.egress.name, (message) => {
+      const r = message as EgressRecord;
+      if (r.kind === "dns") return void this.egressDnsRefused.inc({ server: r.server });
+      this.egressConnections.inc({ server: r.server, destination: r.destination, outcome: r.outcome });
+      if (r.bytesOut) this.egressBytes.inc({ server: r.server, direction: "out" }, r.bytesOut);
+      if (r.bytesIn) this.egressBytes.inc({ server: r.server, direction: "in" }, r.bytesIn);
     });
     this.on(events.sessionOpened.name, (message) => this.sessions.inc({ transport: (message as SessionRecord).transport }));
     this.on(events.sessionClosed.name, (message) => this.sessions.dec({ transport: (message as SessionRecord).transport }));

@@ -3,7 +3,8 @@ import type { Tracer } from "@opentelemetry/api";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
 import { BasicTracerProvider, BatchSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { events, flushTelemetry, type RequestRecord } from "./events.js";
+import { recordEgressSpan } from "./egress-spans.js";
+import { events, flushTelemetry, type EgressRecord, type RequestRecord } from "./events.js";
 import { RecentTraces, type TraceView } from "./recent-traces.js";
 import { recordRequestSpans, RequestSpanIds, type ClaimedIds } from "./request-spans.js";
 import { parentContext } from "./trace-context.js";
@@ -48,6 +49,7 @@ export class Tracing {
   private readonly ids = new RequestSpanIds();
   private readonly onStart = (message: unknown) => this.start(message as RequestRecord);
   private readonly onEnd = (message: unknown) => this.end(message as RequestRecord);
+  private readonly onEgress = (message: unknown) => this.egress(message as EgressRecord);
   private closed = false;
 
   constructor(options: TracingOptions = {}) {
@@ -62,6 +64,7 @@ export class Tracing {
     this.tracer = this.provider.getTracer("mcpvisor");
     subscribe(events.requestStart.name, this.onStart);
     subscribe(events.requestEnd.name, this.onEnd);
+    subscribe(events.egress.name, this.onEgress);
   }
 
   /** The recent traces, newest first; see `RecentTraces.list`. */
@@ -86,6 +89,13 @@ export class Tracing {
     recordRequestSpans(this.tracer, this.ids, claimed, record);
   }
 
+  /** Like a request, an egress record is recorded by the first Tracing that sees it. */
+  private egress(record: EgressRecord): void {
+    if (this.closed || record.claimed !== undefined) return;
+    record.claimed = this;
+    recordEgressSpan(this.tracer, record);
+  }
+
   /** Exports what is buffered (OTLP). */
   async flush(): Promise<void> {
     flushTelemetry();
@@ -97,6 +107,7 @@ export class Tracing {
     this.closed = true;
     unsubscribe(events.requestStart.name, this.onStart);
     unsubscribe(events.requestEnd.name, this.onEnd);
+    unsubscribe(events.egress.name, this.onEgress);
     await this.provider.shutdown().catch(() => undefined);
   }
 }

@@ -1,6 +1,7 @@
+import { EGRESS_PORT_NAME } from "../../../sandbox/agent/egress-protocol.js";
 import { AGENT_PORT_NAME } from "../../../sandbox/agent/protocol.js";
 import type { VmSpec } from "../driver.js";
-import { AGENT_FD, QMP_FD, type VmmFiles } from "./vmm-process.js";
+import { AGENT_FD, EGRESS_FD, QMP_FD, type VmmFiles } from "./vmm-process.js";
 
 export interface QemuLaunch {
   spec: VmSpec;
@@ -25,7 +26,8 @@ export const QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,
 /**
  * The QEMU command line for a microvm guest. The device list must be identical between the template
  * boot and every clone, since a migration stream only loads into the same machine. Nothing of the host's
- * filesystem reaches the guest: no 9p, virtiofs or shared folder, only two read-only disk images.
+ * filesystem reaches the guest: no 9p, virtiofs or shared folder, only two read-only disk images. No guest has a network device: egress, when granted, is a
+ * second virtio-serial port the gateway carries connections over (docs/design/egress.md).
  */
 export function qemuArgs(launch: QemuLaunch): string[] {
   const { spec } = launch;
@@ -53,6 +55,7 @@ export function qemuArgs(launch: QemuLaunch): string[] {
     "-device", "virtio-serial-device",
     "-chardev", `socket,id=agent,fd=${AGENT_FD}`,
     "-device", `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+    ...(spec.egressServer ? ["-chardev", `socket,id=egress,fd=${EGRESS_FD}`, "-device", `virtserialport,chardev=egress,name=${EGRESS_PORT_NAME}`] : []),
     "-chardev", `socket,id=qmp,fd=${QMP_FD}`,
     "-mon", "chardev=qmp,mode=control",
     ...(launch.incoming ? ["-incoming", "defer"] : []),

@@ -5,7 +5,7 @@ import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import type { Logger } from "../../telemetry/log.js";
 import { writeAtomically } from "../atomic-file.js";
-import type { BootedVm, PendingVm, SandboxDriver, SnapshotFiles, Vm, VmSpec } from "../driver.js";
+import type { BootedVm, EgressAttachment, EgressHost, PendingVm, SandboxDriver, SnapshotFiles, Vm, VmSpec } from "../driver.js";
 import { AgentTimeoutError, BootTimeoutError, ResumeError, SandboxError, SnapshotError, VmmStartError } from "../errors.js";
 import { AgentChannel } from "./agent-channel.js";
 import { qemuArgs, type QemuLaunch } from "./argv.js";
@@ -27,6 +27,8 @@ export interface QemuDriverOptions {
   tcgTbSizeMiB?: number;
   /** Where what guest agents report as failed (their `error` frames) is logged; not logged without it. */
   log?: Logger;
+  /** Serves the egress ports of VMs whose spec names an `egressServer`; without it they get none. */
+  egress?: EgressHost;
 }
 
 export class QemuDriver implements SandboxDriver {
@@ -48,12 +50,14 @@ export class QemuDriver implements SandboxDriver {
     });
   }
 
-  /** Opens QMP and the agent channel; on any failure the QEMU process is killed, never leaked. */
-  private async connect(proc: VmmProcess): Promise<{ qmp: QmpClient; agent: AgentChannel }> {
+  /** Opens QMP, the agent channel and the egress port; on any failure the QEMU process is killed, never leaked. */
+  private async connect(proc: VmmProcess, spec: VmSpec): Promise<{ qmp: QmpClient; agent: AgentChannel; egress: EgressAttachment | undefined }> {
     try {
       const qmp = await whileAlive(proc, QmpClient.open(proc.qmpSocket, CONNECT_TIMEOUT_MS), "QMP connect");
       const log = this.options.log?.child({ vm: proc.id });
-      return { qmp, agent: new AgentChannel(proc.agentSocket, (message) => log?.warn({ agentError: message }, "guest agent reported an error")) };
+      const agent = new AgentChannel(proc.agentSocket, (message) => log?.warn({ agentError: message }, "guest agent reported an error"));
+      const egress = spec.egressServer && this.options.egress ? this.options.egress.attach(spec.egressServer, proc.egressSocket, proc.id) : undefined;
+      return { qmp, agent, egress };
     } catch (err) {
       const report = await endWithReport(proc, "start-up failed");
       throw withReport(err, report, VmmStartError);
@@ -79,11 +83,11 @@ export class QemuDriver implements SandboxDriver {
     await writeFile(ramPath, "");
     await truncate(ramPath, spec.memoryMiB * 1024 * 1024);
     const proc = await this.start(`boot-${randomUUID().slice(0, 8)}`, spec, ramPath, true, false);
-    const { qmp, agent } = await this.connect(proc);
+    const { qmp, agent, egress } = await this.connect(proc, spec);
     try {
       // A hello from an agent of another protocol version fails here (AgentProtocolError), not retried.
       const hello = await whileAlive(proc, agent.waitForHello(helloMs), "cold boot");
-      return new BootedQemuVm(proc, qmp, agent, ramPath, hello.kernel).supervise();
+      return new BootedQemuVm(proc, qmp, agent, egress, ramPath, hello.kernel).supervise();
     } catch (err) {
       await proc.kill("cold boot failed");
       if (err instanceof AgentTimeoutError) {
@@ -113,15 +117,16 @@ export class QemuDriver implements SandboxDriver {
 
   async prestart(spec: VmSpec, snapshot: SnapshotFiles): Promise<PendingVm> {
     const proc = await this.start(`vm-${randomUUID().slice(0, 8)}`, spec, snapshot.ramPath, false, true);
-    const { qmp, agent } = await this.connect(proc);
+    const { qmp, agent, egress } = await this.connect(proc, spec);
     try {
       await whileAlive(proc, qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] }), "prestart");
     } catch (err) {
       agent.close();
+      egress?.close();
       const report = await endWithReport(proc, "prestart failed");
       throw withReport(err, report, VmmStartError);
     }
-    return new QemuVm(proc, qmp, agent, snapshot.ramPath, snapshot.statePath);
+    return new QemuVm(proc, qmp, agent, egress, snapshot.ramPath, snapshot.statePath);
   }
 
   suspend(vm: Vm, statePath: string): Promise<{ bytes: number; pages: number }> {

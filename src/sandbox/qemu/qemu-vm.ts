@@ -1,4 +1,4 @@
-import type { BootedVm, GuestChannel, VmExit } from "../driver.js";
+import type { BootedVm, EgressAttachment, GuestChannel, VmExit } from "../driver.js";
 import type { AgentChannel } from "./agent-channel.js";
 import type { QmpClient } from "./qmp.js";
 import type { VmmProcess } from "./vmm-process.js";
@@ -12,11 +12,14 @@ export class QemuVm {
     readonly process: VmmProcess,
     readonly qmp: QmpClient,
     readonly agent: AgentChannel,
+    readonly egress: EgressAttachment | undefined,
     /** The file guest RAM is mapped from (copy-on-write for clones). */
     readonly ramPath: string,
     /** For a prestarted clone: the template's device state it loads, unless given a suspended one. */
     readonly templateStatePath?: string,
-  ) {}
+  ) {
+    void process.exited.then(() => egress?.close());
+  }
 
   get id(): string {
     return this.process.id;
@@ -51,13 +54,14 @@ export class QemuVm {
     const killed = this.process.kill(reason);
     this.agent.close();
     this.qmp.close();
+    this.egress?.close();
     await killed;
   }
 }
 
 /** A cold-booted guest, whose agent said hello. */
 export class BootedQemuVm extends QemuVm implements BootedVm {
-  constructor(process: VmmProcess, qmp: QmpClient, agent: AgentChannel, ramPath: string, readonly kernelRelease: string) {
-    super(process, qmp, agent, ramPath);
+  constructor(process: VmmProcess, qmp: QmpClient, agent: AgentChannel, egress: EgressAttachment | undefined, ramPath: string, readonly kernelRelease: string) {
+    super(process, qmp, agent, egress, ramPath);
   }
 }

@@ -20,7 +20,9 @@ const DRAIN_MS = 500;
 export const QMP_FD = 3;
 export const AGENT_FD = 4;
 export const MIGRATION_IN_FD = 5;
-const FIRST_FILE_FD = 6;
+/** The egress port's socketpair; every QEMU inherits it, only guests with egress have a device on it. */
+export const EGRESS_FD = 6;
+const FIRST_FILE_FD = 7;
 
 /** The files QEMU opens. It is handed them open and opens `/proc/self/fd/N`, so it needs no directory. */
 export interface VmmFiles {
@@ -91,7 +93,7 @@ export class VmmProcess {
       }
       const inherited = Object.fromEntries(roles.map((role, i) => [role, `/proc/self/fd/${FIRST_FILE_FD + i}`])) as unknown as VmmFiles;
       const child = spawn("setpriv", [...setprivOptions(as), "--", QEMU_BINARY, ...args(inherited)], {
-        stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", "pipe", ...handles.map((h) => h.fd)],
+        stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", ...handles.map((h) => h.fd)],
       });
       await new Promise<void>((resolve, reject) => {
         child.once("spawn", resolve);
@@ -122,6 +124,11 @@ export class VmmProcess {
   /** The gateway's end of the guest agent's virtio-serial port. */
   get agentSocket(): Socket {
     return this.child.stdio[AGENT_FD] as Socket;
+  }
+
+  /** The gateway's end of the egress port (unused by a guest without one). */
+  get egressSocket(): Socket {
+    return (this.child.stdio as unknown as Socket[])[EGRESS_FD]!;
   }
 
   /** Where a snapshot's stream is written for `migrate-incoming fd:5`. */
