@@ -92,7 +92,7 @@ export class Egress implements EgressHost {
     if (!egress) {
       // A VM whose spec names a server without a policy: nothing it sends is served.
       port.destroy();
-      return { noteCall: () => undefined, close: () => undefined };
+      return { noteCall: () => undefined, openConnections: () => 0, close: () => undefined };
     }
     const ca = this.ca;
     return new VmEgressLink(port, {

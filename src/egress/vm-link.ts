@@ -79,6 +79,10 @@ export class VmEgressLink implements EgressAttachment {
     socket.on("close", () => this.close());
   }
 
+  openConnections(): number {
+    return this.open;
+  }
+
   noteCall(traceparent: string): void {
     this.traceparent = traceparent;
   }

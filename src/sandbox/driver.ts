@@ -35,6 +35,8 @@ export interface EgressHost {
 export interface EgressAttachment {
   /** Connections opened from now on belong to this call (their spans go under its trace). */
   noteCall(traceparent: string): void;
+  /** Connections open through it now. */
+  openConnections(): number;
   /** The VM is gone: every connection it had is closed. */
   close(): void;
 }

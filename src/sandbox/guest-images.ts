@@ -68,8 +68,10 @@ export async function prepareGuests(manifests: ServerManifest[], options: Prepar
         memoryMiB: manifest.guest.memoryMiB,
         vcpus: manifest.guest.vcpus,
         accel: accel.accel,
-        // Under TCG every page of JIT output must be retranslated after a resume; the interpreter's are shared.
-        jitless: accel.accel === "tcg",
+        // Under TCG every page of JIT output must be retranslated after a resume; the interpreter's are
+        // shared. Not for servers with network: --jitless disables WebAssembly, and node's fetch (undici)
+        // cannot parse HTTP without it (it even fails at start when HTTP_PROXY is set).
+        jitless: accel.accel === "tcg" && manifest.network === false,
         kernelArgs,
         ...(manifest.network !== false ? { egressServer: manifest.name } : {}),
       })),

@@ -307,7 +307,7 @@ export class Sandbox {
   private onVmExit(exit: VmExit): void {
     if (this.status.state === "suspending") return; // a suspend ends the VM itself
     const detail = exit.serverExit
-      ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${exit.serverExit.stderrTail.trim().split("\n").pop() ?? ""}`
+      ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${crashLine(exit.serverExit.stderrTail)}`
       : exit.reason;
     events.sandboxCrash.publish({ server: this.server, sandboxId: this.id, detail });
     void this.destroy(detail, new GuestExitedError(`the guest died: ${detail}`));
@@ -352,4 +352,14 @@ export class Sandbox {
     this.keepSavedState = this.status.state === "suspended";
     await this.destroy(reason);
   }
+}
+
+/**
+ * The line of a dead server's stderr that says why. Node ends a crash with the error's properties, its
+ * stack and its version, none of which does; the first `SomeError: message` line does (Python's
+ * traceback ends with it). Else the last line.
+ */
+export function crashLine(stderrTail: string): string {
+  const lines = stderrTail.split("\n").map((l) => l.trim()).filter((l) => l && !/^at /.test(l) && !/^Node\.js v\d/.test(l));
+  return lines.find((l) => /\b\w*(Error|Exception)\b: /.test(l)) ?? lines.at(-1) ?? "";
 }

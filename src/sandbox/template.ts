@@ -3,12 +3,14 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { ServerManifest } from "../config/manifest.js";
-import type { GuestChannel, SandboxDriver, SnapshotFiles, VmSpec } from "./driver.js";
+import type { GuestChannel, SandboxDriver, SnapshotFiles, Vm, VmSpec } from "./driver.js";
 import { SandboxError, SnapshotCorruptError, TemplateError } from "./errors.js";
 import { sha256File, sha256Json } from "./file-hash.js";
 import { events } from "../telemetry/events.js";
 
 const TEMPLATE_FORMAT = 6;
+/** How long a template snapshot waits for the warm-up's egress connections to close (see drainEgress). */
+const EGRESS_DRAIN_MS = 30_000;
 
 /**
  * What a hosted server must have done before its snapshot, and in a clone before it waits in the pool.
@@ -127,6 +129,21 @@ export class TemplateStore {
     await rm(template.dir, { recursive: true, force: true });
   }
 
+  /**
+   * A connection the warm-up opened (a database pool's first client) would be in every clone, and every
+   * clone must reset it at resume: some servers die of that (server-postgres has no pool error handler).
+   * So the snapshot waits, up to EGRESS_DRAIN_MS, for the server to close them itself, as pools do when
+   * idle; what is still open then is reset in each clone.
+   */
+  private async drainEgress(vm: Vm, server: string, onProgress: (line: string) => void): Promise<void> {
+    const open = () => vm.egress?.openConnections() ?? 0;
+    if (open() === 0) return;
+    onProgress(`template ${server}: waiting for the ${open()} connection(s) the warm-up opened to close before the snapshot`);
+    const deadline = Date.now() + EGRESS_DRAIN_MS;
+    while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (open() > 0) this.log.warn({ server, open: open() }, "template snapshot taken with egress connections open: each clone resets them when it resumes");
+  }
+
   private async build(manifest: ServerManifest, spec: VmSpec, key: string, onProgress: (line: string) => void): Promise<Template> {
     const finalDir = this.dirFor(manifest.name, key);
     const buildDir = `${finalDir}.build-${process.pid}-${Date.now()}`;
@@ -140,6 +157,7 @@ export class TemplateStore {
       const tBoot = performance.now();
       onProgress(`template ${manifest.name}: booted in ${Math.round(tBoot - t0)} ms; initializing and warming the server`);
       const prepared = await this.preparation.template(vm.channel, manifest, manifest.timeouts.bootMs);
+      await this.drainEgress(vm, manifest.name, onProgress);
       const tWarm = performance.now();
       await this.driver.snapshot(vm, statePath);
       const tSnap = performance.now();
