@@ -9,8 +9,15 @@ export const OUTPUT_CAP_BYTES = 1024 * 1024;
 /** /tmp is the guest's only writable place (tmpfs). */
 export const WORK_DIR = "/tmp";
 
-/** A fixed environment: nothing of the server's own (NODE_OPTIONS, the gateway's variables) leaks into commands. */
+/**
+ * What commands may take from the server's environment: how to reach the network when the manifest
+ * grants egress (the guest's proxy and the CA it trusts). Nothing else of the server's own (NODE_OPTIONS,
+ * the manifest's variables) leaks into commands.
+ */
+const EGRESS_ENV = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"];
+
 export const CHILD_ENV: Readonly<Record<string, string>> = {
   PATH: "/usr/local/bin:/usr/bin:/bin:/sbin",
   HOME: "/tmp",
+  ...Object.fromEntries(EGRESS_ENV.flatMap((name) => (process.env[name] ? [[name, process.env[name]]] : []))),
 };
