@@ -6,7 +6,11 @@ import { test } from "node:test";
 import { ServerManifestSchema } from "../src/config/manifest.js";
 
 const dir = fileURLToPath(new URL(".", import.meta.url));
-const files = readdirSync(dir).filter((name) => name.endsWith(".json")).sort();
+// The hosted servers, and the README's examples (not hosted by default: they need a service to reach).
+const files = [
+  ...readdirSync(dir).filter((name) => name.endsWith(".json")),
+  ...readdirSync(join(dir, "examples")).filter((name) => name.endsWith(".json")).map((name) => join("examples", name)),
+].sort();
 
 test("there are server manifests", () => {
   assert.ok(files.length > 0);
@@ -19,6 +23,6 @@ for (const file of files) {
       const problems = parsed.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`);
       assert.fail(`${file}:\n  ${problems.join("\n  ")}`);
     }
-    assert.equal(`${parsed.data.name}.json`, file);
+    assert.equal(`${parsed.data.name}.json`, file.split("/").pop());
   });
 }
