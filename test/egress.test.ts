@@ -83,8 +83,8 @@ before(async () => {
       command: "node",
       args: ["node_modules/@modelcontextprotocol/server-postgres/dist/index.js", pg.url("host.internal")],
       network: { allow: [`host.internal:${pg.port}`] },
-      // Past server-postgres's pool idle timeout (10 s), so its client has closed when the sandbox suspends.
-      timeouts: { idleSuspendMs: 12_000 },
+      // Well under server-postgres's pool idle timeout (10 s): the suspend waits for its connection to close.
+      timeouts: { idleSuspendMs: 1_000 },
       pool: { prestarted: 1, warm: 0 },
     },
     fetch: {

@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
+import { bundleAgent } from "../image/bundle.js";
 import { AGENT_PROTOCOL_VERSION, FrameDecoder, MAX_FRAME_BYTES, encodeFrame, type HostFrame } from "./protocol.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -91,15 +91,7 @@ const echoSpec = () => ({ command: "node", args: [fixture], env: { FIXTURE: "1" 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mcpvisor-agent-test-"));
   agentBundle = path.join(tmp, "agent.mjs");
-  await build({
-    entryPoints: [path.join(here, "agent.ts")],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile: agentBundle,
-    logLevel: "silent",
-  });
+  fs.writeFileSync(agentBundle, await bundleAgent(repoRoot));
 });
 
 after(() => {

@@ -6,7 +6,11 @@ import { events, publishSoon } from "../telemetry/events.js";
 
 type RequestId = string | number;
 
+/** How long an idle sandbox's suspend waits for its egress connections to close (see onIdle). */
+const EGRESS_QUIET_MS = 30_000;
+
 /** The sandbox's state with what belongs to it: only a running sandbox has a VM, only a saved one a file. */
+
 export type SandboxStatus =
   | { state: "pooled"; pending: PendingVm }
   | { state: "resuming"; from: "pooled" | "suspended" }
@@ -230,7 +234,22 @@ export class Sandbox {
   private armIdleTimer(): void {
     if (!this.options.idleSuspendMs || !this.held || this.status.state !== "idle") return;
     if (this.idleTimer) this.idleTimer.refresh();
-    else this.idleTimer = setTimeout(() => void this.suspend(), this.options.idleSuspendMs).unref();
+    else this.idleTimer = setTimeout(() => this.onIdle(this.lastUsed, Date.now()), this.options.idleSuspendMs).unref();
+  }
+
+  /**
+   * Idle long enough. A sandbox with egress connections open waits for them to close first (a database
+   * pool closes idle ones after a few seconds), up to EGRESS_QUIET_MS: a resume resets what was open,
+   * and some servers die of that. A use meanwhile ends the wait: the refreshed idle timer takes over.
+   */
+  private onIdle(use: number, since: number): void {
+    if (this.lastUsed !== use) return;
+    const status = this.status;
+    if (status.state === "idle" && (status.vm.egress?.openConnections() ?? 0) > 0 && Date.now() - since < EGRESS_QUIET_MS) {
+      setTimeout(() => this.onIdle(use, since), 1_000).unref();
+      return;
+    }
+    void this.suspend();
   }
 
   /**
