@@ -65,7 +65,7 @@ const lookup = (name) => dns.promises.lookup(name).then((a) => a.address, (e) =>
 before(async () => {
   [pg, dns, api, untrusted, plain] = await Promise.all([
     startPostgres(),
-    startDnsServer({ "api.test": "127.0.0.1", "untrusted.test": "127.0.0.1", "rebind.test": "10.11.12.13", "private.test": "127.0.0.1", "metadata.test": "169.254.169.254" }),
+    startDnsServer({ "api.test": "127.0.0.1", "untrusted.test": "127.0.0.1", "rebind.test": "10.11.12.13", "private.test": "127.0.0.1", "metadata.test": "169.254.169.254", "public.test": "93.184.216.34" }),
     startHttpsUpstream({ names: ["api.test"], expectedAuthorization: `Bearer ${SECRET}` }),
     startHttpsUpstream({ names: ["untrusted.test"] }),
     startHttpUpstream(),
@@ -190,6 +190,7 @@ test("what the policy does not grant is refused at once, logged and audited; the
       metadataProxy: await viaProxy({ method: "CONNECT", path: "169.254.169.254:80" }),
       metadataName: await tcp(80, "metadata.test"),
       unlisted: await lookup("unlisted.test"),
+      publicName: await lookup("public.test"),
       rebind: await lookup("rebind.test"),
       publicToPrivate: await tcp(80, "private.test"),
       publicToPrivateProxy: await viaProxy({ method: "CONNECT", path: "private.test:80" }),
@@ -205,6 +206,7 @@ test("what the policy does not grant is refused at once, logged and audited; the
   assert.equal((out.metadataProxy as { status: number }).status, 403);
   assert.equal((out.publicToPrivateProxy as { status: number }).status, 403, "checked again at connect time, where the guest skipped DNS");
   assert.equal(out.unlisted, "ENOTFOUND");
+  assert.equal(out.publicName, "93.184.216.34", "a name with a public address is answered under public:80");
   assert.equal(out.rebind, "ENOTFOUND", "a listed name resolving to a private address is not given to the guest");
   assert.deepEqual(out.plainViaProxy, { status: 200, body: "hello from upstream" }, "HTTP through the guest's proxy works where allowed");
   await client.close();

@@ -64,7 +64,9 @@ export class SyncLineFinder {
       if (/^[\w-]{8,64}$/.test(nonce) && (this.nonce === undefined || nonce === this.nonce)) {
         return { nonce, rest: Buffer.from(this.buffered.subarray(end + 1)) };
       }
-      this.drop(end + 1);
+      // Not ours (or a stale line cut short, whose "newline" is the real line's end): look again just
+      // past this prefix, so a real sync line inside the candidate is still found.
+      this.drop(at + 1);
     }
   }
 

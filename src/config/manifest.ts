@@ -41,6 +41,14 @@ const CredentialSchema = z
   })
   .strict();
 
+function safeLabel(destination: string): string | undefined {
+  try {
+    return parseDestination(destination).label;
+  } catch {
+    return undefined;
+  }
+}
+
 const NetworkSchema = z
   .object({
     allow: z.array(z.string()).min(1, "list at least one destination, or set network to false"),
@@ -76,6 +84,9 @@ const NetworkSchema = z
         ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: err.message });
         return;
       }
+      if (network.credentials.findIndex((c) => safeLabel(c.destination) === label) !== i) {
+        ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: `'${credential.destination}' already has a credential; one per destination` });
+      }
       const kind = labels.get(label);
       if (kind === undefined) {
         ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: `'${credential.destination}' is not in network.allow` });
@@ -83,6 +94,25 @@ const NetworkSchema = z
         ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: "a credential cannot go to `public` (every host on the internet would receive it)" });
       }
     });
+  });
+
+/**
+ * `false`, or a grant. Not a z.union: when both of a union's branches fail on a type error, zod reports
+ * only "network: Invalid input", so a wrong type deep in a grant would not name its field.
+ */
+const NetworkField = z
+  .unknown()
+  .default(false)
+  .transform((value, ctx): false | z.output<typeof NetworkSchema> => {
+    if (value === false) return false;
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      ctx.addIssue({ code: "custom", input: value, message: 'false (no network), or an object such as {"allow": ["api.github.com:443"]}' });
+      return z.NEVER;
+    }
+    const parsed = NetworkSchema.safeParse(value);
+    if (parsed.success) return parsed.data;
+    for (const issue of parsed.error.issues) ctx.addIssue({ code: "custom", path: issue.path, message: issue.message, input: value });
+    return z.NEVER;
   });
 
 export const ServerManifestSchema = z
@@ -135,7 +165,7 @@ export const ServerManifestSchema = z
      * What the server may reach (docs/design/egress.md). `false` (the default): nothing; the guest has
      * no network device and no egress port at all.
      */
-    network: z.union([z.literal(false), NetworkSchema]).default(false),
+    network: NetworkField,
   })
   .strict();
 

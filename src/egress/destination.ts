@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import { canonicalAddress } from "./address-class.js";
 
 /**
  * One entry of a manifest's `network.allow`, parsed. The syntax, with a port always required:
@@ -38,8 +39,8 @@ export function parseDestination(text: string): Destination {
   if (port < 1 || port > 65535) throw new DestinationSyntaxError(`'${text}': port ${port} is outside 1-65535`);
   const host = match[1]!;
   if (host.startsWith("[")) {
-    const address = host.slice(1, -1);
-    if (isIP(address) !== 6) throw new DestinationSyntaxError(`'${text}': ${host} is not an IPv6 address`);
+    if (isIP(host.slice(1, -1)) !== 6) throw new DestinationSyntaxError(`'${text}': ${host} is not an IPv6 address`);
+    const address = canonicalAddress(host.slice(1, -1));
     return { kind: "address", address, port, label: `[${address}]:${port}` };
   }
   if (isIP(host) === 4) return { kind: "address", address: host, port, label: `${host}:${port}` };

@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import type { NetworkGrant } from "../config/manifest.js";
-import { isLoopback, isPublicAddress } from "./address-class.js";
+import { canonicalAddress, isLoopback, isPublicAddress } from "./address-class.js";
 import { HOST_INTERNAL, isValidName, nameMatches, normalizeName, parseDestination, type Destination } from "./destination.js";
 
 /** What the guest is told `host.internal` is (QEMU's user-mode networking uses it for the host too). */
@@ -19,7 +19,7 @@ export interface HostFacts {
   resolve(name: string): Promise<string[]>;
   /** Ports the gateway itself listens on: never reachable from a guest, whatever the manifest says. */
   gatewayPorts: ReadonlySet<number>;
-  /** This machine's own addresses: never reachable as `public`. */
+  /** This machine's own addresses (IPv6 in canonical form, see canonicalAddress): never reachable as `public`. */
   hostAddresses: ReadonlySet<string>;
 }
 
@@ -72,20 +72,28 @@ export class EgressPolicy {
     if (addresses === undefined) return { ok: false, label, reason: `${name} does not resolve` };
     // Any port of a covering entry will do here; the connection itself is checked on its own port.
     const usable = addresses.filter((a) => isIP(a) === 4 && candidates.some((e) => this.addressAllowed(e, a, e.port)));
-    if (usable.length === 0) return { ok: false, label, reason: `${name} resolves to ${addresses.join(", ")}, which network.allow does not grant (DNS rebinding is refused)` };
+    if (usable.length === 0) {
+      const reason = addresses.every((a) => isIP(a) === 6)
+        ? `${name} resolves to IPv6 addresses only (${addresses.join(", ")}); guests reach IPv4 destinations only`
+        : `${name} resolves to ${addresses.join(", ")}, which network.allow does not grant (DNS rebinding is refused)`;
+      return { ok: false, label, reason };
+    }
     return { ok: true, address: usable[0]! };
   }
 
   /** A connection the guest wants to open, to a name (or an address) and a port. */
   async decide(rawHost: string, port: number): Promise<Verdict> {
-    if (isIP(rawHost)) return this.decideAddress(rawHost, port);
+    // An address compares as a string (listed, the host's own), so in one form however the guest wrote it.
+    if (isIP(rawHost)) return this.decideAddress(canonicalAddress(rawHost), port);
     const name = normalizeName(rawHost);
     if (name === HOST_INTERNAL) {
       const entry = this.entries.find((e) => e.kind === "host" && e.port === port);
       if (!entry) return { allowed: false, label: UNLISTED, reason: `host.internal:${port} is not in network.allow` };
       return this.allow(entry, HOST_INTERNAL, "127.0.0.1", port);
     }
-    const named = this.entries.filter((e) => nameMatches(e, name) && e.port === port);
+    // The most specific entry first (the name itself, then the longest wildcard): it decides the label
+    // and so the credential, whatever order the manifest lists them in.
+    const named = this.entries.filter((e) => nameMatches(e, name) && e.port === port).sort((a, b) => specificity(b) - specificity(a));
     const candidates = [...named, ...this.entries.filter((e) => e.kind === "public" && e.port === port)];
     if (!isValidName(name) || candidates.length === 0) return { allowed: false, label: UNLISTED, reason: `${rawHost}:${port} is not in network.allow` };
     const label = candidates[0]!.label;
@@ -137,9 +145,15 @@ export class EgressPolicy {
   private async lookup(name: string): Promise<string[] | undefined> {
     try {
       const addresses = await this.host.resolve(name);
-      return addresses.length ? addresses : undefined;
+      return addresses.length ? addresses.map(canonicalAddress) : undefined;
     } catch {
       return undefined;
     }
   }
+}
+
+/** How narrowly a name entry covers names: an exact name beats any wildcard, a longer suffix a shorter one. */
+function specificity(entry: Destination): number {
+  if (entry.kind === "name") return Number.MAX_SAFE_INTEGER;
+  return entry.kind === "wildcard" ? entry.suffix.length : 0;
 }

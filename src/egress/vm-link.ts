@@ -48,6 +48,7 @@ type RecordFields = Omit<EgressRecord, "server" | "vm" | "endedAt" | "bytesOut" 
 export class VmEgressLink implements EgressAttachment {
   private finder = new SyncLineFinder();
   private bridge: PortBridge | undefined;
+  private session: http2.ServerHttp2Session | undefined;
   private readonly h2 = http2.createServer({ settings: { initialWindowSize: 1024 * 1024 }, maxSessionMemory: 64 });
   private readonly proxy = http.createServer();
   private readonly intercept = http.createServer();
@@ -66,8 +67,11 @@ export class VmEgressLink implements EgressAttachment {
   ) {
     this.bytes = new ByteWindow(ctx.limits.maxBytesPerMinute);
     this.h2.on("session", (session) => {
-      session.on("error", () => undefined);
-      session.on("close", () => this.resync());
+      this.session = session;
+      // A protocol error (e.g. the agent's next sync line arriving in this session) ends it: resync.
+      session.on("error", () => this.resync(session));
+      session.on("goaway", () => this.resync(session));
+      session.on("close", () => this.resync(session));
     });
     this.h2.on("stream", (stream, headers) => void this.onStream(stream, headers).catch((err: Error) => this.fail(stream, 500, err.message)));
     this.proxy.on("connect", (req: http.IncomingMessage, guest: Duplex, head: Buffer) => void this.onProxyConnect(req, guest, head));
@@ -117,7 +121,10 @@ export class VmEgressLink implements EgressAttachment {
   }
 
   /** The session ended (the guest reset it, or broke it): wait for the agent's next sync line. */
-  private resync(): void {
+  private resync(session: http2.ServerHttp2Session): void {
+    if (session !== this.session) return;
+    this.session = undefined;
+    session.destroy();
     this.bridge?.destroy();
     this.bridge = undefined;
     this.finder = new SyncLineFinder();

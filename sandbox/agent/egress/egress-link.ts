@@ -8,6 +8,11 @@ import { Duplex } from "node:stream";
 import type { Channel } from "../channel.js";
 import { HTTP_PROXY_PATH, REASON_HEADER, RESOLVE_PATH, syncLine, SyncLineFinder } from "../egress-protocol.js";
 
+/** The gateway answers a sync line at once; past this the session is dropped and the next use tries anew. */
+const SYNC_TIMEOUT_MS = 5_000;
+/** A stream's answer: the gateway's upstream connect gives up after 10 s. */
+const ANSWER_TIMEOUT_MS = 15_000;
+
 export type NameAnswer = { ok: true; address: string } | { ok: false; reason: string };
 export type TunnelAnswer = { ok: true; stream: http2.ClientHttp2Stream } | { ok: false; reason: string };
 
@@ -75,7 +80,17 @@ export class EgressLink {
     const nonce = randomBytes(12).toString("hex");
     const stream = new PortStream(this.channel);
     let markSynced!: () => void;
-    const synced = new Promise<void>((resolve) => (markSynced = resolve));
+    const synced = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.drop(session);
+        stream.destroy();
+        reject(new Error(`the gateway did not answer the egress sync line within ${SYNC_TIMEOUT_MS} ms`));
+      }, SYNC_TIMEOUT_MS);
+      markSynced = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
     const session: Session = {
       finder: new SyncLineFinder(nonce),
       nonce,
@@ -117,7 +132,13 @@ export class EgressLink {
     this.streams.add(stream);
     stream.on("close", () => this.streams.delete(stream));
     return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stream.destroy();
+        reject(new Error(`no answer from the gateway within ${ANSWER_TIMEOUT_MS} ms`));
+      }, ANSWER_TIMEOUT_MS);
+      stream.once("close", () => clearTimeout(timer));
       stream.once("response", (h) => {
+        clearTimeout(timer);
         const reason = h[REASON_HEADER];
         resolve({ stream, status: Number(h[":status"]), reason: typeof reason === "string" ? decodeURIComponent(reason) : "" });
       });
