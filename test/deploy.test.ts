@@ -59,6 +59,8 @@ test("the Grafana dashboard queries only metrics the gateway exposes, and covers
     "mcpvisor_mcp_requests_total",
     "mcpvisor_sessions",
     "process_resident_memory_bytes",
+    "mcpvisor_egress_connections_total",
+    "mcpvisor_egress_bytes_total",
   ]) {
     assert.ok(used.has(name), `the dashboard shows ${name}`);
   }
@@ -68,9 +70,9 @@ test("the alert rules use only exposed metrics", async () => {
   const names = await exposedNames();
   const rules = await readFile(join(DEPLOY, "prometheus", "alerts.yml"), "utf8");
   const exprs = [...rules.matchAll(/expr: (?:\|\n((?:\s{10}.*\n)+)|(.*)\n)/g)].map((m) => (m[1] ?? m[2])!.trim());
-  assert.equal(exprs.length, 6);
+  assert.equal(exprs.length, 8);
   for (const expr of exprs) for (const name of metricNames(expr)) assert.ok(names.has(name), `${name} in ${expr}`);
-  for (const alert of ["MCPVisorGatewayDown", "MCPVisorToolCallErrorRatio", "MCPVisorToolCallLatencyHigh", "MCPVisorResumeSlow", "MCPVisorSandboxCrashRate", "MCPVisorPoolEmpty"]) {
+  for (const alert of ["MCPVisorGatewayDown", "MCPVisorToolCallErrorRatio", "MCPVisorToolCallLatencyHigh", "MCPVisorResumeSlow", "MCPVisorSandboxCrashRate", "MCPVisorPoolEmpty", "MCPVisorEgressRefused", "MCPVisorEgressUpstreamCertificate"]) {
     assert.match(rules, new RegExp(`alert: ${alert}\\n`));
   }
 });

@@ -102,12 +102,13 @@ class PortChannel implements Channel {
 
 interface LinkOptions {
   maxConnections?: number;
+  maxBytesPerMinute?: number;
   budget?: ConnectionBudget;
 }
 
 /** The gateway's end of the port: a real policy allowing the echo server as host.internal. */
 function gatewayOn(hostSocket: net.Socket, options: LinkOptions = {}): VmEgressLink {
-  const limits = { maxConnections: options.maxConnections ?? 32, maxBytesPerMinute: 1 << 30 };
+  const limits = { maxConnections: options.maxConnections ?? 32, maxBytesPerMinute: options.maxBytesPerMinute ?? 1 << 30 };
   const policy = new EgressPolicy({ allow: [`host.internal:${ECHO_PORT}`, "api.example.com:443"], credentials: [], limits }, new Map(), {
     resolve: async (name) => {
       if (name === "api.example.com") return ["10.9.8.7"]; // a private address: rebinding, refused
@@ -277,6 +278,17 @@ test("network.limits.maxConnections: a tunnel past the limit is refused, and a s
   second.close();
   fourth.close();
   await until(() => gateway.openConnections() === 0, "every slot to free");
+});
+
+test("network.limits.maxBytesPerMinute: once a sandbox moved that much this minute, new tunnels are refused", { timeout: 20_000 }, async () => {
+  const { guest } = await setup({ maxBytesPerMinute: 4096 });
+  const first = await connect(guest);
+  const text = "x".repeat(3000);
+  assert.equal(await roundTrip(first, text), text, "3000 bytes out and 3000 back: 6000 counted");
+  const next = await guest.connect("host.internal", ECHO_PORT);
+  assert.equal(next.ok, false);
+  assert.match(next.ok ? "" : next.reason, /moved 4096 bytes this minute \(network\.limits\.maxBytesPerMinute\)/);
+  first.close();
 });
 
 test("the gateway-wide budget (egressMaxConnections) refuses a tunnel past it, across links", { timeout: 20_000 }, async () => {
