@@ -195,6 +195,8 @@ test("what the policy does not grant is refused at once, logged and audited; the
       publicToPrivate: await tcp(80, "private.test"),
       publicToPrivateProxy: await viaProxy({ method: "CONNECT", path: "private.test:80" }),
       plainViaProxy: await viaProxy({ path: "http://host.internal:${plain.port}/hello", headers: { host: "host.internal:${plain.port}" } }),
+      // What axios sends a proxy for an https:// URL: the request in absolute form, no CONNECT.
+      httpsAbsoluteViaProxy: await viaProxy({ path: "https://api.test:${api.port}/echo-auth", headers: { host: "api.test:${api.port}" } }),
     }));`);
   assert.equal((out.allowedPort as { ok: boolean }).ok, true);
   for (const name of ["otherPortDirect", "gatewayPort", "metadataName", "publicToPrivate"]) {
@@ -209,6 +211,7 @@ test("what the policy does not grant is refused at once, logged and audited; the
   assert.equal(out.publicName, "93.184.216.34", "a name with a public address is answered under public:80");
   assert.equal(out.rebind, "ENOTFOUND", "a listed name resolving to a private address is not given to the guest");
   assert.deepEqual(out.plainViaProxy, { status: 200, body: "hello from upstream" }, "HTTP through the guest's proxy works where allowed");
+  assert.deepEqual(out.httpsAbsoluteViaProxy, { status: 200, body: JSON.stringify({ authorized: true }) }, "an https:// URL sent to the proxy is fetched over verified TLS, with the credential");
   await client.close();
 
   await gateway.close(); // flushes the audit log; `after` closing it again is a no-op

@@ -49,7 +49,7 @@ export class VmEgressLink implements EgressAttachment {
   private finder = new SyncLineFinder();
   private bridge: PortBridge | undefined;
   private session: http2.ServerHttp2Session | undefined;
-  private readonly h2 = http2.createServer({ settings: { initialWindowSize: 1024 * 1024 }, maxSessionMemory: 64 });
+  private readonly h2: http2.Http2Server;
   private readonly proxy = http.createServer();
   private readonly intercept = http.createServer();
   /** Which verdict each intercepted guest socket was allowed under. */
@@ -66,6 +66,12 @@ export class VmEgressLink implements EgressAttachment {
     private readonly ctx: LinkContext,
   ) {
     this.bytes = new ByteWindow(ctx.limits.maxBytesPerMinute);
+    // Streams in flight are bounded like connections (plus DNS questions), so a guest cannot make the
+    // gateway resolve names or hold streams without end.
+    this.h2 = http2.createServer({
+      settings: { initialWindowSize: 1024 * 1024, maxConcurrentStreams: ctx.limits.maxConnections + 16 },
+      maxSessionMemory: 64,
+    });
     this.h2.on("session", (session) => {
       this.session = session;
       // A protocol error (e.g. the agent's next sync line arriving in this session) ends it: resync.
@@ -327,12 +333,15 @@ export class VmEgressLink implements EgressAttachment {
     let url: URL;
     try {
       url = new URL(req.url ?? "");
-      if (url.protocol !== "http:") throw new Error("only http:// URLs (use CONNECT for https)");
+      // https:// in absolute form is what some clients (axios) send a proxy instead of CONNECT: the
+      // gateway then makes the TLS connection upstream itself, verified as for a credential.
+      if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("only http:// and https:// URLs");
     } catch (err) {
       res.writeHead(400, { "content-type": "text/plain" }).end(`mcpvisor egress proxy: ${(err as Error).message}\n`);
       return;
     }
-    const port = Number(url.port || 80);
+    const secure = url.protocol === "https:";
+    const port = Number(url.port || (secure ? 443 : 80));
     const host = url.hostname.replace(/^\[|\]$/g, "");
     const verdict = await this.ctx.policy.decide(host, port);
     if (!verdict.allowed) {
@@ -340,7 +349,7 @@ export class VmEgressLink implements EgressAttachment {
       res.writeHead(403, { "content-type": "text/plain" }).end(`mcpvisor egress refused ${host}:${port}: ${verdict.reason}\n`);
       return;
     }
-    this.forward(req, res, verdict, false, `${url.pathname}${url.search}`, "proxy-request");
+    this.forward(req, res, verdict, secure, `${url.pathname}${url.search}`, "proxy-request");
   }
 }
 
