@@ -27,7 +27,7 @@ async function promtool(...args: string[]): Promise<string> {
 test("promtool accepts the scrape config and the alert rules, and the rules' unit tests pass", async () => {
   assert.match(await promtool("check", "config", "prometheus.yml"), /SUCCESS: prometheus\.yml is valid/);
   const rules = await promtool("check", "rules", "alerts.yml");
-  assert.match(rules, /SUCCESS: 6 rules found/);
+  assert.match(rules, /SUCCESS: 8 rules found/);
   assert.match(await promtool("test", "rules", "alerts.test.yml"), /SUCCESS/);
 });
 
@@ -122,7 +122,7 @@ test("a real Prometheus scrapes a running gateway and sees its tool calls", { ti
       data: { groups: { name: string; rules: { name: string; health: string; lastError?: string }[] }[] };
     };
     const group = rules.data.groups.find((g) => g.name === "mcpvisor");
-    assert.equal(group?.rules.length, 6);
+    assert.equal(group?.rules.length, 8);
     const ruleDeadline = Date.now() + 10_000;
     let health = group!.rules.map((r) => r.health);
     while (health.some((h) => h !== "ok") && Date.now() < ruleDeadline) {
@@ -130,7 +130,7 @@ test("a real Prometheus scrapes a running gateway and sees its tool calls", { ti
       const again = (await (await fetch(`${api}/rules`)).json()) as typeof rules;
       health = again.data.groups.find((g) => g.name === "mcpvisor")!.rules.map((r) => `${r.health}${r.lastError ? `: ${r.lastError}` : ""}`);
     }
-    assert.deepEqual(health, Array(6).fill("ok"));
+    assert.deepEqual(health, Array(8).fill("ok"));
     await client.close();
   } finally {
     await gateway.close();
