@@ -7,7 +7,7 @@ import * as path from "node:path";
 import * as tls from "node:tls";
 import { type ServerManifest } from "../../src/config/manifest.js";
 import { parseDestination } from "../../src/egress/destination.js";
-import { CertificateAuthority } from "../../src/egress/certificate-authority.js";
+import { CertificateAuthority, egressCaDir } from "../../src/egress/certificate-authority.js";
 import { GUEST_PROXY_PORT, type EgressSpec } from "../agent/egress-protocol.js";
 import type { ServerSpec } from "../agent/hosted-server.js";
 import { bundleEsm } from "./bundle.js";
@@ -29,10 +29,6 @@ export interface ServerLayer {
 const EGRESS_CA_FILE = "/srv/.mcpvisor/egress-ca.pem";
 export const CA_BUNDLE_FILE = "/srv/.mcpvisor/ca-bundle.pem";
 
-/** Where the per-installation egress CA lives (src/egress reads the same). */
-export function egressCaDir(cacheDir: string): string {
-  return path.join(cacheDir, "egress-ca");
-}
 
 /**
  * What the guest agent reads from /srv/.mcpvisor/server.json (sandbox/agent/hosted-server.ts). A

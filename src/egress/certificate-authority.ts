@@ -20,6 +20,11 @@ const PUBLISH_WAIT_MS = 5_000;
 
 export type CertificateAuthorityErrorCode = "CA_INVALID_NAME" | "CA_INCOMPLETE" | "CA_MISMATCH";
 
+/** Where this installation's egress CA lives: the gateway signs with it, every networked layer carries its certificate. */
+export function egressCaDir(cacheDir: string): string {
+  return join(cacheDir, "egress-ca");
+}
+
 export class CertificateAuthorityError extends Error {
   constructor(
     readonly code: CertificateAuthorityErrorCode,

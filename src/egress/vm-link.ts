@@ -13,7 +13,7 @@ import type { EgressAttachment } from "../sandbox/driver.js";
 import { events, nowMs, publishSoon, type EgressRecord } from "../telemetry/events.js";
 import { connectUpstream, forwardRequest, splice, terminateGuestTls, type Allowed, type UpstreamOptions } from "./forwarding.js";
 import { ByteWindow, type ConnectionBudget } from "./limits.js";
-import { UNLISTED, type EgressPolicy } from "./policy.js";
+import { UNLISTED, type EgressPolicy, type Verdict } from "./policy.js";
 
 export interface LinkContext {
   server: string;
@@ -43,6 +43,12 @@ class PortBridge extends Duplex {
 }
 
 type Stream = http2.ServerHttp2Stream;
+
+/** How a tunnel answers its guest: an HTTP/2 status on the link, or an HTTP/1.1 status line (the proxy). */
+interface TunnelReply {
+  established(): void;
+  failed(status: 403 | 502, reason: string): void;
+}
 type RecordFields = Omit<EgressRecord, "server" | "vm" | "endedAt" | "bytesOut" | "bytesIn"> & Partial<EgressRecord>;
 
 export class VmEgressLink implements EgressAttachment {
@@ -206,34 +212,45 @@ export class VmEgressLink implements EgressAttachment {
   }
 
   private async tunnel(stream: Stream, authority: string): Promise<void> {
-    const startedAt = nowMs();
     const target = parseAuthority(authority);
     if (!target) return this.fail(stream, 400, `bad CONNECT authority '${authority.slice(0, 100)}'`);
-    const label = `${target.host}:${target.port}`;
     const refusal = this.hold(stream);
     if (refusal) {
-      this.record({ kind: "tunnel", destination: UNLISTED, target: label, outcome: "refused", reason: refusal, startedAt });
+      this.record({ kind: "tunnel", destination: UNLISTED, target: `${target.host}:${target.port}`, outcome: "refused", reason: refusal, startedAt: nowMs() });
       return this.fail(stream, 403, refusal);
     }
-    const verdict = await this.ctx.policy.decide(target.host, target.port);
+    await this.establish(stream, target, authority, "tunnel", {
+      established: () => stream.respond({ ":status": 200 }),
+      failed: (status, reason) => this.fail(stream, status, reason),
+    });
+  }
+
+  /**
+   * A connection to `target` for `guest`, decided by the policy: refused, intercepted (a credential),
+   * or carried to the checked address. `reply` answers the guest in its own protocol.
+   */
+  private async establish(guest: Duplex, target: { host: string; port: number } | undefined, asked: string, kind: EgressRecord["kind"], reply: TunnelReply): Promise<void> {
+    const startedAt = nowMs();
+    const label = target ? `${target.host}:${target.port}` : asked.slice(0, 100);
+    const verdict: Verdict = target ? await this.ctx.policy.decide(target.host, target.port) : { allowed: false, label: UNLISTED, reason: `bad CONNECT target '${label}'` };
     if (!verdict.allowed) {
-      this.record({ kind: "tunnel", destination: verdict.label, target: label, outcome: "refused", reason: verdict.reason, startedAt });
-      return this.fail(stream, 403, verdict.reason);
+      this.record({ kind, destination: verdict.label, target: label, outcome: "refused", reason: verdict.reason, startedAt });
+      return reply.failed(403, verdict.reason);
     }
     if (verdict.credential) {
-      stream.respond({ ":status": 200 });
-      return this.interceptGuest(stream, verdict, label);
+      reply.established();
+      return this.interceptGuest(guest, verdict, label);
     }
     let upstream;
     try {
       upstream = await connectUpstream(verdict);
     } catch (err) {
-      this.record({ kind: "tunnel", destination: verdict.label, target: label, outcome: "failed", reason: (err as Error).message, startedAt });
-      return this.fail(stream, 502, `${label}: ${(err as Error).message}`);
+      this.record({ kind, destination: verdict.label, target: label, outcome: "failed", reason: (err as Error).message, startedAt });
+      return reply.failed(502, `${label}: ${(err as Error).message}`);
     }
-    if (stream.destroyed) return void upstream.destroy();
-    stream.respond({ ":status": 200 });
-    this.carry(stream, upstream, verdict, label, "tunnel", startedAt);
+    if (guest.destroyed) return void upstream.destroy();
+    reply.established();
+    this.carry(guest, upstream, verdict, label, kind, startedAt);
   }
 
   private carry(guest: Duplex, upstream: Duplex, verdict: Allowed, label: string, kind: EgressRecord["kind"], startedAt: number): void {
@@ -303,29 +320,13 @@ export class VmEgressLink implements EgressAttachment {
   }
 
   private async onProxyConnect(req: http.IncomingMessage, guest: Duplex, head: Buffer): Promise<void> {
-    const startedAt = nowMs();
     guest.on("error", () => undefined);
-    const target = parseAuthority(req.url ?? "");
-    const label = target ? `${target.host}:${target.port}` : String(req.url).slice(0, 100);
-    const verdict = target ? await this.ctx.policy.decide(target.host, target.port) : { allowed: false as const, label: UNLISTED, reason: `bad CONNECT target '${label}'` };
-    if (!verdict.allowed) {
-      this.record({ kind: "proxy-request", destination: verdict.label, target: label, outcome: "refused", reason: verdict.reason, startedAt });
-      return void guest.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nmcpvisor egress refused ${label}: ${verdict.reason}\n`);
-    }
     if (head.length) guest.unshift(head);
-    if (verdict.credential) {
-      guest.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-      return this.interceptGuest(guest, verdict, label);
-    }
-    let upstream;
-    try {
-      upstream = await connectUpstream(verdict);
-    } catch (err) {
-      this.record({ kind: "proxy-request", destination: verdict.label, target: label, outcome: "failed", reason: (err as Error).message, startedAt });
-      return void guest.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nmcpvisor egress: ${label}: ${(err as Error).message}\n`);
-    }
-    guest.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-    this.carry(guest, upstream, verdict, label, "proxy-request", startedAt);
+    await this.establish(guest, parseAuthority(req.url ?? ""), String(req.url), "proxy-request", {
+      established: () => guest.write("HTTP/1.1 200 Connection Established\r\n\r\n"),
+      failed: (status, reason) =>
+        guest.end(`HTTP/1.1 ${status} ${status === 403 ? "Forbidden" : "Bad Gateway"}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nmcpvisor egress: ${reason}\n`),
+    });
   }
 
   private async onProxyRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
