@@ -29,8 +29,8 @@ export function aptEnv(): NodeJS.ProcessEnv {
   return { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
 }
 
-export async function missingHostPackages(): Promise<string[]> {
-  const names = Object.keys(HOST_PACKAGES);
+export async function missingHostPackages(wanted: Readonly<Record<string, string>> = HOST_PACKAGES): Promise<string[]> {
+  const names = Object.keys(wanted);
   // Exit 1 when some package is unknown to dpkg: that package is simply missing.
   const { stdout } = await run("dpkg-query", ["-W", "-f=${Package} ${db:Status-Status}\\n", ...names], {
     okCodes: [1],
@@ -44,14 +44,16 @@ export async function missingHostPackages(): Promise<string[]> {
   );
   const missing: string[] = [];
   for (const name of names) {
-    const cmd = HOST_PACKAGES[name];
+    const cmd = wanted[name];
     if (!installed.has(name) || (cmd && !(await hasCommand(cmd)))) missing.push(name);
   }
   return missing;
 }
 
-export async function ensureHostPackages(ctx: BuildContext): Promise<void> {
-  const missing = await missingHostPackages();
+/** HOST_PACKAGES, and `extra` ones some servers need (Python's, for `pypi` sources). */
+export async function ensureHostPackages(ctx: BuildContext, extra: Readonly<Record<string, string>> = {}): Promise<void> {
+  const wanted = { ...HOST_PACKAGES, ...extra };
+  const missing = await missingHostPackages(wanted);
   if (missing.length === 0) {
     ctx.progress("host packages: all present");
     return;
@@ -62,7 +64,7 @@ export async function ensureHostPackages(ctx: BuildContext): Promise<void> {
   await aptUpdateOnce(ctx);
   ctx.progress(`host packages: installing ${missing.join(", ")}`);
   await run("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...missing], { env: aptEnv() });
-  const still = await missingHostPackages();
+  const still = await missingHostPackages(wanted);
   if (still.length) throw new Error(`host packages still missing after apt-get install: ${still.join(", ")}`);
   ctx.progress("host packages: installed");
 }

@@ -11,11 +11,13 @@ import { elapsed, hashOf, sweepStaleTemps } from "./hash.js";
 import { ensureInitramfs } from "./initramfs.js";
 import { ensureKernel } from "./kernel.js";
 import { buildServerLayer as buildLayer, type ServerLayer } from "./layer.js";
+import { PYTHON_DEBIAN_PACKAGES } from "./python.js";
 import { ensureRootfs } from "./rootfs.js";
 
 export type { BuildContext } from "./context.js";
 export type { ServerLayer } from "./layer.js";
 export { ensureHostPackages } from "./host-packages.js";
+export { PYTHON_HOST_PACKAGES } from "./python.js";
 export { BASE_LABEL } from "./rootfs.js";
 export { LAYER_LABEL } from "./layer.js";
 export { guestKernelArgs, hostTscKhz } from "./tsc.js";
@@ -26,21 +28,28 @@ export interface BaseImage {
   kernelRelease: string;
   initrdPath: string;
   rootfsPath: string;
+  /** The root filesystem with CPython and git too, built when some server needs it (a `pypi` source). */
+  pythonRootfsPath?: string;
 }
 
-export async function buildBaseImage(ctx: BuildContext): Promise<BaseImage> {
+export async function buildBaseImage(ctx: BuildContext, options: { python?: boolean } = {}): Promise<BaseImage> {
   const started = Date.now();
   await sweepStaleTemps(path.join(ctx.cacheDir, "images"));
   await sweepStaleTemps(path.join(ctx.cacheDir, "downloads"));
   const busybox = await hostBusybox();
   const kernel = await ensureKernel(ctx);
-  const [initrd, rootfs] = await Promise.all([ensureInitramfs(ctx, kernel, busybox), ensureRootfs(ctx, busybox)]);
+  const [initrd, rootfs, pythonRootfs] = await Promise.all([
+    ensureInitramfs(ctx, kernel, busybox),
+    ensureRootfs(ctx, busybox),
+    options.python ? ensureRootfs(ctx, busybox, PYTHON_DEBIAN_PACKAGES) : undefined,
+  ]);
   const image: BaseImage = {
     hash: hashOf({ kernel: `${kernel.pkg}=${kernel.version}`, initrd: initrd.hash, rootfs: rootfs.hash }),
     kernelPath: kernel.vmlinuzPath,
     kernelRelease: kernel.release,
     initrdPath: initrd.path,
     rootfsPath: rootfs.path,
+    ...(pythonRootfs ? { pythonRootfsPath: pythonRootfs.path } : {}),
   };
   ctx.progress(`base image ${image.hash}: kernel ${kernel.release}, ready in ${elapsed(started)}`);
   return image;

@@ -10,6 +10,8 @@ import { parseDestination } from "../../src/egress/destination.js";
 import { CertificateAuthority, egressCaDir } from "../../src/egress/certificate-authority.js";
 import { GUEST_PROXY_PORT, type EgressSpec } from "../agent/egress-protocol.js";
 import type { ServerSpec } from "../agent/hosted-server.js";
+import { debianFiles, installedVersions } from "./debian-files.js";
+import { bundleSharedLibraries, consoleScripts, pipInstall, PypiInstallError, PYTHON_DEBIAN_PACKAGES, PYTHON_LAYER_DIR, PYTHON_LAYER_LIBS } from "./python.js";
 import { bundleEsm } from "./bundle.js";
 import { type BuildContext } from "./context.js";
 import { makeExt4 } from "./ext4.js";
@@ -37,6 +39,12 @@ export const CA_BUNDLE_FILE = "/srv/.mcpvisor/ca-bundle.pem";
  */
 export function serverSpec(manifest: ServerManifest): ServerSpec {
   const spec: ServerSpec = { command: manifest.command, args: manifest.args, env: manifest.env, cwd: GUEST_SERVER_DIR };
+  if (manifest.source.kind === "pypi") {
+    // A console script by name runs from the layer's scripts; the layer is read-only, its bytecode prebuilt.
+    const packages = `${GUEST_SERVER_DIR}/${PYTHON_LAYER_DIR}`;
+    if (!manifest.command.includes("/")) spec.command = `${packages}/bin/${manifest.command}`;
+    spec.env = { PYTHONPATH: packages, PYTHONDONTWRITEBYTECODE: "1", PYTHONUNBUFFERED: "1", LD_LIBRARY_PATH: `${packages}/${PYTHON_LAYER_LIBS}`, ...manifest.env };
+  }
   if (manifest.network === false) return spec;
   const egress: EgressSpec = { ports: [...new Set(manifest.network.allow.map((d) => parseDestination(d).port))].sort((a, b) => a - b) };
   const proxy = `http://127.0.0.1:${GUEST_PROXY_PORT}`;
@@ -44,10 +52,23 @@ export function serverSpec(manifest: ServerManifest): ServerSpec {
     HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "localhost,127.0.0.1", no_proxy: "localhost,127.0.0.1",
     NODE_EXTRA_CA_CERTS: EGRESS_CA_FILE, SSL_CERT_FILE: CA_BUNDLE_FILE, REQUESTS_CA_BUNDLE: CA_BUNDLE_FILE,
   };
-  return { ...spec, env: { ...egressEnv, ...manifest.env }, egress };
+  return { ...spec, env: { ...egressEnv, ...spec.env }, egress };
 }
 
+/** Builds (or finds) a server's layer; a failure names the server, so one bad manifest is told apart. */
 export async function buildServerLayer(ctx: BuildContext, manifest: ServerManifest): Promise<ServerLayer> {
+  try {
+    return await buildLayer(ctx, manifest);
+  } catch (err) {
+    throw new Error(`the layer of server '${manifest.name}' (${describeSource(manifest.source)}) failed to build: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function describeSource(source: ServerManifest["source"]): string {
+  return source.kind === "bundle" ? source.entry : `${source.kind} ${source.package}@${source.version}`;
+}
+
+async function buildLayer(ctx: BuildContext, manifest: ServerManifest): Promise<ServerLayer> {
   const source = manifest.source;
   // For a bundle the output is the input that matters (it changes with any imported file); for npm
   // the exact package@version (ranges are refused by the manifest schema) plus the node that installs it.
@@ -58,6 +79,7 @@ export async function buildServerLayer(ctx: BuildContext, manifest: ServerManife
     source,
     bundle: bundle ? sha256(bundle) : undefined,
     node: source.kind === "npm" ? process.version : undefined,
+    python: source.kind === "pypi" ? (await installedVersions(["python3.11"]))["python3.11"] : undefined,
     spec: serverSpec(manifest),
     ca: caPem ? sha256(caPem) : undefined,
   });
@@ -71,6 +93,7 @@ export async function buildServerLayer(ctx: BuildContext, manifest: ServerManife
     try {
       await fs.promises.mkdir(path.join(root, ".mcpvisor"), { recursive: true });
       if (source.kind === "npm") await npmInstall(ctx, root, source.package, source.version);
+      else if (source.kind === "pypi") await pypiInstall(ctx, root, manifest.command, source);
       else await fs.promises.writeFile(path.join(root, "server.mjs"), bundle!);
       await fs.promises.writeFile(
         path.join(root, ".mcpvisor", "server.json"),
@@ -85,9 +108,20 @@ export async function buildServerLayer(ctx: BuildContext, manifest: ServerManife
       await fs.promises.rm(root, { recursive: true, force: true });
     }
   });
-  const what = source.kind === "npm" ? `${source.package}@${source.version}` : source.entry;
-  ctx.progress(`layer ${manifest.name}: ${what}, ${formatBytes(size)}, built in ${elapsed(started)}`);
+  ctx.progress(`layer ${manifest.name}: ${describeSource(source)}, ${formatBytes(size)}, built in ${elapsed(started)}`);
   return { hash, diskPath };
+}
+
+async function pypiInstall(ctx: BuildContext, root: string, command: string, source: Extract<ServerManifest["source"], { kind: "pypi" }>): Promise<void> {
+  const target = await pipInstall(ctx, root, source.package, source.version, source.extras);
+  const base = await debianFiles(PYTHON_DEBIAN_PACKAGES);
+  const inBase = new Set([...base.files, ...base.libraries.flatMap((l) => [l.guestPath, l.hostPath])]);
+  const copied = await bundleSharedLibraries(target, inBase);
+  if (copied.length) ctx.progress(`layer: libraries the packages need besides the Python image: ${copied.join(", ")}`);
+  const scripts = consoleScripts(target);
+  if (!command.includes("/") && !scripts.includes(command)) {
+    throw new PypiInstallError(`${source.package}==${source.version} has no console script '${command}' (the manifest's command); it has: ${scripts.join(", ") || "none"}`);
+  }
 }
 
 async function npmInstall(ctx: BuildContext, root: string, pkg: string, version: string): Promise<void> {

@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { bundleAgent } from "./bundle.js";
 import { type Busybox, installBusybox } from "./busybox.js";
 import { type BuildContext } from "./context.js";
+import { debianFiles, installDebianFiles } from "./debian-files.js";
 import { makeExt4 } from "./ext4.js";
 import { CA_BUNDLE_FILE } from "./layer.js";
 import { hasCommand } from "./exec.js";
@@ -38,7 +39,11 @@ const ETC_FILES: Record<string, string> = {
 const SYSTEM_CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt";
 
 
-export async function ensureRootfs(ctx: BuildContext, busybox: Busybox): Promise<Rootfs> {
+/**
+ * The base root filesystem, plus the files of `packages` (Debian packages of the host, see
+ * debian-files.ts) for the servers that need them: CPython and git for Python servers.
+ */
+export async function ensureRootfs(ctx: BuildContext, busybox: Busybox, packages: readonly string[] = []): Promise<Rootfs> {
   const stage2 = path.join(ctx.repoRoot, "sandbox", "image", "guest", "stage2");
   const [agent, helper, node, stage2Hash, strip] = await Promise.all([
     bundleAgent(ctx.repoRoot),
@@ -47,6 +52,7 @@ export async function ensureRootfs(ctx: BuildContext, busybox: Busybox): Promise
     hashFile(stage2),
     hasCommand("strip"),
   ]);
+  const debian = packages.length ? await debianFiles(packages) : undefined;
   const hash = hashOf({
     v: IMAGE_BUILD_VERSION,
     busybox: busybox.sha256,
@@ -58,17 +64,20 @@ export async function ensureRootfs(ctx: BuildContext, busybox: Busybox): Promise
     stage2: stage2Hash,
     etc: ETC_FILES,
     caBundle: CA_BUNDLE_FILE,
+    debian: debian?.versions,
   });
   const out = path.join(ctx.cacheDir, "images", `base-${hash}.ext4`);
   if (exists(out)) return { path: out, hash };
 
   const started = Date.now();
-  ctx.progress(`base rootfs: building (node ${node.version}, agent ${formatBytes(agent.length)})`);
+  const extra = debian ? `, ${Object.entries(debian.versions).map(([p, v]) => `${p} ${v}`).join(", ")}` : "";
+  ctx.progress(`base rootfs: building (node ${node.version}, agent ${formatBytes(agent.length)}${extra})`);
   let size = 0;
   await publishAtomically(out, async (tmp) => {
     const root = `${tmp}.root`;
     try {
       await stageRootfs(root, { busybox, agent, helperPath: helper.path, stage2, node, strip });
+      if (debian) await installDebianFiles(debian, root);
       size = (await makeExt4(root, tmp, BASE_LABEL)).bytes;
     } finally {
       await fs.promises.rm(root, { recursive: true, force: true });

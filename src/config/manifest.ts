@@ -14,6 +14,15 @@ const SourceSchema = z.discriminatedUnion("kind", [
     .strict(),
   z
     .object({
+      kind: z.literal("pypi"),
+      package: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/, "a PyPI project name such as mcp-server-time"),
+      /** Exact release (PEP 440), as for npm: a template must be reproducible. */
+      version: z.string().regex(/^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$/, "an exact version such as 2026.10.19"),
+      extras: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "an extra's name")).default([]),
+    })
+    .strict(),
+  z
+    .object({
       kind: z.literal("bundle"),
       /** A TypeScript/JavaScript entry in this repository, bundled with esbuild into /srv/server.mjs. */
       entry: z.string().min(1),
@@ -120,7 +129,10 @@ export const ServerManifestSchema = z
     name: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, "lowercase letters, digits and '-', starting with a letter"),
     description: z.string().default(""),
     source: SourceSchema,
-    /** Command run in the guest, with /srv (the server's layer) as working directory. */
+    /**
+     * Command run in the guest, with /srv (the server's layer) as working directory: `node` for the guest's
+     * node, a console script of a `pypi` package (e.g. mcp-server-time), or a path.
+     */
     command: z.string().min(1),
     args: z.array(z.string()).default([]),
     env: z.record(z.string(), z.string()).default({}),

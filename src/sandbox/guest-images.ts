@@ -4,6 +4,7 @@ import {
   buildServerLayer,
   ensureHostPackages,
   guestKernelArgs,
+  PYTHON_HOST_PACKAGES,
   type BaseImage,
   type BuildContext,
 } from "../../sandbox/image/index.js";
@@ -34,16 +35,19 @@ export interface PrepareOptions {
  */
 export async function prepareGuests(manifests: ServerManifest[], options: PrepareOptions): Promise<GuestPlan> {
   const { build, driver, log } = options;
-  await ensureHostPackages(build);
+  const python = manifests.some((m) => m.source.kind === "pypi");
+  await ensureHostPackages(build, python ? PYTHON_HOST_PACKAGES : {});
   await ensureVmmUser(build.progress);
   await closeCacheDir(build.cacheDir);
-  const base = await buildBaseImage(build);
+  const base = await buildBaseImage(build, { python });
   // Under TCG the guest cannot calibrate its TSC against anything reliable on a busy host and may hang
   // at boot; the image build measures the host's rate and the guest is told it.
   const kernelArgs = await guestKernelArgs(build);
   const layers = new Map(manifests.map((m) => [m.name, buildServerLayer(build, m)] as const));
+  for (const layer of layers.values()) layer.catch(() => undefined); // each failure is its server's (below)
   const first = manifests[0];
-  const probeLayer = first ? (await layers.get(first.name)!).diskPath : base.rootfsPath;
+  // Any disk labelled as a layer will do for the probe boot; a server whose layer failed must not stop the others.
+  const probeLayer = first ? await layers.get(first.name)!.then((l) => l.diskPath, () => base.rootfsPath) : base.rootfsPath;
   const accel = await chooseAccel({
     setting: options.accel,
     spec: {
@@ -64,7 +68,12 @@ export async function prepareGuests(manifests: ServerManifest[], options: Prepar
     specs.set(
       manifest.name,
       layers.get(manifest.name)!.then((layer) => ({
-        image: { kernelPath: base.kernelPath, initrdPath: base.initrdPath, rootfsPath: base.rootfsPath, layerPath: layer.diskPath },
+        image: {
+          kernelPath: base.kernelPath,
+          initrdPath: base.initrdPath,
+          rootfsPath: manifest.source.kind === "pypi" ? base.pythonRootfsPath! : base.rootfsPath,
+          layerPath: layer.diskPath,
+        },
         memoryMiB: manifest.guest.memoryMiB,
         vcpus: manifest.guest.vcpus,
         accel: accel.accel,

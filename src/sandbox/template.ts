@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { ServerManifest } from "../config/manifest.js";
 import type { GuestChannel, SandboxDriver, SnapshotFiles, Vm, VmSpec } from "./driver.js";
 import { SandboxError, SnapshotCorruptError, TemplateError } from "./errors.js";
+import { crashLine } from "./sandbox.js";
 import { sha256File, sha256Json } from "./file-hash.js";
 import { events } from "../telemetry/events.js";
 
@@ -156,7 +157,14 @@ export class TemplateStore {
     try {
       const tBoot = performance.now();
       onProgress(`template ${manifest.name}: booted in ${Math.round(tBoot - t0)} ms; initializing and warming the server`);
-      const prepared = await this.preparation.template(vm.channel, manifest, manifest.timeouts.bootMs);
+      // A server that dies while it is initialized and warmed fails the build at once, saying why, not
+      // at the end of bootMs.
+      const died = vm.exited.then((exit): never => {
+        const why = exit.serverExit ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${crashLine(exit.serverExit.stderrTail)}` : exit.reason;
+        throw new TemplateError(`server '${manifest.name}' died during initialize and warm-up: ${why}`);
+      });
+      died.catch(() => undefined);
+      const prepared = await Promise.race([this.preparation.template(vm.channel, manifest, manifest.timeouts.bootMs), died]);
       await this.drainEgress(vm, manifest.name, onProgress);
       const tWarm = performance.now();
       await this.driver.snapshot(vm, statePath);
