@@ -38,7 +38,8 @@ export const REDACT_PATHS = SECRET_KEYS.flatMap((key) => {
 export const REDACTED = "[REDACTED]";
 
 /** Env var names treated as secret in any manifest, besides those a manifest lists itself. */
-const SECRET_ENV_NAME = /TOKEN|SECRET|PASSW(OR)?D|API_?KEY|PRIVATE_?KEY|CREDENTIAL|AUTH/i;
+// AUTH as a word of the name (GITHUB_AUTH, AUTH_HEADER), not inside one (GIT_AUTHOR_NAME is no secret).
+const SECRET_ENV_NAME = /TOKEN|SECRET|PASSW(OR)?D|API_?KEY|PRIVATE_?KEY|CREDENTIAL|(^|_)AUTH(_|$)/i;
 /** Shorter values are not scrubbed from lines: "1" or "on" would blank out unrelated text. */
 const MIN_SECRET_LENGTH = 4;
 

@@ -1,0 +1,111 @@
+/**
+ * Python MCP servers from PyPI, unmodified, through the gateway: mcp-server-time and mcp-server-fetch
+ * (the default manifests), the latter reaching a real local HTTP server through its egress. And PyPI
+ * sources that cannot be built fail that server alone, naming it and the reason.
+ */
+import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { connect, serversDirWith, startReadyGateway, testConfig } from "./helpers.js";
+import { startGateway } from "../src/main.js";
+import { createLogger } from "../src/telemetry/log.js";
+
+const PAGE = `<!doctype html><html><head><title>Release notes</title></head><body>
+<article><h1>mcpvisor 0.2</h1><p>Python servers now run in <strong>microVMs</strong>.</p>
+<ul><li>time</li><li>fetch</li></ul></article></body></html>`;
+
+describe("Python servers from PyPI", { timeout: 300_000 }, () => {
+  let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
+  let site: Server;
+  let sitePort: number;
+  const seen: string[] = [];
+
+  before(async () => {
+    site = createServer((req, res) => {
+      seen.push(req.url ?? "");
+      if (req.url === "/notes.html") res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(PAGE);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => site.listen(0, "127.0.0.1", r));
+    sitePort = (site.address() as { port: number }).port;
+    // The default fetch manifest allows public:80 and public:443; the test's site is on this machine.
+    const serversDir = await serversDirWith({
+      time: () => ({}),
+      // Its own SSRF guard refuses private addresses too (host.internal is 10.0.2.2 in the guest) unless told.
+      fetch: (m) => ({ args: ["--allow-private-ips"], network: { ...(m.network as object), allow: [`host.internal:${sitePort}`] } as never }),
+    });
+    gateway = await startReadyGateway({ serversDir, servers: ["time", "fetch"] });
+  });
+
+  after(async () => {
+    await gateway?.close();
+    site?.close();
+  });
+
+  test("mcp-server-time answers get_current_time for a named zone, on its own endpoint and on /mcp", async () => {
+    const client = await connect(gateway.url("time"));
+    const result = (await client.callTool({ name: "get_current_time", arguments: { timezone: "Asia/Tokyo" } })) as CallToolResult;
+    assert.equal(result.isError, false, JSON.stringify(result));
+    const now = result.structuredContent as { timezone: string; datetime: string };
+    assert.equal(now.timezone, "Asia/Tokyo");
+    assert.match(now.datetime, /\+09:00$/);
+    const drift = Math.abs(Date.parse(now.datetime) - Date.now());
+    assert.ok(drift < 60_000, `the guest's clock is the host's after resume (off by ${drift} ms)`);
+    await client.close();
+
+    const aggregate = await connect(`http://127.0.0.1:${gateway.port}/mcp`);
+    const names = (await aggregate.listTools()).tools.map((t) => t.name);
+    assert.ok(names.includes("time__convert_time") && names.includes("fetch__fetch"), names.join(", "));
+    const converted = (await aggregate.callTool({ name: "time__convert_time", arguments: { source_timezone: "UTC", time: "12:00", target_timezone: "America/New_York" } })) as CallToolResult;
+    assert.equal(converted.isError, false, JSON.stringify(converted));
+    assert.match(JSON.stringify(converted.structuredContent), /America\/New_York/);
+    await aggregate.close();
+  });
+
+  test("mcp-server-fetch turns a page from a local HTTP server into markdown, through its egress", async () => {
+    const client = await connect(gateway.url("fetch"));
+    const result = (await client.callTool({ name: "fetch", arguments: { url: `http://host.internal:${sitePort}/notes.html` } })) as CallToolResult;
+    const text = (result.content[0] as { text: string }).text;
+    assert.equal(result.isError, false, text);
+    assert.match(text, /^# mcpvisor 0\.2$/m, "the heading became markdown");
+    assert.match(text, /^\* fetch$/m, "the list became markdown");
+    assert.ok(seen.includes("/notes.html"));
+    await client.close();
+  });
+});
+
+test("a PyPI source that cannot be built fails that server alone, naming it and why; the others are served", { timeout: 300_000 }, async () => {
+  const serversDir = await serversDirWith({ time: () => ({}) });
+  const bad = {
+    "no-such-version": { source: { kind: "pypi", package: "mcp-server-time", version: "1999.1.1" }, command: "mcp-server-time" },
+    "no-such-script": { source: { kind: "pypi", package: "mcp-server-time", version: "2026.10.19" }, command: "mcp-server-clock" },
+    // Windows wheels only, no sdist: nothing fits the guest's Python on Linux.
+    "wrong-platform": { source: { kind: "pypi", package: "pywin32", version: "311" }, command: "pywin32_postinstall" },
+  };
+  for (const [name, manifest] of Object.entries(bad)) {
+    await writeFile(join(serversDir, `${name}.json`), JSON.stringify({ name, ...manifest, pool: { prestarted: 0, warm: 0 } }));
+  }
+  const config = testConfig({ serversDir });
+  const gateway = await startGateway(config, createLogger(config.logLevel), () => undefined);
+  try {
+    await gateway.settled;
+    const status = new Map(gateway.pool.stats().map((s) => [s.server, s]));
+    const reason = (server: string) => {
+      assert.equal(status.get(server)?.status, "failed", server);
+      return status.get(server)?.reason ?? "";
+    };
+    assert.match(reason("no-such-version"), /server 'no-such-version' \(pypi mcp-server-time@1999\.1\.1\).*(No matching distribution|Could not find a version)/);
+    assert.match(reason("no-such-script"), /server 'no-such-script'.*has no console script 'mcp-server-clock'.*it has: .*\bmcp-server-time\b/);
+    assert.match(reason("wrong-platform"), /server 'wrong-platform' \(pypi pywin32@311\).*(No matching distribution|Could not find a version)/);
+    assert.equal(status.get("time")?.status, "ready");
+    const client = await connect(`http://127.0.0.1:${gateway.port}/servers/time/mcp`);
+    const result = (await client.callTool({ name: "get_current_time", arguments: { timezone: "UTC" } })) as CallToolResult;
+    assert.equal(result.isError, false);
+    await client.close();
+  } finally {
+    await gateway.close();
+  }
+});
