@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { connect, serversDirWith, startReadyGateway, testConfig } from "./helpers.js";
+import { connect, serversDirWith, sh, startReadyGateway, testConfig } from "./helpers.js";
 import { startGateway } from "../src/main.js";
 import { createLogger } from "../src/telemetry/log.js";
 
@@ -104,6 +104,33 @@ test("a PyPI source that cannot be built fails that server alone, naming it and 
     const client = await connect(`http://127.0.0.1:${gateway.port}/servers/time/mcp`);
     const result = (await client.callTool({ name: "get_current_time", arguments: { timezone: "UTC" } })) as CallToolResult;
     assert.equal(result.isError, false);
+    await client.close();
+  } finally {
+    await gateway.close();
+  }
+});
+
+test("exec's guest has Debian's python3, pip and git: write code and its test, run them, commit", { timeout: 120_000 }, async () => {
+  const gateway = await startReadyGateway({ servers: ["exec"] });
+  try {
+    const client = await connect(gateway.url("exec"));
+    const versions = await sh(client, "python3 --version && python3 -m pip --version | cut -d' ' -f1-2 && git --version", 60_000);
+    assert.match(versions.stdout, /^Python 3\.11\.\d+\npip \d+.*\ngit version 2\.\d+/, versions.stderr);
+    const script = [
+      "mkdir -p /tmp/proj && cd /tmp/proj && git init -q",
+      "printf 'def add(a, b):\\n    return a - b\\n' > calc.py",
+      "printf 'import unittest\\nfrom calc import add\\nclass T(unittest.TestCase):\\n    def test_add(self):\\n        self.assertEqual(add(2, 3), 5)\\n' > test_calc.py",
+    ].join(" && ");
+    assert.equal((await sh(client, script)).exitCode, 0);
+    const failing = await sh(client, "cd /tmp/proj && python3 -m unittest 2>&1", 60_000);
+    assert.notEqual(failing.exitCode, 0);
+    assert.match(failing.stdout, /FAILED \(failures=1\)/);
+    // Another size as well as another text: a .pyc is checked by the source's mtime in seconds and its size.
+    await sh(client, "cd /tmp/proj && sed -i 's/return a - b/return a + b  # fixed/' calc.py");
+    const passing = await sh(client, "cd /tmp/proj && python3 -m unittest 2>&1", 60_000);
+    assert.equal(passing.exitCode, 0, passing.stdout);
+    const commit = await sh(client, "cd /tmp/proj && git add -A && git -c user.name=agent -c user.email=agent@example.invalid commit -qm 'add calc' && git log --oneline");
+    assert.match(commit.stdout, /^[0-9a-f]+ add calc$/m, commit.stderr);
     await client.close();
   } finally {
     await gateway.close();

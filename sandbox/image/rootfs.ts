@@ -9,6 +9,7 @@ import { bundleAgent } from "./bundle.js";
 import { type Busybox, installBusybox } from "./busybox.js";
 import { type BuildContext } from "./context.js";
 import { debianFiles, installDebianFiles } from "./debian-files.js";
+import { byteCompile, PYTHON } from "./python.js";
 import { makeExt4 } from "./ext4.js";
 import { CA_BUNDLE_FILE } from "./layer.js";
 import { hasCommand } from "./exec.js";
@@ -65,6 +66,7 @@ export async function ensureRootfs(ctx: BuildContext, busybox: Busybox, packages
     etc: ETC_FILES,
     caBundle: CA_BUNDLE_FILE,
     debian: debian?.versions,
+    bytecode: debian ? 1 : undefined,
   });
   const out = path.join(ctx.cacheDir, "images", `base-${hash}.ext4`);
   if (exists(out)) return { path: out, hash };
@@ -77,7 +79,10 @@ export async function ensureRootfs(ctx: BuildContext, busybox: Busybox, packages
     const root = `${tmp}.root`;
     try {
       await stageRootfs(root, { busybox, agent, helperPath: helper.path, stage2, node, strip });
-      if (debian) await installDebianFiles(debian, root);
+      if (debian) {
+        await installDebianFiles(debian, root);
+        if (fs.existsSync(path.join(root, PYTHON.slice(1)))) await byteCompile(root);
+      }
       size = (await makeExt4(root, tmp, BASE_LABEL)).bytes;
     } finally {
       await fs.promises.rm(root, { recursive: true, force: true });

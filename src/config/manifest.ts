@@ -142,9 +142,11 @@ export const ServerManifestSchema = z
       .object({
         memoryMiB: z.number().int().min(128).max(16384).default(256),
         vcpus: z.number().int().min(1).max(16).default(1),
+        /** CPython 3.11 with pip, git and tzdata in the guest (the image `pypi` servers always get). */
+        python: z.boolean().default(false),
       })
       .strict()
-      .default({ memoryMiB: 256, vcpus: 1 }),
+      .default({ memoryMiB: 256, vcpus: 1, python: false }),
     pool: z
       .object({
         /** QEMU processes started ahead, waiting for a snapshot to load. */
@@ -183,5 +185,10 @@ export const ServerManifestSchema = z
 
 export type ServerManifest = z.infer<typeof ServerManifestSchema>;
 export type ServerSource = z.infer<typeof SourceSchema>;
+/** Whether a server's guest has CPython (and git): its own code is Python, or its manifest asks. */
+export function needsPython(manifest: ServerManifest): boolean {
+  return manifest.source.kind === "pypi" || manifest.guest.python;
+}
+
 export type NetworkGrant = z.infer<typeof NetworkSchema>;
 export type WarmupRequest = z.infer<typeof WarmupRequestSchema>;

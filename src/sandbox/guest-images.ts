@@ -8,7 +8,7 @@ import {
   type BaseImage,
   type BuildContext,
 } from "../../sandbox/image/index.js";
-import type { ServerManifest } from "../config/manifest.js";
+import { needsPython, type ServerManifest } from "../config/manifest.js";
 import type { SandboxDriver, VmSpec } from "./driver.js";
 import { chooseAccel, type AccelDecision, type AccelSetting } from "./qemu/accel-probe.js";
 import { closeCacheDir, ensureVmmUser } from "./qemu/vmm-user.js";
@@ -35,7 +35,7 @@ export interface PrepareOptions {
  */
 export async function prepareGuests(manifests: ServerManifest[], options: PrepareOptions): Promise<GuestPlan> {
   const { build, driver, log } = options;
-  const python = manifests.some((m) => m.source.kind === "pypi");
+  const python = manifests.some(needsPython);
   await ensureHostPackages(build, python ? PYTHON_HOST_PACKAGES : {});
   await ensureVmmUser(build.progress);
   await closeCacheDir(build.cacheDir);
@@ -71,7 +71,7 @@ export async function prepareGuests(manifests: ServerManifest[], options: Prepar
         image: {
           kernelPath: base.kernelPath,
           initrdPath: base.initrdPath,
-          rootfsPath: manifest.source.kind === "pypi" ? base.pythonRootfsPath! : base.rootfsPath,
+          rootfsPath: needsPython(manifest) ? base.pythonRootfsPath! : base.rootfsPath,
           layerPath: layer.diskPath,
         },
         memoryMiB: manifest.guest.memoryMiB,
