@@ -110,27 +110,34 @@ test("a PyPI source that cannot be built fails that server alone, naming it and 
   }
 });
 
-test("exec's guest has Debian's python3, pip and git: write code and its test, run them, commit", { timeout: 120_000 }, async () => {
+test("exec's guest has Debian's python3, pip and git: upload code and its test, run them, fix, commit, download", { timeout: 120_000 }, async () => {
   const gateway = await startReadyGateway({ servers: ["exec"] });
   try {
     const client = await connect(gateway.url("exec"));
     const versions = await sh(client, "python3 --version && python3 -m pip --version | cut -d' ' -f1-2 && git --version", 60_000);
     assert.match(versions.stdout, /^Python 3\.11\.\d+\npip \d+.*\ngit version 2\.\d+/, versions.stderr);
-    const script = [
-      "mkdir -p /tmp/proj && cd /tmp/proj && git init -q",
-      "printf 'def add(a, b):\\n    return a - b\\n' > calc.py",
-      "printf 'import unittest\\nfrom calc import add\\nclass T(unittest.TestCase):\\n    def test_add(self):\\n        self.assertEqual(add(2, 3), 5)\\n' > test_calc.py",
-    ].join(" && ");
-    assert.equal((await sh(client, script)).exitCode, 0);
-    const failing = await sh(client, "cd /tmp/proj && python3 -m unittest 2>&1", 60_000);
+    const upload = async (path: string, text: string) => {
+      const result = (await client.callTool({ name: "upload", arguments: { path, contentBase64: Buffer.from(text).toString("base64") } })) as CallToolResult;
+      assert.notEqual(result.isError, true, JSON.stringify(result.content));
+    };
+    await upload("proj/calc.py", "def add(a, b):\n    return a - b\n");
+    await upload("proj/test_calc.py", "import unittest\nfrom calc import add\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n");
+    const failing = await sh(client, "cd /tmp/proj && git init -q && python3 -m unittest 2>&1", 60_000);
     assert.notEqual(failing.exitCode, 0);
     assert.match(failing.stdout, /FAILED \(failures=1\)/);
     // Another size as well as another text: a .pyc is checked by the source's mtime in seconds and its size.
-    await sh(client, "cd /tmp/proj && sed -i 's/return a - b/return a + b  # fixed/' calc.py");
+    await upload("proj/calc.py", "def add(a, b):\n    return a + b  # fixed\n");
     const passing = await sh(client, "cd /tmp/proj && python3 -m unittest 2>&1", 60_000);
     assert.equal(passing.exitCode, 0, passing.stdout);
-    const commit = await sh(client, "cd /tmp/proj && git add -A && git -c user.name=agent -c user.email=agent@example.invalid commit -qm 'add calc' && git log --oneline");
+    const commit = await sh(client, "cd /tmp/proj && git add calc.py test_calc.py && git -c user.name=agent -c user.email=agent@example.invalid commit -qm 'add calc' && git log --oneline");
     assert.match(commit.stdout, /^[0-9a-f]+ add calc$/m, commit.stderr);
+    const download = (await client.callTool({ name: "download", arguments: { path: "proj" } })) as CallToolResult;
+    const archive = download.structuredContent as { archive: boolean; contentBase64: string };
+    assert.equal(archive.archive, true);
+    const { execFileSync } = await import("node:child_process");
+    const listed = execFileSync("tar", ["-tzf", "-"], { input: Buffer.from(archive.contentBase64, "base64") }).toString("utf8");
+    assert.match(listed, /\.\/calc\.py/);
+    assert.match(listed, /\.\/\.git\/HEAD/);
     await client.close();
   } finally {
     await gateway.close();

@@ -2,7 +2,8 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
 import { inheritedNodeFlags } from "./node-args.js";
 import { runProcess } from "./run-process.js";
-import { runInputShape, runJsInputShape, runOutputShape } from "./schemas.js";
+import { download, upload } from "./files.js";
+import { downloadInputShape, downloadOutputShape, runInputShape, runJsInputShape, runOutputShape, uploadInputShape, uploadOutputShape } from "./schemas.js";
 import { toToolResult } from "./tool-result.js";
 
 export const EXEC_SERVER_VERSION = "0.1.0";
@@ -55,6 +56,30 @@ export function createExecServer(): McpServer {
         }),
         timeoutMs,
       ),
+  );
+
+  server.registerTool(
+    "upload",
+    {
+      title: "Upload a file or an archive",
+      description: "Writes a file under /tmp of the sandbox from base64 (at most 2 MiB), or unpacks a .tar.gz archive into a directory there.",
+      inputSchema: uploadInputShape,
+      outputSchema: uploadOutputShape,
+      annotations,
+    },
+    upload,
+  );
+
+  server.registerTool(
+    "download",
+    {
+      title: "Download a file or a directory",
+      description: "Reads a file under /tmp of the sandbox as base64 (at most 4 MiB), or a directory as a .tar.gz archive.",
+      inputSchema: downloadInputShape,
+      outputSchema: downloadOutputShape,
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    download,
   );
 
   return server;

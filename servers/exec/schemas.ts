@@ -29,3 +29,26 @@ export const runOutputShape = {
   truncated: z.boolean().describe("Whether stdout or stderr went past 1 MiB; only the first 1 MiB of each is kept."),
   durationMs: z.number().int().nonnegative(),
 };
+
+export const uploadInputShape = {
+  path: z.string().min(1).describe("Where to write, absolute or relative to /tmp; for an archive, the directory to unpack into."),
+  contentBase64: z.string().describe("The file's bytes (or the .tar.gz archive's), base64; at most 2 MiB decoded."),
+  archive: z.boolean().default(false).describe("The content is a .tar.gz archive to unpack at `path`."),
+};
+
+export const downloadInputShape = {
+  path: z.string().min(1).describe("A file, or a directory (returned as a .tar.gz archive), under /tmp; at most 4 MiB."),
+};
+
+export const uploadOutputShape = {
+  path: z.string(),
+  bytes: z.number().int().nonnegative(),
+  entries: z.number().int().nonnegative(),
+};
+
+export const downloadOutputShape = {
+  path: z.string(),
+  bytes: z.number().int().nonnegative(),
+  archive: z.boolean(),
+  contentBase64: z.string(),
+};

@@ -55,12 +55,12 @@ async function waitGone(pid: number): Promise<boolean> {
 }
 
 describe("exec server", () => {
-  test("lists both tools with output schemas and annotations", async () => {
+  test("lists its tools with output schemas and annotations", async () => {
     const { tools } = await client.listTools();
-    assert.deepEqual(tools.map((t) => t.name).sort(), ["run", "run_js"]);
+    assert.deepEqual(tools.map((t) => t.name).sort(), ["download", "run", "run_js", "upload"]);
     for (const tool of tools) {
       assert.equal(tool.outputSchema?.type, "object");
-      assert.equal(tool.annotations?.readOnlyHint, false);
+      assert.equal(tool.annotations?.readOnlyHint, tool.name === "download", tool.name);
       assert.equal(tool.annotations?.openWorldHint, false);
     }
     assert.equal(client.getServerVersion()?.name, "mcpvisor-exec");
@@ -159,5 +159,53 @@ describe("exec server", () => {
     }
     const { run } = await call("run", { command: "echo still here" });
     assert.equal(run.stdout, "still here\n");
+  });
+
+  describe("files in and out", () => {
+    const dir = `mcpv-exec-files-${process.pid}`;
+
+    test("upload writes a file under /tmp and download reads it back", async () => {
+      const content = Buffer.from("print('hello from the sandbox')\n");
+      const up = (await client.callTool({ name: "upload", arguments: { path: `${dir}/src/hello.py`, contentBase64: content.toString("base64") } })) as CallToolResult;
+      assert.equal(up.isError, undefined, textOf(up));
+      assert.deepEqual(up.structuredContent, { path: `/tmp/${dir}/src/hello.py`, bytes: content.length, entries: 1 });
+      const down = (await client.callTool({ name: "download", arguments: { path: `/tmp/${dir}/src/hello.py` } })) as CallToolResult;
+      const got = down.structuredContent as { contentBase64: string; archive: boolean };
+      assert.equal(got.archive, false);
+      assert.deepEqual(Buffer.from(got.contentBase64, "base64"), content);
+    });
+
+    test("an archive unpacks into a directory, and a directory downloads as an archive", async () => {
+      const { execFileSync } = await import("node:child_process");
+      const { mkdtempSync, writeFileSync, mkdirSync } = await import("node:fs");
+      const src = mkdtempSync("/tmp/mcpv-exec-archive-");
+      mkdirSync(`${src}/pkg`);
+      writeFileSync(`${src}/pkg/a.txt`, "a");
+      writeFileSync(`${src}/b.txt`, "b");
+      const archive = execFileSync("tar", ["-czf", "-", "-C", src, "."]);
+      const up = (await client.callTool({ name: "upload", arguments: { path: `${dir}/unpacked`, contentBase64: archive.toString("base64"), archive: true } })) as CallToolResult;
+      assert.equal(up.isError, undefined, textOf(up));
+      assert.equal(readFileSync(`/tmp/${dir}/unpacked/pkg/a.txt`, "utf8"), "a");
+      const down = (await client.callTool({ name: "download", arguments: { path: `${dir}/unpacked` } })) as CallToolResult;
+      const got = down.structuredContent as { contentBase64: string; archive: boolean };
+      assert.equal(got.archive, true);
+      const listed = execFileSync("tar", ["-tzf", "-"], { input: Buffer.from(got.contentBase64, "base64") }).toString("utf8");
+      assert.match(listed, /pkg\/a\.txt/);
+      assert.match(listed, /b\.txt/);
+    });
+
+    test("paths outside /tmp and sizes past the caps get a clear error", async () => {
+      const outside = (await client.callTool({ name: "upload", arguments: { path: "/etc/passwd", contentBase64: "eA==" } })) as CallToolResult;
+      assert.equal(outside.isError, true);
+      assert.match(textOf(outside), /'\/etc\/passwd' is outside \/tmp/);
+      const escape = (await client.callTool({ name: "download", arguments: { path: "../etc/passwd" } })) as CallToolResult;
+      assert.match(textOf(escape), /is outside \/tmp/);
+      const big = Buffer.alloc(2 * 1024 * 1024 + 1).toString("base64");
+      const tooBig = (await client.callTool({ name: "upload", arguments: { path: `${dir}/big.bin`, contentBase64: big } })) as CallToolResult;
+      assert.equal(tooBig.isError, true);
+      assert.match(textOf(tooBig), /over the cap of 2 MiB per upload/);
+      const missing = (await client.callTool({ name: "download", arguments: { path: `${dir}/nothing-here` } })) as CallToolResult;
+      assert.match(textOf(missing), /does not exist/);
+    });
   });
 });
