@@ -9,6 +9,8 @@ export interface ProcessSpec {
   /** Written to the child's stdin, which is then closed (also when absent, so readers see EOF). */
   stdin?: string | undefined;
   timeoutMs: number;
+  /** Each chunk of output as it comes (for progress notifications); the result still holds it all. */
+  onOutput?: (chunk: Buffer) => void;
 }
 
 export type RunResult = {
@@ -34,8 +36,14 @@ export function runProcess(spec: ProcessSpec): Promise<RunResult> {
     const child = spawn(spec.file, spec.args, { cwd: WORK_DIR, env: CHILD_ENV, detached: true, stdio: "pipe" });
     const stdout = new CappedOutput(OUTPUT_CAP_BYTES);
     const stderr = new CappedOutput(OUTPUT_CAP_BYTES);
-    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout.push(chunk);
+      spec.onOutput?.(chunk);
+    });
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr.push(chunk);
+      spec.onOutput?.(chunk);
+    });
     // A child that exits without reading its input makes this write fail (EPIPE); that is not a failure of the run.
     child.stdin.on("error", () => {});
     child.stdin.end(spec.stdin ?? "");

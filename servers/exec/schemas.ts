@@ -52,3 +52,27 @@ export const downloadOutputShape = {
   archive: z.boolean(),
   contentBase64: z.string(),
 };
+
+export const startInputShape = {
+  command: z.string().min(1).describe("Shell command left running in the background (a dev server, a watch), with /bin/sh -c in /tmp."),
+};
+
+export const startOutputShape = {
+  id: z.number().int().describe("Pass it to `output` and `stop`."),
+  pid: z.number().int(),
+};
+
+export const jobInputShape = {
+  id: z.number().int().describe("What `start` returned."),
+};
+
+export const jobOutputShape = {
+  id: z.number().int(),
+  command: z.string(),
+  running: z.boolean(),
+  exitCode: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  stdout: z.string().describe("What it wrote since the last `output` (at most the last 256 KiB)."),
+  stderr: z.string(),
+  droppedBytes: z.number().int().nonnegative().describe("Output lost because it was not read in time."),
+};

@@ -57,7 +57,7 @@ async function waitGone(pid: number): Promise<boolean> {
 describe("exec server", () => {
   test("lists its tools with output schemas and annotations", async () => {
     const { tools } = await client.listTools();
-    assert.deepEqual(tools.map((t) => t.name).sort(), ["download", "run", "run_js", "upload"]);
+    assert.deepEqual(tools.map((t) => t.name).sort(), ["download", "output", "run", "run_js", "start", "stop", "upload"]);
     for (const tool of tools) {
       assert.equal(tool.outputSchema?.type, "object");
       assert.equal(tool.annotations?.readOnlyHint, tool.name === "download", tool.name);
@@ -207,5 +207,63 @@ describe("exec server", () => {
       const missing = (await client.callTool({ name: "download", arguments: { path: `${dir}/nothing-here` } })) as CallToolResult;
       assert.match(textOf(missing), /does not exist/);
     });
+  });
+
+  describe("background processes", () => {
+    type Job = { id: number; running: boolean; exitCode: number | null; signal: string | null; stdout: string; stderr: string };
+    const start = async (command: string) => {
+      const result = (await client.callTool({ name: "start", arguments: { command } })) as CallToolResult;
+      assert.notEqual(result.isError, true, textOf(result));
+      return result.structuredContent as { id: number; pid: number };
+    };
+    const job = async (name: "output" | "stop", id: number) => ((await client.callTool({ name, arguments: { id } })) as CallToolResult).structuredContent as Job;
+
+    test("start leaves a process running; output reads what it wrote since the last read; stop ends its group", async () => {
+      const { id, pid } = await start("i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done");
+      await sleep(600);
+      const first = await job("output", id);
+      assert.equal(first.running, true);
+      assert.match(first.stdout, /^tick 0\ntick 1\n/);
+      await sleep(300);
+      const second = await job("output", id);
+      assert.doesNotMatch(second.stdout, /tick 0\n/, "only what came since the last read");
+      assert.match(second.stdout, /tick \d+\n/);
+      const stopped = await job("stop", id);
+      assert.equal(stopped.running, false);
+      assert.equal(stopped.signal, "SIGTERM");
+      assert.ok(await waitGone(pid), "the process group is gone");
+    });
+
+    test("a process that ends by itself reports its exit code and last output", async () => {
+      const { id } = await start("echo done; echo oops >&2; exit 4");
+      await sleep(300);
+      const out = await job("output", id);
+      assert.deepEqual([out.running, out.exitCode, out.stdout, out.stderr], [false, 4, "done\n", "oops\n"]);
+    });
+
+    test("at most 8 run at once, and an unknown id is a clear error", async () => {
+      const ids: number[] = [];
+      for (let i = 0; i < 8; i++) ids.push((await start("sleep 30")).id);
+      const ninth = (await client.callTool({ name: "start", arguments: { command: "sleep 30" } })) as CallToolResult;
+      assert.equal(ninth.isError, true);
+      assert.match(textOf(ninth), /8 background processes are running, the most a sandbox may have \(8\)/);
+      for (const id of ids) await job("stop", id);
+      const unknown = (await client.callTool({ name: "output", arguments: { id: 9999 } })) as CallToolResult;
+      assert.equal(unknown.isError, true);
+      assert.match(textOf(unknown), /no background process 9999/);
+    });
+  });
+
+  test("with a progress token, run sends its output as it comes in progress notifications", async () => {
+    const updates: { progress: number; message?: string }[] = [];
+    const result = (await client.callTool(
+      { name: "run", arguments: { command: "for i in 1 2 3; do echo line $i; sleep 0.7; done" } },
+      undefined,
+      { onprogress: (p) => updates.push(p) },
+    )) as CallToolResult;
+    assert.equal((result.structuredContent as RunResult).stdout, "line 1\nline 2\nline 3\n", "the result still has it all");
+    assert.ok(updates.length >= 1, "at least one progress notification during the 2 s run");
+    assert.match(updates[0]!.message ?? "", /^line 1\n/);
+    for (let i = 1; i < updates.length; i++) assert.ok(updates[i]!.progress > updates[i - 1]!.progress, "progress increases");
   });
 });
