@@ -110,7 +110,7 @@ test("a PyPI source that cannot be built fails that server alone, naming it and 
   }
 });
 
-test("exec's guest has Debian's python3, pip and git: upload code and its test, run them, fix, commit, download", { timeout: 120_000 }, async () => {
+test("exec's guest has Debian's python3, pip and git: upload code and its test, run them, fix, commit, download, serve it in the background", { timeout: 120_000 }, async () => {
   const gateway = await startReadyGateway({ servers: ["exec"] });
   try {
     const client = await connect(gateway.url("exec"));
@@ -138,6 +138,20 @@ test("exec's guest has Debian's python3, pip and git: upload code and its test, 
     const listed = execFileSync("tar", ["-tzf", "-"], { input: Buffer.from(archive.contentBase64, "base64") }).toString("utf8");
     assert.match(listed, /\.\/calc\.py/);
     assert.match(listed, /\.\/\.git\/HEAD/);
+
+    // A dev server left running between calls, reached by a later command, then stopped.
+    const started = (await client.callTool({ name: "start", arguments: { command: "cd /tmp/proj && exec python3 -m http.server 8000 --bind 127.0.0.1" } })) as CallToolResult;
+    const { id } = started.structuredContent as { id: number };
+    const fetched = await sh(client, "for i in $(seq 1 50); do wget -qO- http://127.0.0.1:8000/calc.py 2>/dev/null && break; sleep 0.2; done", 30_000);
+    assert.match(fetched.stdout, /return a \+ b/);
+    const stopped = (await client.callTool({ name: "stop", arguments: { id } })) as CallToolResult;
+    assert.equal((stopped.structuredContent as { running: boolean }).running, false);
+    assert.match((stopped.structuredContent as { stderr: string }).stderr, /GET \/calc\.py/, "its log, read after the fact");
+
+    // A long command's output arrives as it comes, through the gateway, as progress notifications.
+    const updates: { message?: string }[] = [];
+    await client.callTool({ name: "run", arguments: { command: "for i in 1 2 3; do echo step $i; sleep 1; done" } }, undefined, { onprogress: (p) => updates.push(p) });
+    assert.ok(updates.some((u) => /step 1/.test(u.message ?? "")), JSON.stringify(updates));
     await client.close();
   } finally {
     await gateway.close();
