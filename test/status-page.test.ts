@@ -67,7 +67,7 @@ describe("the status page in a real headless browser", { timeout: 600_000 }, () 
     assert.equal(page.title, "mcpvisor status");
     assert.equal(page.ready, "ready");
     assert.match(page.server, /^exec/);
-    assert.deepEqual(page.tools.sort(), ["download", "run", "run_js", "upload"]);
+    assert.deepEqual(page.tools.sort(), ["download", "output", "run", "run_js", "start", "stop", "upload"]);
     assert.match(page.counts, /idle 1/, "the session's clone is counted by state");
     assert.match(page.resume, /resume p50 [\d.]+ ms · p95 [\d.]+ ms/);
     // time, server, tool, outcome, total, acquire, round trip, in guest

@@ -142,6 +142,6 @@ describe("request traces through a real gateway", { timeout: 300_000 }, () => {
       calls: { server: string; tool: string; outcome: string; traceId: string }[];
     };
     assert.deepEqual(status.calls[0]!, { ...status.calls[0]!, server: "exec", tool: "run", outcome: "ok", traceId: newest.traceId });
-    assert.deepEqual(status.servers[0]!.tools.map((t) => t.name).sort(), ["download", "run", "run_js", "upload"]);
+    assert.deepEqual(status.servers[0]!.tools.map((t) => t.name).sort(), ["download", "output", "run", "run_js", "start", "stop", "upload"]);
   });
 });
