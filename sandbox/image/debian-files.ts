@@ -6,6 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { run } from "./exec.js";
+import { sharedLibrariesOf } from "./ldd.js";
 
 /** Paths no program reads at run time. */
 const SKIPPED = /^\/usr\/share\/(doc|man|info|lintian|bug|bash-completion|locale)\//;
@@ -64,11 +65,7 @@ function isElf(file: string): boolean {
 async function sharedLibraries(elfs: string[]): Promise<DebianFiles["libraries"]> {
   const found = new Map<string, string>();
   for (const elf of elfs) {
-    const { stdout } = await run("ldd", [elf], { okCodes: [1] }); // 1: not a dynamic executable
-    for (const line of stdout.split("\n")) {
-      const m = /=>\s*(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
-      if (m && !found.has(m[1]!)) found.set(m[1]!, fs.realpathSync(m[1]!));
-    }
+    for (const { path } of await sharedLibrariesOf(elf)) if (path && !found.has(path)) found.set(path, fs.realpathSync(path));
   }
   return [...found].sort().map(([guestPath, hostPath]) => ({ guestPath, hostPath }));
 }

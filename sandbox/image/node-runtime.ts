@@ -5,6 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { run } from "./exec.js";
+import { sharedLibrariesOf } from "./ldd.js";
 import { hashFile } from "./hash.js";
 
 export interface NodeRuntime {
@@ -18,13 +19,9 @@ export interface NodeRuntime {
 
 export async function hostNodeRuntime(): Promise<NodeRuntime> {
   const binary = fs.realpathSync(process.execPath);
-  const { stdout } = await run("ldd", [binary]);
   const libraries: NodeRuntime["libraries"] = [];
-  for (const line of stdout.split("\n")) {
-    // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-    const m = /=>\s*(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
-    if (!m) continue;
-    const guestPath = m[1]!;
+  for (const { path: guestPath } of await sharedLibrariesOf(binary)) {
+    if (!guestPath) continue;
     const hostPath = fs.realpathSync(guestPath);
     libraries.push({ guestPath, hostPath, sha256: await hashFile(hostPath) });
   }
