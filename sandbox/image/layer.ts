@@ -10,8 +10,8 @@ import { parseDestination } from "../../src/egress/destination.js";
 import { CertificateAuthority, egressCaDir } from "../../src/egress/certificate-authority.js";
 import { GUEST_PROXY_PORT, type EgressSpec } from "../agent/egress-protocol.js";
 import type { ServerSpec } from "../agent/hosted-server.js";
-import { debianFiles, installedVersions } from "./debian-files.js";
-import { bundleSharedLibraries, consoleScripts, pipInstall, PypiInstallError, PYTHON_DEBIAN_PACKAGES, PYTHON_LAYER_DIR, PYTHON_LAYER_LIBS } from "./python.js";
+import { installedVersions } from "./debian-files.js";
+import { bundleSharedLibraries, consoleScripts, pipInstall, PypiInstallError, PYTHON_LAYER_DIR, PYTHON_LAYER_LIBS } from "./python.js";
 import { bundleEsm } from "./bundle.js";
 import { type BuildContext } from "./context.js";
 import { makeExt4 } from "./ext4.js";
@@ -114,9 +114,7 @@ async function buildLayer(ctx: BuildContext, manifest: ServerManifest): Promise<
 
 async function pypiInstall(ctx: BuildContext, root: string, command: string, source: Extract<ServerManifest["source"], { kind: "pypi" }>): Promise<void> {
   const target = await pipInstall(ctx, root, source.package, source.version, source.extras);
-  const base = await debianFiles(PYTHON_DEBIAN_PACKAGES);
-  const inBase = new Set([...base.files, ...base.libraries.flatMap((l) => [l.guestPath, l.hostPath])]);
-  const copied = await bundleSharedLibraries(target, inBase);
+  const copied = await bundleSharedLibraries(target);
   if (copied.length) ctx.progress(`layer: libraries the packages need besides the Python image: ${copied.join(", ")}`);
   const scripts = consoleScripts(target);
   if (!command.includes("/") && !scripts.includes(command)) {

@@ -8,6 +8,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { BuildContext } from "./context.js";
 import { run } from "./exec.js";
+import { debianFiles } from "./debian-files.js";
+import { sharedLibrariesOf } from "./ldd.js";
 
 /** The interpreter, by its Debian path: the host's `python3` on PATH may be another one (pyenv). */
 export const PYTHON = "/usr/bin/python3.11";
@@ -63,24 +65,31 @@ export function consoleScripts(target: string): string[] {
  * the layer (an sdist built here may link any host library); one the host cannot resolve either fails
  * the build, naming it.
  */
-export async function bundleSharedLibraries(target: string, inBase: ReadonlySet<string>): Promise<string[]> {
+export async function bundleSharedLibraries(target: string): Promise<string[]> {
+  const inBase = await pythonImagePaths();
   const copied: string[] = [];
   const libs = path.join(target, PYTHON_LAYER_LIBS);
   for (const elf of elfFiles(target)) {
-    const { stdout } = await run("ldd", [elf], { okCodes: [1] });
-    for (const line of stdout.split("\n")) {
-      const missing = /^\s*(\S+) => not found/.exec(line);
-      if (missing) throw new PypiInstallError(`${path.relative(target, elf)} needs ${missing[1]}, which this host does not have`);
-      const m = /^\s*(\S+) => (\/\S+)/.exec(line);
-      if (!m || inBase.has(m[2]!) || m[2]!.startsWith(target)) continue;
-      const dest = path.join(libs, m[1]!);
+    for (const lib of await sharedLibrariesOf(elf)) {
+      if (!lib.path) throw new PypiInstallError(`${path.relative(target, elf)} needs ${lib.name}, which this host does not have`);
+      // The loader itself (named by its path) is in every image.
+      if (lib.name.startsWith("/") || inBase.has(lib.path) || lib.path.startsWith(target)) continue;
+      const dest = path.join(libs, lib.name);
       if (fs.existsSync(dest)) continue;
       fs.mkdirSync(libs, { recursive: true });
-      fs.copyFileSync(fs.realpathSync(m[2]!), dest);
-      copied.push(m[1]!);
+      fs.copyFileSync(fs.realpathSync(lib.path), dest);
+      copied.push(lib.name);
     }
   }
   return copied;
+}
+
+let imagePaths: Promise<ReadonlySet<string>> | undefined;
+
+/** Every path the Python image has, listed once per process (the listing runs ldd on each program). */
+function pythonImagePaths(): Promise<ReadonlySet<string>> {
+  imagePaths ??= debianFiles(PYTHON_DEBIAN_PACKAGES).then((d) => new Set([...d.files, ...d.libraries.flatMap((l) => [l.guestPath, l.hostPath])]));
+  return imagePaths;
 }
 
 function* elfFiles(dir: string): Generator<string> {

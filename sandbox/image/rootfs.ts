@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { bundleAgent } from "./bundle.js";
 import { type Busybox, installBusybox } from "./busybox.js";
 import { type BuildContext } from "./context.js";
-import { debianFiles, installDebianFiles } from "./debian-files.js";
+import { debianFiles, installDebianFiles, installedVersions } from "./debian-files.js";
 import { byteCompile, PYTHON } from "./python.js";
 import { makeExt4 } from "./ext4.js";
 import { CA_BUNDLE_FILE } from "./layer.js";
@@ -53,7 +53,8 @@ export async function ensureRootfs(ctx: BuildContext, busybox: Busybox, packages
     hashFile(stage2),
     hasCommand("strip"),
   ]);
-  const debian = packages.length ? await debianFiles(packages) : undefined;
+  // Versions name the packages' content; listing their files (and ldd over each) is for a build only.
+  const versions = packages.length ? await installedVersions(packages) : undefined;
   const hash = hashOf({
     v: IMAGE_BUILD_VERSION,
     busybox: busybox.sha256,
@@ -65,22 +66,22 @@ export async function ensureRootfs(ctx: BuildContext, busybox: Busybox, packages
     stage2: stage2Hash,
     etc: ETC_FILES,
     caBundle: CA_BUNDLE_FILE,
-    debian: debian?.versions,
-    bytecode: debian ? 1 : undefined,
+    debian: versions,
+    bytecode: versions ? 1 : undefined,
   });
   const out = path.join(ctx.cacheDir, "images", `base-${hash}.ext4`);
   if (exists(out)) return { path: out, hash };
 
   const started = Date.now();
-  const extra = debian ? `, ${Object.entries(debian.versions).map(([p, v]) => `${p} ${v}`).join(", ")}` : "";
+  const extra = versions ? `, ${Object.entries(versions).map(([p, v]) => `${p} ${v}`).join(", ")}` : "";
   ctx.progress(`base rootfs: building (node ${node.version}, agent ${formatBytes(agent.length)}${extra})`);
   let size = 0;
   await publishAtomically(out, async (tmp) => {
     const root = `${tmp}.root`;
     try {
       await stageRootfs(root, { busybox, agent, helperPath: helper.path, stage2, node, strip });
-      if (debian) {
-        await installDebianFiles(debian, root);
+      if (versions) {
+        await installDebianFiles(await debianFiles(packages), root);
         if (fs.existsSync(path.join(root, PYTHON.slice(1)))) await byteCompile(root);
       }
       size = (await makeExt4(root, tmp, BASE_LABEL)).bytes;
