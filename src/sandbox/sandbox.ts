@@ -6,8 +6,11 @@ import { events, publishSoon } from "../telemetry/events.js";
 
 type RequestId = string | number;
 
-/** How long an idle sandbox's suspend waits for its egress connections to close (see onIdle). */
-const EGRESS_QUIET_MS = 30_000;
+/**
+ * How long an idle sandbox's suspend (onIdle), and a template's snapshot, wait for the server's egress
+ * connections to close: a resume resets what was open, and some servers die of that.
+ */
+export const EGRESS_CLOSE_WAIT_MS = 30_000;
 
 /** The sandbox's state with what belongs to it: only a running sandbox has a VM, only a saved one a file. */
 
@@ -239,13 +242,13 @@ export class Sandbox {
 
   /**
    * Idle long enough. A sandbox with egress connections open waits for them to close first (a database
-   * pool closes idle ones after a few seconds), up to EGRESS_QUIET_MS: a resume resets what was open,
-   * and some servers die of that. A use meanwhile ends the wait: the refreshed idle timer takes over.
+   * pool closes idle ones after a few seconds), up to EGRESS_CLOSE_WAIT_MS. A use meanwhile ends the
+   * wait: the refreshed idle timer takes over.
    */
   private onIdle(use: number, since: number): void {
     if (this.lastUsed !== use) return;
     const status = this.status;
-    if (status.state === "idle" && (status.vm.egress?.openConnections() ?? 0) > 0 && Date.now() - since < EGRESS_QUIET_MS) {
+    if (status.state === "idle" && (status.vm.egress?.openConnections() ?? 0) > 0 && Date.now() - since < EGRESS_CLOSE_WAIT_MS) {
       setTimeout(() => this.onIdle(use, since), 1_000).unref();
       return;
     }
@@ -325,9 +328,7 @@ export class Sandbox {
 
   private onVmExit(exit: VmExit): void {
     if (this.status.state === "suspending") return; // a suspend ends the VM itself
-    const detail = exit.serverExit
-      ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${crashLine(exit.serverExit.stderrTail)}`
-      : exit.reason;
+    const detail = exitDetail(exit);
     events.sandboxCrash.publish({ server: this.server, sandboxId: this.id, detail });
     void this.destroy(detail, new GuestExitedError(`the guest died: ${detail}`));
   }
@@ -371,6 +372,11 @@ export class Sandbox {
     this.keepSavedState = this.status.state === "suspended";
     await this.destroy(reason);
   }
+}
+
+/** Why a VM ended, in one line: the hosted server's own error when it was the server that died. */
+export function exitDetail(exit: VmExit): string {
+  return exit.serverExit ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${crashLine(exit.serverExit.stderrTail)}` : exit.reason;
 }
 
 /**

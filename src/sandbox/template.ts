@@ -5,13 +5,11 @@ import { z } from "zod";
 import type { ServerManifest } from "../config/manifest.js";
 import type { GuestChannel, SandboxDriver, SnapshotFiles, Vm, VmSpec } from "./driver.js";
 import { SandboxError, SnapshotCorruptError, TemplateError } from "./errors.js";
-import { crashLine } from "./sandbox.js";
+import { EGRESS_CLOSE_WAIT_MS, exitDetail } from "./sandbox.js";
 import { sha256File, sha256Json } from "./file-hash.js";
 import { events } from "../telemetry/events.js";
 
 const TEMPLATE_FORMAT = 6;
-/** How long a template snapshot waits for the warm-up's egress connections to close (see drainEgress). */
-const EGRESS_DRAIN_MS = 30_000;
 
 /**
  * What a hosted server must have done before its snapshot, and in a clone before it waits in the pool.
@@ -133,14 +131,14 @@ export class TemplateStore {
   /**
    * A connection the warm-up opened (a database pool's first client) would be in every clone, and every
    * clone must reset it at resume: some servers die of that (server-postgres has no pool error handler).
-   * So the snapshot waits, up to EGRESS_DRAIN_MS, for the server to close them itself, as pools do when
+   * So the snapshot waits, up to EGRESS_CLOSE_WAIT_MS, for the server to close them itself, as pools do when
    * idle; what is still open then is reset in each clone.
    */
   private async drainEgress(vm: Vm, server: string, onProgress: (line: string) => void): Promise<void> {
     const open = () => vm.egress?.openConnections() ?? 0;
     if (open() === 0) return;
     onProgress(`template ${server}: waiting for the ${open()} connection(s) the warm-up opened to close before the snapshot`);
-    const deadline = Date.now() + EGRESS_DRAIN_MS;
+    const deadline = Date.now() + EGRESS_CLOSE_WAIT_MS;
     while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     if (open() > 0) this.log.warn({ server, open: open() }, "template snapshot taken with egress connections open: each clone resets them when it resumes");
   }
@@ -160,8 +158,7 @@ export class TemplateStore {
       // A server that dies while it is initialized and warmed fails the build at once, saying why, not
       // at the end of bootMs.
       const died = vm.exited.then((exit): never => {
-        const why = exit.serverExit ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${crashLine(exit.serverExit.stderrTail)}` : exit.reason;
-        throw new TemplateError(`server '${manifest.name}' died during initialize and warm-up: ${why}`);
+        throw new TemplateError(`server '${manifest.name}' died during initialize and warm-up: ${exitDetail(exit)}`);
       });
       died.catch(() => undefined);
       const prepared = await Promise.race([this.preparation.template(vm.channel, manifest, manifest.timeouts.bootMs), died]);
