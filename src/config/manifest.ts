@@ -50,14 +50,6 @@ const CredentialSchema = z
   })
   .strict();
 
-function safeLabel(destination: string): string | undefined {
-  try {
-    return parseDestination(destination).label;
-  } catch {
-    return undefined;
-  }
-}
-
 const NetworkSchema = z
   .object({
     allow: z.array(z.string()).min(1, "list at least one destination, or set network to false"),
@@ -84,6 +76,7 @@ const NetworkSchema = z
         ctx.addIssue({ code: "custom", path: ["allow", i], message: err.message });
       }
     });
+    const credited = new Set<string>();
     network.credentials.forEach((credential, i) => {
       let label: string;
       try {
@@ -93,9 +86,10 @@ const NetworkSchema = z
         ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: err.message });
         return;
       }
-      if (network.credentials.findIndex((c) => safeLabel(c.destination) === label) !== i) {
+      if (credited.has(label)) {
         ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: `'${credential.destination}' already has a credential; one per destination` });
       }
+      credited.add(label);
       const kind = labels.get(label);
       if (kind === undefined) {
         ctx.addIssue({ code: "custom", path: ["credentials", i, "destination"], message: `'${credential.destination}' is not in network.allow` });

@@ -183,30 +183,19 @@ export class VmEgressLink implements EgressAttachment {
     }
   }
 
-  /** Why a new connection may not open now (limits), or undefined; when it may, it is counted until `release`. */
-  private admit(): string | undefined {
+  /**
+   * Takes a connection slot for `guest` until it closes, or says why not (the limits); the caller
+   * answers a refusal.
+   */
+  private hold(guest: Duplex): string | undefined {
     if (this.closed) return "the sandbox is going away";
     if (this.open >= this.ctx.limits.maxConnections) return `the sandbox has ${this.open} connections open (network.limits.maxConnections)`;
     if (this.bytes.exceeded()) return `the sandbox moved ${this.ctx.limits.maxBytesPerMinute} bytes this minute (network.limits.maxBytesPerMinute)`;
     if (!this.ctx.budget.tryTake()) return `the gateway has ${this.ctx.budget.max} egress connections open (egressMaxConnections)`;
     this.open++;
-    return undefined;
-  }
-
-  private release(): void {
-    this.open--;
-    this.ctx.budget.release();
-  }
-
-  /** Holds a connection slot for `guest` until it closes; undefined if refused (the caller answers). */
-  private hold(guest: Duplex): string | undefined {
-    const refusal = this.admit();
-    if (refusal) return refusal;
-    let released = false;
     guest.once("close", () => {
-      if (released) return;
-      released = true;
-      this.release();
+      this.open--;
+      this.ctx.budget.release();
     });
     return undefined;
   }

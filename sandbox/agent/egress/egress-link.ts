@@ -43,7 +43,6 @@ class PortStream extends Duplex {
 
 interface Session {
   finder: SyncLineFinder;
-  nonce: string;
   stream: PortStream;
   synced: Promise<http2.ClientHttp2Session>;
   markSynced: () => void;
@@ -93,7 +92,6 @@ export class EgressLink {
     });
     const session: Session = {
       finder: new SyncLineFinder(nonce),
-      nonce,
       stream,
       markSynced,
       synced: synced.then(() => {
