@@ -226,7 +226,7 @@ function captureLeases(gateway: Gateway): Sandbox[] {
   const acquire = ServerPool.prototype.acquire;
   ServerPool.prototype.acquire = async function (this: ServerPool) {
     const sandbox = await acquire.call(this);
-    if (gateway.pool.has(this.manifest.name)) leased.push(sandbox);
+    if (this.unit.members.some((m) => gateway.pool.has(m.name))) leased.push(sandbox);
     return sandbox;
   };
   return leased;
@@ -247,15 +247,15 @@ class ChannelProbe {
 
   constructor(private readonly channel: GuestChannel) {
     const send = channel.send.bind(channel);
-    channel.send = (message: JsonRpcMessage) => {
+    channel.send = (server: string, message: JsonRpcMessage) => {
       if (message.method === "tools/call" && typeof message.id === "number" && message.id > 0) {
         this.stamps.sentId = message.id;
         this.stamps.channelSend = performance.now();
         this.lastForwarded = message;
       }
-      send(message);
+      send(server, message);
     };
-    const stamp = (message: JsonRpcMessage) => {
+    const stamp = (_server: string, message: JsonRpcMessage) => {
       const now = performance.now();
       if (typeof message.id !== "number" || "method" in message) return;
       if (message.id === this.stamps.sentId) this.stamps.channelReply = now;
@@ -293,7 +293,7 @@ class ChannelProbe {
     });
     entry.t0 = performance.now();
     const message = this.lastForwarded ?? { jsonrpc: "2.0", method: "tools/call", params: { name: tool, arguments: args } };
-    this.channel.send({ ...message, id });
+    this.channel.send(SERVER, { ...message, id });
     const answer = await reply;
     if (answer.error || (answer.result as { isError?: boolean } | undefined)?.isError) {
       throw new Error(`direct ${tool}: ${JSON.stringify(answer.error ?? answer.result)}`);

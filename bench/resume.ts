@@ -13,6 +13,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { loadManifests } from "../src/config/load.js";
+import { sandboxUnits } from "../src/config/sandbox-unit.js";
+import { serverChannel, type Vm } from "../src/sandbox/driver.js";
 import { REPO_ROOT, startGateway } from "../src/main.js";
 import { guestNotify, guestRequest } from "../src/sandbox/guest-rpc.js";
 import { prepareGuests } from "../src/sandbox/guest-images.js";
@@ -48,28 +50,29 @@ const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 async function coldBoots(SERVER: string): Promise<number[]> {
   const config = testConfig();
   const driver = new QemuDriver({ runDir: config.runDir });
-  const manifests = await loadManifests(join(REPO_ROOT, "servers"), [SERVER]);
-  const plan = await prepareGuests(manifests, {
+  const units = sandboxUnits(await loadManifests(join(REPO_ROOT, "servers"), [SERVER]), join(REPO_ROOT, "servers"));
+  const plan = await prepareGuests(units, {
     build: { cacheDir: config.cacheDir, repoRoot: REPO_ROOT, progress },
     driver,
     accel: config.accel,
     runDir: config.runDir,
     log,
   });
-  const spec = await plan.specs.get(SERVER)!;
+  const spec = await plan.specs.get(units[0]!.name)!;
+  const channel = (vm: Vm) => serverChannel(vm.channel, SERVER);
   progress(`accelerator: ${plan.accel.accel} (${plan.accel.reason})`);
   const times: number[] = [];
   for (let i = 0; i < COLD; i++) {
     const dir = await mkdtemp(join(tmpdir(), "mcpv-cold-"));
     const t0 = performance.now();
     const vm = await driver.boot(spec, join(dir, "ram"), 120_000);
-    await guestRequest(vm.channel, "initialize", {
+    await guestRequest(channel(vm), "initialize", {
       protocolVersion: "2025-11-25",
       capabilities: {},
       clientInfo: { name: "bench", version: "0" },
     }, 60_000);
-    guestNotify(vm.channel, "notifications/initialized");
-    await guestRequest(vm.channel, "tools/call", { ...CALLS[SERVER]!.first }, 60_000);
+    guestNotify(channel(vm), "notifications/initialized");
+    await guestRequest(channel(vm), "tools/call", { ...CALLS[SERVER]!.first }, 60_000);
     times.push(performance.now() - t0);
     await vm.kill("bench");
     await rm(dir, { recursive: true, force: true });

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { GatewayConfig } from "./config/gateway.js";
 import { loadManifests } from "./config/load.js";
 import type { ServerManifest } from "./config/manifest.js";
+import { sandboxUnits, type SandboxUnit } from "./config/sandbox-unit.js";
 import { Gatekeeper } from "./auth/gatekeeper.js";
 import { Egress } from "./egress/egress.js";
 import { OAuthVerifier } from "./auth/oauth.js";
@@ -32,6 +33,8 @@ export const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 export interface Runtime {
   manifests: ServerManifest[];
+  /** What each guest runs: a server, or the servers sharing a sandbox. */
+  units: SandboxUnit[];
   pool: SandboxPool;
   router: Router;
   readiness: Readiness;
@@ -63,6 +66,7 @@ export async function createRuntime(
   const loaded = await loadManifests(config.serversDir, config.servers);
   const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
   registerManifestSecrets(manifests);
+  const units = sandboxUnits(manifests, config.serversDir);
   const egress = await Egress.create({
     manifests,
     serversDir: config.serversDir,
@@ -98,7 +102,7 @@ export async function createRuntime(
   const activity = new RecentActivity();
   readiness.setPhase("building guest images (first start can take a few minutes)");
 
-  const plan = prepareGuests(manifests, {
+  const plan = prepareGuests(units, {
     build: { cacheDir: config.cacheDir, repoRoot: REPO_ROOT, progress },
     driver,
     accel: config.accel,
@@ -109,15 +113,16 @@ export async function createRuntime(
     readiness.setFailed(`guest image build failed: ${err.message}`);
     log.error({ err }, "guest image build failed");
   });
-  for (const manifest of manifests) {
-    const spec: Promise<VmSpec> = plan.then((p) => p.specs.get(manifest.name)!);
-    pool.add(manifest, spec, progress);
+  for (const unit of units) {
+    const spec: Promise<VmSpec> = plan.then((p) => p.specs.get(unit.name)!);
+    pool.add(unit, spec, progress);
   }
   readiness.watchPools(() => pool.stats());
   const settled = Promise.allSettled(manifests.map((m) => pool.template(m.name))).then(() => waitForPools(pool));
 
   return {
     manifests,
+    units,
     pool,
     router,
     readiness,
@@ -186,7 +191,7 @@ export async function startGateway(
     sessionCounts: (): Record<string, number> => http.sessionCounts(),
     tenantUsage: (tenant: string) => router.tenantUsage(tenant),
   };
-  const metrics = new Metrics({ poolStats: () => pool.stats(), poolTargets: () => manifests.map((m) => ({ server: m.name, ...m.pool })) });
+  const metrics = new Metrics({ poolStats: () => pool.stats(), poolTargets: () => runtime.units.map((u) => ({ server: u.name, ...u.pool })) });
   const http = new HttpGateway(router, readiness, log, { ...config, status, metrics, gatekeeper, audit });
   port = await http.listen();
   gatewayPorts.add(port);

@@ -27,9 +27,9 @@ describe("request traces through a real gateway", { timeout: 300_000 }, () => {
     ServerPool.prototype.acquire = async function (this: ServerPool) {
       const sandbox = await acquire.call(this);
       const send = sandbox.send.bind(sandbox);
-      sandbox.send = (message: JsonRpcMessage) => {
+      sandbox.send = (server: string, message: JsonRpcMessage) => {
         toGuest.push(structuredClone(message));
-        send(message);
+        send(server, message);
       };
       return sandbox;
     };

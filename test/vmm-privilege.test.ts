@@ -7,8 +7,9 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { loadManifests } from "../src/config/load.js";
+import { sandboxUnits } from "../src/config/sandbox-unit.js";
 import { REPO_ROOT } from "../src/main.js";
-import type { Vm, VmSpec } from "../src/sandbox/driver.js";
+import { serverChannel, type Vm, type VmSpec } from "../src/sandbox/driver.js";
 import { prepareGuests } from "../src/sandbox/guest-images.js";
 import { guestRequest } from "../src/sandbox/guest-rpc.js";
 import { QemuDriver } from "../src/sandbox/qemu/qemu-driver.js";
@@ -37,7 +38,7 @@ async function asVmm(identity: VmmIdentity | undefined, argv: string[]): Promise
 }
 
 async function guestSh(vm: Vm, command: string): Promise<{ stdout: string; exitCode: number }> {
-  const result = await guestRequest(vm.channel, "tools/call", { name: "run", arguments: { command } }, 30_000);
+  const result = await guestRequest(serverChannel(vm.channel, "exec"), "tools/call", { name: "run", arguments: { command } }, 30_000);
   return result.structuredContent as { stdout: string; exitCode: number };
 }
 
@@ -57,16 +58,16 @@ describe("QEMU runs with the least it needs", { timeout: 300_000 }, () => {
 
   before(async () => {
     const log = createLogger("silent");
-    const [manifest] = await loadManifests(join(REPO_ROOT, "servers"), ["exec"]);
-    const plan = await prepareGuests([manifest!], {
+    const [unit] = sandboxUnits(await loadManifests(join(REPO_ROOT, "servers"), ["exec"]), join(REPO_ROOT, "servers"));
+    const plan = await prepareGuests([unit!], {
       build: { cacheDir: config.cacheDir, repoRoot: REPO_ROOT, progress: () => undefined },
       driver,
       accel: config.accel,
       runDir: config.runDir,
       log,
     });
-    spec = await plan.specs.get("exec")!;
-    template = await new TemplateStore(driver, config.cacheDir, log, mcpPreparation).ensure(manifest!, spec, () => undefined);
+    spec = await plan.specs.get(unit!.name)!;
+    template = await new TemplateStore(driver, config.cacheDir, log, mcpPreparation).ensure(unit!, spec, () => undefined);
     identity = await vmmIdentity();
     scratch = await mkdtemp(join(config.cacheDir, "privilege-test-"));
   });

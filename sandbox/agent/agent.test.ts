@@ -28,7 +28,9 @@ class Harness {
   private waiters: (() => void)[] = [];
   readonly exited: Promise<number | null>;
 
+  /** `spec`: one server's (named "echo"), or a whole guest spec with `servers`. */
   constructor(spec: object, env: Record<string, string> = {}) {
+    if (!("servers" in spec)) spec = { servers: [{ name: "echo", ...spec }] };
     const specPath = path.join(tmp, `spec-${Math.random().toString(36).slice(2)}.json`);
     fs.writeFileSync(specPath, JSON.stringify(spec));
     this.child = spawn(process.execPath, [agentBundle], {
@@ -65,19 +67,19 @@ class Harness {
     }
   }
 
-  async request(id: number, method: string, params?: object): Promise<Frame> {
-    this.send({ t: "mcp", msg: { jsonrpc: "2.0", id, method, ...(params ? { params } : {}) } });
-    const frame = await this.waitFor((f) => f.t === "mcp" && (f.msg as Frame).id === id);
+  async request(id: number, method: string, params?: object, server = "echo"): Promise<Frame> {
+    this.send({ t: "mcp", s: server, msg: { jsonrpc: "2.0", id, method, ...(params ? { params } : {}) } });
+    const frame = await this.waitFor((f) => f.t === "mcp" && f.s === server && (f.msg as Frame).id === id);
     return frame.msg as Frame;
   }
 
-  async initialize(): Promise<Frame> {
+  async initialize(server = "echo"): Promise<Frame> {
     const res = await this.request(1, "initialize", {
       protocolVersion: "2025-06-18",
       capabilities: {},
       clientInfo: { name: "agent-test", version: "1.0.0" },
-    });
-    this.send({ t: "mcp", msg: { jsonrpc: "2.0", method: "notifications/initialized" } });
+    }, server);
+    this.send({ t: "mcp", s: server, msg: { jsonrpc: "2.0", method: "notifications/initialized" } });
     return res;
   }
 
@@ -105,7 +107,7 @@ describe("guest agent (stdio mode)", () => {
       const hello = await h.waitFor((f) => f.t === "hello");
       assert.equal(hello.v, AGENT_PROTOCOL_VERSION);
       assert.equal(hello.kernel, os.release());
-      assert.equal(typeof hello.serverPid, "number");
+      assert.equal(typeof (hello.servers as Record<string, number>).echo, "number");
       assert.ok((hello.uptimeMs as number) > 0);
 
       const init = await h.initialize();
@@ -165,7 +167,7 @@ describe("guest agent (stdio mode)", () => {
     const h = new Harness(echoSpec());
     await h.waitFor((f) => f.t === "hello");
     await h.initialize();
-    h.send({ t: "mcp", msg: { jsonrpc: "2.0", id: 9, method: "tools/call", params: { name: "crash", arguments: {} } } });
+    h.send({ t: "mcp", s: "echo", msg: { jsonrpc: "2.0", id: 9, method: "tools/call", params: { name: "crash", arguments: {} } } });
     const exit = await h.waitFor((f) => f.t === "exit");
     assert.equal(exit.code, 3);
     assert.equal(exit.signal, null);

@@ -1,13 +1,14 @@
 /**
  * mcpvisor guest agent: runs inside the microVM (stage 2 init starts it), bridges the host's agent
- * channel and the hosted MCP server's stdio. Protocol: ./protocol.ts.
+ * channel and the stdio of each hosted MCP server (one, or the members of a shared sandbox).
+ * Protocol: ./protocol.ts.
  *
  * Environment (for tests on the host; a guest sets none of them):
  *   MCPVISOR_AGENT_DEVICE=stdio   use stdin/stdout as the channel instead of the virtio-serial port
- *   MCPVISOR_SERVER_SPEC=PATH     server spec instead of /srv/.mcpvisor/server.json
+ *   MCPVISOR_SERVER_SPEC=PATH     guest spec instead of /srv/.mcpvisor/guest.json
  *   MCPVISOR_RESUME_HELPER=PATH   resume helper instead of /usr/libexec/mcpvisor/resume-helper
  *
- * Power-off: when the server exits the agent sends `exit`, flushes it, and ends itself. The agent's
+ * Power-off: when a server exits the agent sends `exit`, flushes it, and ends itself. The agent's
  * parent is the stage 2 init (PID 1), which then runs `poweroff -f`; QEMU sees the ACPI power-off and
  * exits. (Were PID 1 to end instead, the kernel panics and panic=-1 plus -no-reboot end QEMU too.)
  * With the virtio port, "ends itself" is SIGKILL to itself: a thread-pool thread sits in a blocking
@@ -17,12 +18,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import { logAgent, openDeviceChannel, openStdioChannel, type Channel } from "./channel.js";
 import { startEgress, type Egress } from "./egress/index.js";
-import { HostedServer, loadServerSpec, type ServerSpec } from "./hosted-server.js";
+import { HostedServer, loadGuestSpec, type GuestSpec } from "./hosted-server.js";
 import { AGENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, encodeFrame, type GuestFrame } from "./protocol.js";
 import { ResyncingDecoder } from "./resync-decoder.js";
 import { DEFAULT_RESUME_HELPER, ResumeHelper } from "./resume.js";
 
-const DEFAULT_SPEC = "/srv/.mcpvisor/server.json";
+const DEFAULT_SPEC = "/srv/.mcpvisor/guest.json";
 /** Bounds the timing table if a server never answers some requests. */
 const MAX_TIMED_REQUESTS = 10_000;
 
@@ -55,6 +56,15 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/** Several servers' stderr in one text: each line led by its server's name. */
+function prefixLines(name: string, text: string): string {
+  return text
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => `${name}: ${line}\n`)
+    .join("");
+}
+
 const stdio = process.env.MCPVISOR_AGENT_DEVICE === "stdio";
 
 /** Ends the agent; see the header for why the device mode cannot use process.exit(). */
@@ -78,62 +88,78 @@ async function main(): Promise<void> {
     terminate(0);
   };
 
-  let spec: ServerSpec;
+  let spec: GuestSpec;
   try {
-    spec = loadServerSpec(process.env.MCPVISOR_SERVER_SPEC || DEFAULT_SPEC);
+    spec = loadGuestSpec(process.env.MCPVISOR_SERVER_SPEC || DEFAULT_SPEC);
   } catch (err) {
-    logAgent(`cannot load server spec: ${(err as Error).message}`);
+    logAgent(`cannot load the guest spec: ${(err as Error).message}`);
     await shutdown({ t: "exit", code: null, signal: null, stderrTail: `mcpvisor-agent: ${(err as Error).message}` });
     return;
   }
 
-  /** When each request in flight was written to the server, to report its time inside the guest. */
-  const requestStarts = new Map<string | number, number>();
-  const server: HostedServer = new HostedServer({
-    message(msg) {
-      // A response to a timed request carries the time the server took, as seen inside the guest.
-      const started = isResponse(msg) ? requestStarts.get(msg.id as string | number) : undefined;
-      if (started !== undefined) requestStarts.delete(msg.id as string | number);
-      void send(started === undefined ? { t: "mcp", msg } : { t: "mcp", msg, guestMs: performance.now() - started });
-      if (channel.pendingBytes() > CHANNEL_HIGH_WATER) pauseServerOutput();
-    },
-    badOutput(description) {
-      void send({ t: "error", message: description });
-    },
-    exit(code, signal, error) {
-      let tail = server.stderrTail.toString();
-      if (error) tail += `${tail && !tail.endsWith("\n") ? "\n" : ""}mcpvisor-agent: ${error.message}`;
-      void shutdown({ t: "exit", code, signal, stderrTail: tail });
-    },
-  });
+  /** When each request in flight was written to its server (by server and id), to report its time inside the guest. */
+  const requestStarts = new Map<string, number>();
+  const timingKey = (server: string, id: unknown) => `${server}\0${typeof id}:${String(id)}`;
+  const servers = new Map<string, HostedServer>();
+  for (const serverSpec of spec.servers) {
+    const name = serverSpec.name;
+    const server: HostedServer = new HostedServer({
+      message(msg) {
+        // A response to a timed request carries the time the server took, as seen inside the guest.
+        const key = isResponse(msg) ? timingKey(name, msg.id) : undefined;
+        const started = key === undefined ? undefined : requestStarts.get(key);
+        if (started !== undefined) requestStarts.delete(key!);
+        void send(started === undefined ? { t: "mcp", s: name, msg } : { t: "mcp", s: name, msg, guestMs: performance.now() - started });
+        if (channel.pendingBytes() > CHANNEL_HIGH_WATER) pauseServerOutput();
+      },
+      badOutput(description) {
+        void send({ t: "error", message: `${name}: ${description}` });
+      },
+      exit(code, signal, error) {
+        let tail = server.stderrTail.toString();
+        if (error) tail += `${tail && !tail.endsWith("\n") ? "\n" : ""}mcpvisor-agent: ${error.message}`;
+        for (const other of servers.values()) if (other !== server) other.kill("SIGTERM");
+        void shutdown({ t: "exit", server: name, code, signal, stderrTail: tail });
+      },
+    });
+    servers.set(name, server);
+  }
+  const allServers = () => [...servers.values()];
 
   let outputPaused = false;
   const pauseServerOutput = () => {
     if (outputPaused) return;
     outputPaused = true;
-    server.pauseOutput();
+    for (const server of allServers()) server.pauseOutput();
     void channel.flush(60_000).then(() => {
       outputPaused = false;
-      server.resumeOutput();
+      for (const server of allServers()) server.resumeOutput();
     });
   };
 
-  // Started before the server and before `hello`, so it is already running in the template snapshot.
+  // Started before the servers and before `hello`, so it is already running in the template snapshot.
   resumeHelper.start();
   let egress: Egress | undefined;
   if (spec.egress) {
     try {
       egress = await startEgress(spec.egress);
     } catch (err) {
-      // The server still starts: its connections fail at once, and the console says why.
+      // The servers still start: their connections fail at once, and the console says why.
       logAgent(`egress unavailable: ${(err as Error).message}`);
     }
   }
-  const pid = server.start(spec, jitless);
-  if (pid === undefined) return; // spawn failed: the exit event reports it
-  void send({ t: "hello", v: AGENT_PROTOCOL_VERSION, kernel: os.release(), serverPid: pid, uptimeMs: uptimeMs() });
+  const pids: Record<string, number> = {};
+  for (const serverSpec of spec.servers) {
+    const pid = servers.get(serverSpec.name)!.start(serverSpec, jitless);
+    if (pid === undefined) return; // spawn failed: its exit event reports it
+    pids[serverSpec.name] = pid;
+  }
+  void send({ t: "hello", v: AGENT_PROTOCOL_VERSION, kernel: os.release(), servers: pids, uptimeMs: uptimeMs() });
 
-  process.on("SIGTERM", () => server.kill("SIGTERM"));
+  const stopAll = () => {
+    for (const server of allServers()) server.kill("SIGTERM");
+  };
+  process.on("SIGTERM", stopAll);
 
   const decoder = new ResyncingDecoder();
   const onChunk = async (chunk: Buffer) => {
@@ -154,13 +180,18 @@ async function main(): Promise<void> {
           void send({ t: "error", message: "mcp frame without an object `msg`" });
           return;
         }
+        const server = typeof frame.s === "string" ? servers.get(frame.s) : undefined;
+        if (!server) {
+          void send({ t: "error", message: `mcp frame for server ${JSON.stringify(frame.s)}, which this guest does not host; dropped` });
+          return;
+        }
         const id = frame.msg.id;
         if ((typeof id === "string" || typeof id === "number") && typeof frame.msg.method === "string") {
           if (requestStarts.size >= MAX_TIMED_REQUESTS) requestStarts.clear();
-          requestStarts.set(id, performance.now());
+          requestStarts.set(timingKey(frame.s as string, id), performance.now());
         }
         const ok = await server.send(frame.msg);
-        if (!ok) void send({ t: "error", message: "server is not running; mcp message dropped" });
+        if (!ok) void send({ t: "error", message: `server '${String(frame.s)}' is not running; mcp message dropped` });
         return;
       }
       case "ping": {
@@ -171,9 +202,9 @@ async function main(): Promise<void> {
         void send({
           t: "pong",
           id: frame.id,
-          serverAlive: server.isAlive(),
+          serverAlive: allServers().every((s) => s.isAlive()),
           uptimeMs: uptimeMs(),
-          stderrTail: server.stderrTail.toString(),
+          stderrTail: servers.size === 1 ? allServers()[0]!.stderrTail.toString() : [...servers].map(([name, s]) => prefixLines(name, s.stderrTail.toString())).join(""),
         });
         return;
       }
@@ -198,7 +229,7 @@ async function main(): Promise<void> {
   };
 
   // In stdio mode the host closing stdin means it is gone: stop the server, which ends the agent.
-  channel.start(onChunk, () => server.kill("SIGTERM"));
+  channel.start(onChunk, stopAll);
 }
 
 process.on("uncaughtException", (err) => {

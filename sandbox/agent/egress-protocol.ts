@@ -29,7 +29,7 @@ export const REASON_HEADER = "mcpvisor-reason";
 export const GUEST_DNS_ADDRESS = "127.0.0.53";
 export const GUEST_PROXY_PORT = 3128;
 
-/** What the server spec (/srv/.mcpvisor/server.json) says about egress: the ports the agent listens on. */
+/** What the server spec (/srv/.mcpvisor/guest.json) says about egress: the ports the agent listens on. */
 export interface EgressSpec {
   ports: number[];
 }

@@ -9,31 +9,30 @@ import { MAX_FRAME_BYTES, STDERR_TAIL_BYTES, type JsonRpcMessage } from "./proto
 import { ResyncingDecoder } from "./resync-decoder.js";
 
 export interface ServerSpec {
+  /** The manifest's name: what the host tags this server's `mcp` frames with. */
+  name: string;
   command: string;
   args: string[];
   env: Record<string, string>;
   cwd: string;
-  /** Present when the manifest grants `network`: the agent carries the server's connections. */
+}
+
+/** What a guest runs: its servers (one, or the members of a shared sandbox) and their egress. */
+export interface GuestSpec {
+  servers: ServerSpec[];
+  /** Present when a server's manifest grants `network`: the agent carries its connections. */
   egress?: EgressSpec;
 }
 
-/** Reads and checks /srv/.mcpvisor/server.json (written by sandbox/image/layer.ts). */
-export function loadServerSpec(file: string): ServerSpec {
+/** Reads and checks /srv/.mcpvisor/guest.json (written by sandbox/image/layer.ts). */
+export function loadGuestSpec(file: string): GuestSpec {
   const raw: unknown = JSON.parse(fs.readFileSync(file, "utf8"));
   if (typeof raw !== "object" || raw === null) throw new Error(`${file}: not a JSON object`);
   const o = raw as Record<string, unknown>;
-  if (typeof o.command !== "string" || o.command === "") throw new Error(`${file}: "command" must be a string`);
-  const args = o.args ?? [];
-  if (!Array.isArray(args) || !args.every((a) => typeof a === "string")) {
-    throw new Error(`${file}: "args" must be an array of strings`);
-  }
-  const env = o.env ?? {};
-  if (typeof env !== "object" || env === null || !Object.values(env).every((v) => typeof v === "string")) {
-    throw new Error(`${file}: "env" must map names to strings`);
-  }
-  const cwd = o.cwd ?? "/srv";
-  if (typeof cwd !== "string") throw new Error(`${file}: "cwd" must be a string`);
-  const spec: ServerSpec = { command: o.command, args: args as string[], env: env as Record<string, string>, cwd };
+  if (!Array.isArray(o.servers) || o.servers.length === 0) throw new Error(`${file}: "servers" must be a non-empty array`);
+  const servers = o.servers.map((entry: unknown, i) => serverSpecOf(entry, `${file}: servers[${i}]`));
+  if (new Set(servers.map((s) => s.name)).size !== servers.length) throw new Error(`${file}: two servers share a name`);
+  const spec: GuestSpec = { servers };
   if (o.egress !== undefined) {
     const ports = (o.egress as { ports?: unknown }).ports;
     if (!Array.isArray(ports) || !ports.every((p) => Number.isInteger(p) && p > 0 && p < 65536)) {
@@ -42,6 +41,24 @@ export function loadServerSpec(file: string): ServerSpec {
     spec.egress = { ports: ports as number[] };
   }
   return spec;
+}
+
+function serverSpecOf(raw: unknown, where: string): ServerSpec {
+  if (typeof raw !== "object" || raw === null) throw new Error(`${where}: not a JSON object`);
+  const o = raw as Record<string, unknown>;
+  if (typeof o.name !== "string" || o.name === "") throw new Error(`${where}: "name" must be a string`);
+  if (typeof o.command !== "string" || o.command === "") throw new Error(`${where}: "command" must be a string`);
+  const args = o.args ?? [];
+  if (!Array.isArray(args) || !args.every((a) => typeof a === "string")) {
+    throw new Error(`${where}: "args" must be an array of strings`);
+  }
+  const env = o.env ?? {};
+  if (typeof env !== "object" || env === null || !Object.values(env).every((v) => typeof v === "string")) {
+    throw new Error(`${where}: "env" must map names to strings`);
+  }
+  const cwd = o.cwd ?? "/srv";
+  if (typeof cwd !== "string") throw new Error(`${where}: "cwd" must be a string`);
+  return { name: o.name, command: o.command, args: args as string[], env: env as Record<string, string>, cwd };
 }
 
 /** `node` means the guest's own node binary; under TCG `--jitless` cuts what must be re-translated. */

@@ -1,5 +1,5 @@
 /**
- * The host <-> guest agent protocol, version 1. This file is the whole specification; the host
+ * The host <-> guest agent protocol, version 2. This file is the whole specification; the host
  * (src/sandbox/qemu/agent-channel.ts) and the guest agent (sandbox/agent/agent.ts) both import it.
  *
  * Transport: one virtio-serial port, found in the guest by its name (AGENT_PORT_NAME) under
@@ -13,22 +13,26 @@
  * Every frame has a type tag `t`. Unknown `t` values are ignored by both sides (forward compatibility);
  * a breaking change bumps AGENT_PROTOCOL_VERSION, which the agent announces in `hello`.
  *
+ * A guest hosts one MCP server or several sharing it (a workspace: one filesystem, one process table);
+ * each is named by its manifest's name, and every `mcp` frame carries the server it is for or from (`s`).
+ *
  * Lifecycle:
- *  1. Boot: the agent opens the port, spawns the hosted MCP server (stdio), sends `hello`.
+ *  1. Boot: the agent opens the port, spawns every hosted MCP server (stdio), sends `hello`.
  *  2. The host speaks MCP through `mcp` frames: each carries one JSON-RPC message, forwarded unchanged
- *     to the server's stdin, and each line the server writes to stdout comes back as an `mcp` frame.
- *     Server->client requests and notifications (sampling, elicitation, progress, logging) travel the
- *     same way; nothing is filtered.
+ *     to server `s`'s stdin, and each line a server writes to stdout comes back as an `mcp` frame tagged
+ *     with its name. Server->client requests and notifications (sampling, elicitation, progress,
+ *     logging) travel the same way; nothing is filtered.
  *  3. Snapshot: the host stops the VM between frames. Resume: after `cont` the host sends `resume` with
  *     the host's clock and fresh entropy; the agent sets the guest clock, mixes the seed into the kernel
  *     pool and forces a CRNG reseed, then answers `resumed`. Until then the clone shares the template's
  *     random state, so the host sends nothing else first.
  *  4. `ping` is answered with `pong` at any time.
- *  5. If the server exits, the agent sends `exit` with the code, signal and the tail of its stderr,
- *     then powers the guest off (the host sees QEMU exit and reports the sandbox dead).
+ *  5. If a server exits, the agent sends `exit` with its name, code, signal and the tail of its stderr,
+ *     then powers the guest off (the host sees QEMU exit and reports the sandbox dead): the others'
+ *     state shares the guest with it, and half a workspace is not what any session asked for.
  */
 
-export const AGENT_PROTOCOL_VERSION = 1;
+export const AGENT_PROTOCOL_VERSION = 2;
 export const AGENT_PORT_NAME = "mcpvisor.agent";
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 /** How much of the server's stderr the agent keeps (the tail), for `exit` and `pong`. */
@@ -38,7 +42,7 @@ export const STDERR_TAIL_BYTES = 8 * 1024;
 export type JsonRpcMessage = Record<string, unknown>;
 
 export type HostFrame =
-  | { t: "mcp"; msg: JsonRpcMessage }
+  | { t: "mcp"; s: string; msg: JsonRpcMessage }
   | {
       t: "resume";
       id: number;
@@ -55,12 +59,13 @@ export type GuestFrame =
       v: typeof AGENT_PROTOCOL_VERSION;
       /** `uname -r` of the guest kernel. */
       kernel: string;
-      serverPid: number;
+      /** Each hosted server's pid, by name. */
+      servers: Record<string, number>;
       /** Guest uptime when the agent became ready, milliseconds. */
       uptimeMs: number;
     }
   /** `guestMs`: on a response, how long the server took to answer it, measured inside the guest. */
-  | { t: "mcp"; msg: JsonRpcMessage; guestMs?: number }
+  | { t: "mcp"; s: string; msg: JsonRpcMessage; guestMs?: number }
   | {
       t: "resumed";
       id: number;
@@ -68,8 +73,10 @@ export type GuestFrame =
       clockMs: number;
       reseeded: boolean;
     }
+  /** `serverAlive`: every hosted server runs; `stderrTail`: theirs, each line led by the server's name. */
   | { t: "pong"; id: number; serverAlive: boolean; uptimeMs: number; stderrTail: string }
-  | { t: "exit"; code: number | null; signal: string | null; stderrTail: string }
+  /** `server`: the one that exited (absent when the agent could not start any). */
+  | { t: "exit"; server?: string; code: number | null; signal: string | null; stderrTail: string }
   /** Something the agent could not do (a frame it could not parse, a failed reseed); informational. */
   | { t: "error"; message: string };
 

@@ -10,6 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ServerManifestSchema } from "../../src/config/manifest.js";
+import { sandboxUnits, type SandboxUnit } from "../../src/config/sandbox-unit.js";
 import { AGENT_PROTOCOL_VERSION } from "../agent/protocol.js";
 import {
   buildBaseImage,
@@ -28,7 +29,7 @@ const cacheDir = process.env.MCPVISOR_IMAGE_TEST_CACHE || fs.mkdtempSync(path.jo
 const log: string[] = [];
 const ctx: BuildContext = { cacheDir, repoRoot, progress: (line) => log.push(line) };
 
-const memoryManifest = ServerManifestSchema.parse({
+const memoryUnit = soloUnit({
   name: "memory",
   source: { kind: "npm", package: "@modelcontextprotocol/server-memory", version: "2026.8.31" },
   command: "node",
@@ -36,12 +37,16 @@ const memoryManifest = ServerManifestSchema.parse({
   env: { MEMORY_FILE_PATH: "/tmp/memory.jsonl" },
 });
 // A `bundle` layer: the agent tests' SDK-based fixture, bundled by esbuild with its CJS dependencies.
-const echoManifest = ServerManifestSchema.parse({
+const echoUnit = soloUnit({
   name: "echo",
   source: { kind: "bundle", entry: "sandbox/agent/test-fixtures/echo-server.mjs" },
   command: "node",
   args: ["server.mjs"],
 });
+
+function soloUnit(manifest: unknown): SandboxUnit {
+  return sandboxUnits([ServerManifestSchema.parse(manifest)], "servers")[0]!;
+}
 
 let base: BaseImage;
 let memoryLayer: ServerLayer;
@@ -63,8 +68,8 @@ async function withBootRetry<T>(name: string, fn: (vm: BootedVm) => Promise<T>, 
   }
 }
 
-function mcpRequest(vm: BootedVm, id: number, method: string, params?: object): void {
-  vm.send({ t: "mcp", msg: { jsonrpc: "2.0", id, method, ...(params ? { params } : {}) } });
+function mcpRequest(vm: BootedVm, server: string, id: number, method: string, params?: object): void {
+  vm.send({ t: "mcp", s: server, msg: { jsonrpc: "2.0", id, method, ...(params ? { params } : {}) } });
 }
 
 const isAnswer = (id: number) => (f: Frame) => f.t === "mcp" && (f.msg as Frame).id === id;
@@ -83,7 +88,7 @@ after(() => {
 describe("guest images", () => {
   test("builds the base image and a server layer; an unchanged rebuild is cached and fast", async () => {
     base = await buildBaseImage(ctx);
-    memoryLayer = await buildServerLayer(ctx, memoryManifest);
+    memoryLayer = await buildServerLayer(ctx, memoryUnit);
     for (const p of [base.kernelPath, base.initrdPath, base.rootfsPath, memoryLayer.diskPath]) {
       assert.ok(fs.statSync(p).size > 0, `${p} exists`);
       assert.ok(p.startsWith(path.join(cacheDir, "images")), `${p} is in the cache`);
@@ -93,7 +98,7 @@ describe("guest images", () => {
 
     const started = Date.now();
     const again = await buildBaseImage(ctx);
-    const layerAgain = await buildServerLayer(ctx, memoryManifest);
+    const layerAgain = await buildServerLayer(ctx, memoryUnit);
     const warmMs = Date.now() - started;
     log.push(`warm rebuild (base + layer): ${warmMs} ms`);
     assert.deepEqual(again, base);
@@ -101,7 +106,7 @@ describe("guest images", () => {
     assert.ok(warmMs < 2_000, `warm rebuild took ${warmMs} ms`);
 
     // A layer for a different server gets a different name; nothing is left half-written.
-    const echo = await buildServerLayer(ctx, echoManifest);
+    const echo = await buildServerLayer(ctx, echoUnit);
     assert.notEqual(echo.diskPath, memoryLayer.diskPath);
     const leftovers = fs.readdirSync(path.join(cacheDir, "images")).filter((n) => n.includes(".tmp-"));
     assert.deepEqual(leftovers, []);
@@ -117,7 +122,7 @@ describe("guest images", () => {
       assert.equal(hello.frame.v, AGENT_PROTOCOL_VERSION);
       assert.equal(hello.frame.kernel, base.kernelRelease);
 
-      mcpRequest(vm, 1, "initialize", {
+      mcpRequest(vm, "memory", 1, "initialize", {
         protocolVersion: "2025-06-18",
         capabilities: {},
         clientInfo: { name: "image-test", version: "1.0.0" },
@@ -125,9 +130,9 @@ describe("guest images", () => {
       const init = await vm.waitFrame(isAnswer(1), deadline);
       const serverInfo = ((init.frame.msg as Frame).result as Frame).serverInfo as Frame;
       assert.equal(serverInfo.name, "memory-server");
-      vm.send({ t: "mcp", msg: { jsonrpc: "2.0", method: "notifications/initialized" } });
+      vm.send({ t: "mcp", s: "memory", msg: { jsonrpc: "2.0", method: "notifications/initialized" } });
 
-      mcpRequest(vm, 2, "tools/list");
+      mcpRequest(vm, "memory", 2, "tools/list");
       const list = await vm.waitFrame(isAnswer(2), deadline);
       const tools = (((list.frame.msg as Frame).result as Frame).tools as Frame[]).map((x) => x.name);
       assert.ok(tools.includes("create_entities") && tools.includes("read_graph"), `tools: ${tools.join(",")}`);
@@ -159,7 +164,7 @@ describe("guest images", () => {
 
   test("bundle layer: resume reseeds and sets the clock; server exit powers the guest off", async () => {
     assert.ok(base, "images built");
-    const echo = await buildServerLayer(ctx, echoManifest);
+    const echo = await buildServerLayer(ctx, echoUnit);
     await withBootRetry("echo", async (vm) => {
       const deadline = vm.startedAt + 45_000;
       await vm.connect(deadline);
@@ -174,13 +179,13 @@ describe("guest images", () => {
       assert.ok(Math.abs((resumed.frame.clockMs as number) - future) < 5_000);
       log.push(`echo: resume answered in ${resumed.at - sent} ms (first, right after boot)`);
 
-      mcpRequest(vm, 1, "initialize", { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } });
+      mcpRequest(vm, "echo", 1, "initialize", { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } });
       await vm.waitFrame(isAnswer(1), deadline);
-      mcpRequest(vm, 2, "tools/call", { name: "echo", arguments: { text: "from the guest" } });
+      mcpRequest(vm, "echo", 2, "tools/call", { name: "echo", arguments: { text: "from the guest" } });
       const echoed = await vm.waitFrame(isAnswer(2), deadline);
       assert.deepEqual(((echoed.frame.msg as Frame).result as Frame).content, [{ type: "text", text: "from the guest" }]);
 
-      mcpRequest(vm, 3, "tools/call", { name: "crash", arguments: {} });
+      mcpRequest(vm, "echo", 3, "tools/call", { name: "crash", arguments: {} });
       const exit = await vm.waitFrame((f) => f.t === "exit", deadline);
       assert.equal(exit.frame.code, 3);
       assert.match(exit.frame.stderrTail as string, /about to crash/);

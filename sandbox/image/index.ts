@@ -1,10 +1,10 @@
 /**
  * Guest image builds: the base image (kernel, initramfs, root filesystem) shared by every sandbox, and
- * one layer disk per hosted server. Every artefact is content-addressed in the cache, so a rebuild with
+ * one layer disk per sandbox unit (a server, or the servers sharing a sandbox). Every artefact is content-addressed in the cache, so a rebuild with
  * nothing changed only recomputes hashes.
  */
 import * as path from "node:path";
-import { type ServerManifest } from "../../src/config/manifest.js";
+import type { SandboxUnit } from "../../src/config/sandbox-unit.js";
 import { hostBusybox } from "./busybox.js";
 import { type BuildContext } from "./context.js";
 import { elapsed, hashOf, sweepStaleTemps } from "./hash.js";
@@ -55,7 +55,7 @@ export async function buildBaseImage(ctx: BuildContext, options: { python?: bool
   return image;
 }
 
-export async function buildServerLayer(ctx: BuildContext, manifest: ServerManifest): Promise<ServerLayer> {
+export async function buildServerLayer(ctx: BuildContext, unit: SandboxUnit): Promise<ServerLayer> {
   await sweepStaleTemps(path.join(ctx.cacheDir, "images", "layers"));
-  return buildLayer(ctx, manifest);
+  return buildLayer(ctx, unit);
 }

@@ -105,7 +105,7 @@ interface RootfsInputs {
 async function stageRootfs(root: string, inp: RootfsInputs): Promise<void> {
   const mk = (rel: string, mode = 0o755) => fs.promises.mkdir(path.join(root, rel), { recursive: true, mode });
   // Mount points (tmpfs, proc, the layer) and the usual skeleton.
-  for (const d of ["srv", "proc", "sys", "dev", "run", "etc", "usr/bin", "usr/local/bin", "opt/mcpvisor", "usr/libexec/mcpvisor", "var"]) {
+  for (const d of ["srv", "workspace", "proc", "sys", "dev", "run", "etc", "usr/bin", "usr/local/bin", "opt/mcpvisor", "usr/libexec/mcpvisor", "var"]) {
     await mk(d);
   }
   await mk("tmp", 0o1777);

@@ -4,6 +4,7 @@ import { inheritedNodeFlags } from "./node-args.js";
 import { runProcess } from "./run-process.js";
 import { BackgroundError, BackgroundJobs, MAX_BACKGROUND } from "./background.js";
 import { download, upload } from "./files.js";
+import { WORK_DIR } from "./limits.js";
 import {
   downloadInputShape,
   downloadOutputShape,
@@ -22,7 +23,7 @@ import { toToolResult } from "./tool-result.js";
 
 export const EXEC_SERVER_VERSION = "0.1.0";
 
-/** Commands change the guest (files in /tmp, processes), but the guest has no network. */
+/** Commands change the guest (files in the work directory, processes), but the guest has no network. */
 const annotations: ToolAnnotations = {
   readOnlyHint: false,
   destructiveHint: true,
@@ -41,7 +42,7 @@ export function createExecServer(): McpServer {
     "run",
     {
       title: "Run a shell command",
-      description: `Runs a command with /bin/sh -c (busybox) in /tmp of a sandboxed VM without network. A non-zero exit code is a normal result. With a progress token, output is also sent as it comes, in progress notifications. ${limitsNote}`,
+      description: `Runs a command with /bin/sh -c (busybox) in ${WORK_DIR} of a sandboxed VM without network. A non-zero exit code is a normal result. With a progress token, output is also sent as it comes, in progress notifications. ${limitsNote}`,
       inputSchema: runInputShape,
       outputSchema: runOutputShape,
       annotations,
@@ -60,7 +61,7 @@ export function createExecServer(): McpServer {
     "run_js",
     {
       title: "Run JavaScript",
-      description: `Runs a JavaScript ES module in a fresh Node.js process in /tmp of a sandboxed VM without network; print results with console.log. ${limitsNote}`,
+      description: `Runs a JavaScript ES module in a fresh Node.js process in ${WORK_DIR} of a sandboxed VM without network; print results with console.log. ${limitsNote}`,
       inputSchema: runJsInputShape,
       outputSchema: runOutputShape,
       annotations,
@@ -100,7 +101,7 @@ export function createExecServer(): McpServer {
     "start",
     {
       title: "Start a background process",
-      description: `Starts a command that keeps running between calls (a dev server, a watch) in /tmp of the sandbox; at most ${MAX_BACKGROUND} at once. Read what it writes with \`output\`, end it with \`stop\`. It ends with the sandbox.`,
+      description: `Starts a command that keeps running between calls (a dev server, a watch) in ${WORK_DIR} of the sandbox; at most ${MAX_BACKGROUND} at once. Read what it writes with \`output\`, end it with \`stop\`. It ends with the sandbox.`,
       inputSchema: startInputShape,
       outputSchema: startOutputShape,
       annotations,
@@ -140,7 +141,7 @@ export function createExecServer(): McpServer {
     "upload",
     {
       title: "Upload a file or an archive",
-      description: "Writes a file under /tmp of the sandbox from base64 (at most 2 MiB), or unpacks a .tar.gz archive into a directory there.",
+      description: `Writes a file under ${WORK_DIR} of the sandbox from base64 (at most 2 MiB), or unpacks a .tar.gz archive into a directory there.`,
       inputSchema: uploadInputShape,
       outputSchema: uploadOutputShape,
       annotations,
@@ -152,7 +153,7 @@ export function createExecServer(): McpServer {
     "download",
     {
       title: "Download a file or a directory",
-      description: "Reads a file under /tmp of the sandbox as base64 (at most 4 MiB), or a directory as a .tar.gz archive.",
+      description: `Reads a file under ${WORK_DIR} of the sandbox as base64 (at most 4 MiB), or a directory as a .tar.gz archive.`,
       inputSchema: downloadInputShape,
       outputSchema: downloadOutputShape,
       annotations: { readOnlyHint: true, openWorldHint: false },

@@ -6,8 +6,11 @@ export const MAX_TIMEOUT_MS = 120_000;
 /** Per stream: enough for any readable answer, small enough for a 256 MiB guest and one JSON-RPC message. */
 export const OUTPUT_CAP_BYTES = 1024 * 1024;
 
-/** /tmp is the guest's only writable place (tmpfs). */
-export const WORK_DIR = "/tmp";
+/**
+ * Where commands run and files go: /tmp (a tmpfs) by default, or the workspace the server shares with
+ * others in its sandbox (its manifest sets EXEC_WORK_DIR=/workspace).
+ */
+export const WORK_DIR = process.env.EXEC_WORK_DIR || "/tmp";
 
 /**
  * What commands may take from the server's environment: how to reach the network when the manifest

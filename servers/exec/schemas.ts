@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS } from "./limits.js";
+import { DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, WORK_DIR } from "./limits.js";
 
 const timeoutMs = z
   .number()
@@ -10,7 +10,7 @@ const timeoutMs = z
   .describe(`Wall-clock limit in milliseconds (default ${DEFAULT_TIMEOUT_MS}, at most ${MAX_TIMEOUT_MS}).`);
 
 export const runInputShape = {
-  command: z.string().min(1).describe("Shell command, run with /bin/sh -c in /tmp."),
+  command: z.string().min(1).describe(`Shell command, run with /bin/sh -c in ${WORK_DIR}.`),
   timeoutMs,
   stdin: z.string().optional().describe("Text written to the command's standard input."),
 };
@@ -31,13 +31,13 @@ export const runOutputShape = {
 };
 
 export const uploadInputShape = {
-  path: z.string().min(1).describe("Where to write, absolute or relative to /tmp; for an archive, the directory to unpack into."),
+  path: z.string().min(1).describe(`Where to write, absolute or relative to ${WORK_DIR}; for an archive, the directory to unpack into.`),
   contentBase64: z.string().describe("The file's bytes (or the .tar.gz archive's), base64; at most 2 MiB decoded."),
   archive: z.boolean().default(false).describe("The content is a .tar.gz archive to unpack at `path`."),
 };
 
 export const downloadInputShape = {
-  path: z.string().min(1).describe("A file, or a directory (returned as a .tar.gz archive), under /tmp; at most 4 MiB."),
+  path: z.string().min(1).describe(`A file, or a directory (returned as a .tar.gz archive), under ${WORK_DIR}; at most 4 MiB.`),
 };
 
 export const uploadOutputShape = {
@@ -54,7 +54,7 @@ export const downloadOutputShape = {
 };
 
 export const startInputShape = {
-  command: z.string().min(1).describe("Shell command left running in the background (a dev server, a watch), with /bin/sh -c in /tmp."),
+  command: z.string().min(1).describe(`Shell command left running in the background (a dev server, a watch), with /bin/sh -c in ${WORK_DIR}.`),
 };
 
 export const startOutputShape = {

@@ -122,6 +122,11 @@ export const ServerManifestSchema = z
   .object({
     name: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, "lowercase letters, digits and '-', starting with a letter"),
     description: z.string().default(""),
+    /**
+     * The shared sandbox this server runs in, with every other server naming it (docs/design/workspace.md):
+     * one guest, one /workspace, one clone per session for all of them. Absent: a sandbox of its own.
+     */
+    sandbox: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, "lowercase letters, digits and '-', starting with a letter").optional(),
     source: SourceSchema,
     /**
      * Command run in the guest, with /srv (the server's layer) as working directory: `node` for the guest's
@@ -138,9 +143,14 @@ export const ServerManifestSchema = z
         vcpus: z.number().int().min(1).max(16).default(1),
         /** CPython 3.11 with pip, git and tzdata in the guest (the image `pypi` servers always get). */
         python: z.boolean().default(false),
+        /**
+         * The most /workspace (a tmpfs, in the guest's RAM, saved with the sandbox) may hold; writes past
+         * it fail with ENOSPC ("No space left on device"). It must leave 128 MiB of memoryMiB to processes.
+         */
+        workspaceMiB: z.number().int().min(1).max(16384).default(64),
       })
       .strict()
-      .default({ memoryMiB: 256, vcpus: 1, python: false }),
+      .default({ memoryMiB: 256, vcpus: 1, python: false, workspaceMiB: 64 }),
     pool: z
       .object({
         /** QEMU processes started ahead, waiting for a snapshot to load. */

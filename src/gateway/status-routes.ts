@@ -41,16 +41,18 @@ export async function statusReport(sources: StatusSources, viewer: Principal) {
   const { pool, readiness, activity } = sources;
   const report = readiness.report();
   const resume = activity.resumeLatency();
-  const stats = pool.stats().filter((s) => mayUseServer(viewer, s.server));
+  // One entry per server; the servers of a shared sandbox report its pool and sandboxes (`sandbox`).
+  const stats = pool.stats().flatMap((s) => s.members.filter((server) => mayUseServer(viewer, server)).map((server) => ({ ...s, unit: s.server, server })));
   const servers = await Promise.all(
     stats.map(async (s) => {
       const manifest = sources.manifests.find((m) => m.name === s.server);
       // A template that is still building would make template() wait; only ready ones are asked.
-      const catalog = s.status === "ready" ? await pool.template(s.server).then((t) => preparedOf(t).catalog, () => undefined) : undefined;
+      const catalog = s.status === "ready" ? await pool.template(s.server).then((t) => preparedOf(t, s.server).catalog, () => undefined) : undefined;
       const sandboxes: Record<string, number> = { prestarted: s.prestarted, warm: s.warm };
       for (const sandbox of s.sandboxes) sandboxes[sandbox.state] = (sandboxes[sandbox.state] ?? 0) + 1;
       return {
         name: s.server,
+        ...(s.unit !== s.server ? { sandbox: s.unit } : {}),
         description: manifest?.description ?? "",
         status: s.status,
         ...(s.reason ? { reason: s.reason } : {}),
@@ -61,7 +63,7 @@ export async function statusReport(sources: StatusSources, viewer: Principal) {
         prompts: (catalog?.prompts ?? []).map((p) => String(p.name)),
         resources: catalog?.resources.length ?? 0,
         ...(viewer.admin ? { sandboxes, leased: s.sandboxes } : {}),
-        resume: resume[s.server] ?? { count: 0, p50: 0, p95: 0, max: 0, bySource: {} },
+        resume: resume[s.unit] ?? { count: 0, p50: 0, p95: 0, max: 0, bySource: {} },
       };
     }),
   );

@@ -55,7 +55,7 @@ export class AggregateSession extends Session {
 
   protected async initializeResult(): Promise<Record<string, unknown>> {
     const capabilities = await Promise.all(
-      this.links().map((l): Promise<Record<string, unknown>> => this.pool.template(l.server).then((t) => preparedOf(t).initialize.capabilities, () => ({}))),
+      this.links().map((l): Promise<Record<string, unknown>> => this.pool.template(l.server).then((t) => preparedOf(t, l.server).initialize.capabilities, () => ({}))),
     );
     const subscribe = capabilities.some((c) => isObject(c.resources) && c.resources.subscribe);
     return {

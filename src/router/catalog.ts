@@ -1,7 +1,7 @@
 import { ErrorCode, LATEST_PROTOCOL_VERSION } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import type { ServerManifest } from "../config/manifest.js";
-import type { GuestChannel } from "../sandbox/driver.js";
+import type { ServerChannel } from "../sandbox/driver.js";
 import { GuestRpcError, TemplateError } from "../sandbox/errors.js";
 import { guestNotify, guestRequest } from "../sandbox/guest-rpc.js";
 import type { GuestPreparation, TemplateMeta } from "../sandbox/template.js";
@@ -80,14 +80,16 @@ export const mcpPreparation: GuestPreparation = {
   },
 };
 
-const parsedByTemplate = new WeakMap<TemplateMeta, Prepared>();
+const parsedByTemplate = new WeakMap<TemplateMeta, Map<string, Prepared>>();
 
-/** The initialize result and catalog stored with a template, checked once per template. */
-export function preparedOf(meta: TemplateMeta): Prepared {
-  let parsed = parsedByTemplate.get(meta);
+/** `server`'s initialize result and catalog stored with a template (its own, or its shared sandbox's), checked once. */
+export function preparedOf(meta: TemplateMeta, server: string): Prepared {
+  let byServer = parsedByTemplate.get(meta);
+  if (!byServer) parsedByTemplate.set(meta, (byServer = new Map()));
+  let parsed = byServer.get(server);
   if (!parsed) {
-    parsed = parsePrepared(meta.prepared, meta.server);
-    parsedByTemplate.set(meta, parsed);
+    parsed = parsePrepared(meta.prepared[server], server);
+    byServer.set(server, parsed);
   }
   return parsed;
 }
@@ -102,7 +104,7 @@ function parsePrepared(prepared: unknown, server: string): Prepared {
  * Exercises the server's code paths so that the compiled code and caches are in the snapshot: every
  * list the server supports (all pages), then the manifest's harmless calls.
  */
-async function warmUp(channel: GuestChannel, manifest: ServerManifest, capabilities: Record<string, unknown>, timeoutMs: number): Promise<Catalog> {
+async function warmUp(channel: ServerChannel, manifest: ServerManifest, capabilities: Record<string, unknown>, timeoutMs: number): Promise<Catalog> {
   const catalog: Catalog = { tools: [], prompts: [], resources: [], resourceTemplates: [] };
   for (const [method, { capability, key }] of Object.entries(LISTS)) {
     if (!capabilities[capability]) continue;
@@ -135,7 +137,7 @@ async function warmUp(channel: GuestChannel, manifest: ServerManifest, capabilit
  * While the template is built nobody is on the client side, but the server may ask (e.g. server-filesystem
  * asks for roots right after initialize). It gets an answer, so it does not wait in every clone.
  */
-function answerServerRequests(channel: GuestChannel): () => void {
+function answerServerRequests(channel: ServerChannel): () => void {
   return channel.onMessage((message) => {
     if (typeof message.method !== "string" || message.id === undefined) return;
     channel.send(

@@ -131,7 +131,7 @@ describe("router (FaultInjectingDriver, no image)", () => {
     const channel = vms.at(-1)!.channel;
     const seen: Record<string, unknown>[] = [];
     const send = channel.send.bind(channel);
-    channel.send = (message) => (seen.push(message), send(message));
+    channel.send = (server, message) => (seen.push(message), send(server, message));
     const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
     await client.callTool({ name: "echo", arguments: { text: "traced" }, _meta: { traceparent: `00-${clientTrace}-00f067aa0ba902b7-01` } });
     const meta = (seen.at(-1)!.params as { _meta: { traceparent: string } })._meta;

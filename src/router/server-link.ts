@@ -65,11 +65,11 @@ export class ServerLink {
   }
 
   async catalog(): Promise<Catalog> {
-    return preparedOf(await this.pool.template(this.server)).catalog;
+    return preparedOf(await this.pool.template(this.server), this.server).catalog;
   }
 
   async initializeResult(): Promise<Record<string, unknown>> {
-    return preparedOf(await this.pool.template(this.server)).initialize;
+    return preparedOf(await this.pool.template(this.server), this.server).initialize;
   }
 
   async checkToolCall(name: string, args: unknown): Promise<ArgumentCheck> {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { alive } from "../../test/helpers.js";
-import type { BootedVm, SandboxDriver, SnapshotFiles, Vm, VmSpec } from "./driver.js";
+import { serverChannel, type BootedVm, type SandboxDriver, type SnapshotFiles, type Vm, type VmSpec } from "./driver.js";
 import { ResumeError, SnapshotError, SuspendError } from "./errors.js";
 import { guestNotify, guestRequest } from "./guest-rpc.js";
 
@@ -35,8 +35,9 @@ export interface ToolCall {
 
 export interface DriverHarness {
   driver: SandboxDriver;
-  /** Must host an MCP server with tools (the memory server in QEMU runs). */
+  /** Must host an MCP server with tools (the memory server in QEMU runs), named `server`. */
   spec: VmSpec;
+  server: string;
   /**
    * Two calls on the hosted server: `write` changes its in-memory state, and `read`'s answer then
    * contains `marker`; a clone fresh from the template's state does not.
@@ -70,6 +71,7 @@ export function runDriverSuite({ name, setup, skip = [] }: DriverSuiteOptions): 
     let snapshot: SnapshotFiles;
     /** What the template's cold boot showed, for the test that checks it. */
     let boot: { vm: BootedVm; initialize: Record<string, unknown>; serverAlive: boolean };
+    const mcp = (vm: Vm) => serverChannel(vm.channel, h.server);
 
     before(async () => {
       h = await setup();
@@ -78,8 +80,8 @@ export function runDriverSuite({ name, setup, skip = [] }: DriverSuiteOptions): 
       snapshot = { ramPath: join(dir, "ram"), statePath: join(dir, "state") };
       const vm = await h.driver.boot(h.spec, snapshot.ramPath, 120_000);
       try {
-        const initialize = await guestRequest(vm.channel, "initialize", INITIALIZE, 60_000);
-        guestNotify(vm.channel, "notifications/initialized");
+        const initialize = await guestRequest(mcp(vm), "initialize", INITIALIZE, 60_000);
+        guestNotify(mcp(vm), "notifications/initialized");
         boot = { vm, initialize, serverAlive: (await vm.channel.ping(10_000)).serverAlive };
       } catch (err) {
         await vm.kill("template build failed");
@@ -93,7 +95,7 @@ export function runDriverSuite({ name, setup, skip = [] }: DriverSuiteOptions): 
 
     const clone = async (): Promise<Vm> => h.driver.resume(await h.driver.prestart(h.spec, snapshot), 20_000);
     const callTool = async (vm: Vm, call: ToolCall): Promise<string> =>
-      JSON.stringify(await guestRequest(vm.channel, "tools/call", { ...call }, 20_000));
+      JSON.stringify(await guestRequest(mcp(vm), "tools/call", { ...call }, 20_000));
 
     driverTest("boots cold, answers MCP through the guest, and snapshots device state only", async () => {
       assert.match(boot.vm.kernelRelease, /\S/);
@@ -109,7 +111,7 @@ export function runDriverSuite({ name, setup, skip = [] }: DriverSuiteOptions): 
       const [a, b] = await Promise.all([clone(), clone()]);
       try {
         for (const vm of [a!, b!]) {
-          const list = await guestRequest(vm.channel, "tools/list", undefined, 20_000);
+          const list = await guestRequest(mcp(vm), "tools/list", undefined, 20_000);
           assert.ok(Array.isArray(list.tools) && list.tools.length > 0);
         }
         assert.notEqual(a!.pid, b!.pid);

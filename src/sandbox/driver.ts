@@ -55,16 +55,32 @@ export interface VmExit {
   /** The last lines the guest printed on its console, and the VMM's own stderr. */
   consoleTail: string;
   vmmStderrTail: string;
-  /** What the guest agent reported about the hosted server's exit, if it did. */
-  serverExit?: { code: number | null; signal: string | null; stderrTail: string };
+  /** What the guest agent reported about a hosted server's exit (`server`: which one), if it did. */
+  serverExit?: { server?: string; code: number | null; signal: string | null; stderrTail: string };
 }
 
-/** MCP messages to and from the server inside the guest, unchanged. */
+/** MCP messages to and from the servers inside the guest, unchanged, each tagged with its server's name. */
 export interface GuestChannel {
-  send(message: JsonRpcMessage): void;
+  send(server: string, message: JsonRpcMessage): void;
   /** `guestMs`, on responses: the time the server took inside the guest, when the agent measured it. */
-  onMessage(listener: (message: JsonRpcMessage, guestMs?: number) => void): () => void;
+  onMessage(listener: (server: string, message: JsonRpcMessage, guestMs?: number) => void): () => void;
   ping(timeoutMs: number): Promise<{ serverAlive: boolean; uptimeMs: number; stderrTail: string }>;
+}
+
+/** One server's messages on a guest channel: what the MCP preparation of a template speaks over. */
+export interface ServerChannel {
+  send(message: JsonRpcMessage): void;
+  onMessage(listener: (message: JsonRpcMessage, guestMs?: number) => void): () => void;
+}
+
+export function serverChannel(channel: GuestChannel, server: string): ServerChannel {
+  return {
+    send: (message) => channel.send(server, message),
+    onMessage: (listener) =>
+      channel.onMessage((from, message, guestMs) => {
+        if (from === server) listener(message, guestMs);
+      }),
+  };
 }
 
 /** A running guest. */

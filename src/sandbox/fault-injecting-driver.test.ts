@@ -3,7 +3,7 @@ import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { SnapshotFiles, Vm } from "./driver.js";
+import { serverChannel, type SnapshotFiles, type Vm } from "./driver.js";
 import { runDriverSuite } from "./driver.case.js";
 import { CallTimeoutError, GuestExitedError, ResumeError, SuspendError } from "./errors.js";
 import { FAKE_VM_SPEC, FaultInjectingDriver } from "./fault-injecting-driver.js";
@@ -18,6 +18,7 @@ runDriverSuite({
     return {
       driver,
       spec: SPEC,
+      server: "fake",
       isRunning: (vm) => driver.isRunning(vm),
       statefulCalls: {
         write: { name: "remember", arguments: { key: "k", value: "driver-suite-marker" } },
@@ -52,8 +53,8 @@ describe("fault-injecting driver faults", () => {
     snapshot = { ramPath: join(dir, "ram"), statePath: join(dir, "state") };
     driver = new FaultInjectingDriver();
     const vm = await driver.boot(SPEC, snapshot.ramPath, 1_000);
-    await guestRequest(vm.channel, "initialize", {}, 1_000);
-    guestNotify(vm.channel, "notifications/initialized");
+    await guestRequest(serverChannel(vm.channel, "fake"), "initialize", {}, 1_000);
+    guestNotify(serverChannel(vm.channel, "fake"), "notifications/initialized");
     await driver.snapshot(vm, snapshot.statePath);
   });
   after(async () => {
@@ -63,7 +64,7 @@ describe("fault-injecting driver faults", () => {
 
   const clone = async (): Promise<Vm> => driver.resume(await driver.prestart(SPEC, snapshot), 1_000);
   const call = (vm: Vm, name: string, args: Record<string, unknown>, timeoutMs = 1_000) =>
-    guestRequest(vm.channel, "tools/call", { name, arguments: args }, timeoutMs);
+    guestRequest(serverChannel(vm.channel, "fake"), "tools/call", { name, arguments: args }, timeoutMs);
 
   test("an injected resume failure is a ResumeError and leaves no VMM behind; the next resume works", async () => {
     driver.failNext("resume");
@@ -133,12 +134,12 @@ describe("fault-injecting driver faults", () => {
     const exit = await vm.exited;
     assert.deepEqual(exit.serverExit, { code: 3, signal: null, stderrTail: "boom" });
     assert.equal(driver.isRunning(vm), false);
-    assert.throws(() => vm.channel.send({ jsonrpc: "2.0", id: 1, method: "ping" }), GuestExitedError);
+    assert.throws(() => vm.channel.send("fake", { jsonrpc: "2.0", id: 1, method: "ping" }), GuestExitedError);
   });
 
   test("an unknown method gets -32601", async () => {
     const vm = await clone();
-    await assert.rejects(guestRequest(vm.channel, "nope/nothing", undefined, 1_000), (err: { rpcCode?: number }) => err.rpcCode === -32601);
+    await assert.rejects(guestRequest(serverChannel(vm.channel, "fake"), "nope/nothing", undefined, 1_000), (err: { rpcCode?: number }) => err.rpcCode === -32601);
     await vm.kill("test over");
   });
 });

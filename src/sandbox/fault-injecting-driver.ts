@@ -222,7 +222,7 @@ class FakeVm implements BootedVm, GuestChannel {
   private resolveExit!: (exit: VmExit) => void;
   private closedError: Error | undefined;
   ended: VmExit | undefined;
-  private readonly listeners = new Set<(message: JsonRpcMessage, guestMs?: number) => void>();
+  private readonly listeners = new Set<(server: string, message: JsonRpcMessage, guestMs?: number) => void>();
   private readonly startedAt = performance.now();
 
   constructor(
@@ -263,16 +263,17 @@ class FakeVm implements BootedVm, GuestChannel {
     await this.exited;
   }
 
-  send(message: JsonRpcMessage): void {
+  /** Every server of the guest is the same fake one, and they share its state, as servers sharing a sandbox do. */
+  send(server: string, message: JsonRpcMessage): void {
     const state = this.guest();
     // Answered on a later turn of the event loop, as a reply from a real guest would be.
     setImmediate(() => {
       const reply = this.closedError ? undefined : answer(state, message, this.takeHang);
-      if (reply) for (const listener of this.listeners) listener(reply);
+      if (reply) for (const listener of this.listeners) listener(server, reply);
     });
   }
 
-  onMessage(listener: (message: JsonRpcMessage, guestMs?: number) => void): () => void {
+  onMessage(listener: (server: string, message: JsonRpcMessage, guestMs?: number) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }

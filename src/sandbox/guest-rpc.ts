@@ -1,5 +1,5 @@
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
-import type { GuestChannel } from "./driver.js";
+import type { ServerChannel } from "./driver.js";
 import { CallTimeoutError, GuestRpcError } from "./errors.js";
 
 /**
@@ -11,7 +11,7 @@ import { CallTimeoutError, GuestRpcError } from "./errors.js";
 let counter = 0;
 
 export async function guestRequest(
-  channel: GuestChannel,
+  channel: ServerChannel,
   method: string,
   params: Record<string, unknown> | undefined,
   timeoutMs: number,
@@ -48,7 +48,7 @@ export function resultOf(method: string, reply: JsonRpcMessage): Record<string, 
   return (reply.result ?? {}) as Record<string, unknown>;
 }
 
-export function guestNotify(channel: GuestChannel, method: string, params?: Record<string, unknown>): void {
+export function guestNotify(channel: ServerChannel, method: string, params?: Record<string, unknown>): void {
   channel.send({ jsonrpc: "2.0", method, ...(params ? { params } : {}) });
 }
 

@@ -67,31 +67,41 @@ export interface SandboxLease {
   release(options: { keep: boolean }): Promise<void>;
 }
 
-/** The pool's lease: one holder's view of a sequence of sandboxes for one affinity key. */
-export class PoolLease implements SandboxLease {
+/**
+ * The sandbox of one affinity key in one sandbox unit, shared by the leases of the unit's servers: in a
+ * shared sandbox (a workspace) a session's leases on filesystem, exec and git all act on this one clone.
+ * A server alone has one lease per hold. It acquires a sandbox on first need, resumes it when suspended,
+ * gets a fresh one after a failure, and lets it go when its last lease does.
+ */
+export class SandboxHold {
   private sandbox: Sandbox | undefined;
   private acquiring: Promise<Sandbox> | undefined;
-  private released = false;
-  /** The sandbox died while idle: the next request is told its state is gone, once. */
-  private lost: SandboxError | undefined;
-  private readonly internal = new Map<RequestId, (message: JsonRpcMessage) => void>();
-  private nextInternalId = 1;
+  /** The leases on it, by server: messages from the guest go to the lease of the server that sent them. */
+  private readonly leases = new Map<string, PoolLease>();
 
   constructor(
-    readonly key: AffinityKey,
     private readonly owner: LeaseOwner,
     private readonly acquire: () => Promise<Sandbox>,
     private readonly admission: SandboxAdmission,
-    private readonly listener: LeaseEvents,
-    private readonly options: LeaseOptions = {},
+    /** Called once its last lease left: the pool forgets it. */
+    private readonly onEmpty: () => void = () => undefined,
     adopted?: Sandbox,
   ) {
     if (adopted) this.listen(adopted);
   }
 
-  get running(): boolean {
-    const state = this.sandbox?.state;
-    return state !== undefined && state !== "destroyed" && state !== "suspended";
+  /** A lease of another server joins (a second server of the unit, used by the same session). */
+  join(lease: PoolLease): void {
+    this.leases.set(lease.key.server, lease);
+  }
+
+  /** Whether a lease of `server` holds it now (each server has at most one lease per hold). */
+  has(server: string): boolean {
+    return this.leases.has(server);
+  }
+
+  get current(): Sandbox | undefined {
+    return this.sandbox;
   }
 
   get savedRef(): SavedRef | undefined {
@@ -99,13 +109,7 @@ export class PoolLease implements SandboxLease {
     return sandbox?.state === "suspended" ? { server: sandbox.server, sandboxId: sandbox.id, templateKey: sandbox.templateKey } : undefined;
   }
 
-  async ready(options: { reportLoss: boolean } = { reportLoss: true }): Promise<Acquisition | undefined> {
-    if (this.released) throw new SandboxClosedError(`The lease on server '${this.key.server}' was released: its session ended`);
-    if (this.lost && options.reportLoss) {
-      const lost = this.lost;
-      this.lost = undefined;
-      throw new SandboxLostError(lost.message, { cause: lost });
-    }
+  async ready(): Promise<Acquisition | undefined> {
     const existing = this.sandbox;
     if (existing && (existing.state === "idle" || existing.state === "active")) return undefined;
     const start = nowMs();
@@ -136,35 +140,13 @@ export class PoolLease implements SandboxLease {
     } finally {
       admitted();
     }
-    if (this.released) {
+    if (this.leases.size === 0) {
       await sandbox.destroy("its lease was released while it resumed");
-      throw new SandboxClosedError(`The lease on server '${this.key.server}' was released while its sandbox resumed`);
+      throw new SandboxClosedError(`The lease on '${sandbox.server}' was released while its sandbox resumed`);
     }
     this.listen(sandbox);
-    this.listener.savedStateChanged();
-    await this.options.onFreshSandbox?.();
+    for (const lease of [...this.leases.values()]) lease.savedStateChanged();
     return sandbox;
-  }
-
-  send(message: JsonRpcMessage): void {
-    if (!this.sandbox) throw new SandboxClosedError(`No sandbox runs for server '${this.key.server}'`);
-    this.sandbox.send(message);
-  }
-
-  async request(method: string, params?: Record<string, unknown>): Promise<Record<string, unknown>> {
-    await this.ready({ reportLoss: false });
-    const sandbox = this.sandbox!;
-    const id = `mcpvisor:lease:${this.nextInternalId++}`;
-    const reply = new Promise<JsonRpcMessage>((resolve, reject) => {
-      this.internal.set(id, resolve);
-      const off = sandbox.on("requestFailed", (failedId, error) => {
-        if (failedId !== id) return;
-        off();
-        reject(error);
-      });
-    });
-    sandbox.send({ jsonrpc: "2.0", id, method, ...(params ? { params } : {}) });
-    return resultOf(method, await reply.finally(() => this.internal.delete(id)));
   }
 
   async suspendIfIdle(): Promise<void> {
@@ -173,28 +155,138 @@ export class PoolLease implements SandboxLease {
 
   private listen(sandbox: Sandbox): void {
     this.sandbox = sandbox;
-    sandbox.on("suspended", () => this.listener.savedStateChanged());
-    sandbox.on("resumed", () => this.listener.savedStateChanged());
-    sandbox.on("message", (message, guestMs) => {
-      const waiter = message.id !== undefined && !("method" in message) ? this.internal.get(message.id as RequestId) : undefined;
-      if (waiter) waiter(message);
-      else this.listener.message(message, guestMs);
-    });
-    sandbox.on("requestFailed", (id, error) => {
-      if (!this.internal.has(id)) this.listener.requestFailed(id, error);
-    });
+    const each = (f: (lease: PoolLease) => void) => {
+      for (const lease of [...this.leases.values()]) f(lease);
+    };
+    sandbox.on("suspended", () => each((lease) => lease.savedStateChanged()));
+    sandbox.on("resumed", () => each((lease) => lease.savedStateChanged()));
+    sandbox.on("message", (server, message, guestMs) => this.leases.get(server)?.fromSandbox(message, guestMs));
+    sandbox.on("requestFailed", (server, id, error) => this.leases.get(server)?.requestFailed(id, error));
     sandbox.on("closed", (error, whileIdle) => {
       if (this.sandbox !== sandbox) return;
       this.sandbox = undefined;
-      if (error && whileIdle) this.lost = error;
+      if (error && whileIdle) each((lease) => lease.lose(error));
     });
   }
 
-  async release({ keep }: { keep: boolean }): Promise<void> {
-    this.released = true;
+  /**
+   * A lease lets go. The last one ends the sandbox: with `keep`, a suspended sandbox stays on disk for a
+   * later `adopt`; otherwise the sandbox and what it saved are gone.
+   */
+  async leave(lease: PoolLease, keep: boolean): Promise<void> {
+    if (this.leases.get(lease.key.server) !== lease) return;
+    this.leases.delete(lease.key.server);
+    if (this.leases.size > 0) return;
+    this.onEmpty();
     const sandbox = this.sandbox;
     this.sandbox = undefined;
     if (!sandbox) return;
     await (keep ? sandbox.release("its holder let go") : sandbox.destroy("its lease was released"));
+  }
+}
+
+/** The pool's lease: one server's view of the sandbox its hold has for one affinity key. */
+export class PoolLease implements SandboxLease {
+  private released = false;
+  /** The sandbox died while idle: the next request is told its state is gone, once. */
+  private lost: SandboxError | undefined;
+  private readonly internal = new Map<RequestId, (message: JsonRpcMessage) => void>();
+  private nextInternalId = 1;
+  /** The sandbox this lease's server last got its preamble in, and that replay while it runs. */
+  private prepared: Sandbox | undefined;
+  private preparing: Promise<void> | undefined;
+
+  constructor(
+    readonly key: AffinityKey,
+    private readonly hold: SandboxHold,
+    private readonly listener: LeaseEvents,
+    private readonly options: LeaseOptions = {},
+    /** A sandbox adopted from disk already had this server's preamble. */
+    adopted?: Sandbox,
+  ) {
+    this.prepared = adopted;
+    hold.join(this);
+  }
+
+  get running(): boolean {
+    const state = this.hold.current?.state;
+    return state !== undefined && state !== "destroyed" && state !== "suspended";
+  }
+
+  get savedRef(): SavedRef | undefined {
+    return this.hold.savedRef;
+  }
+
+  async ready(options: { reportLoss: boolean } = { reportLoss: true }): Promise<Acquisition | undefined> {
+    if (this.released) throw new SandboxClosedError(`The lease on server '${this.key.server}' was released: its session ended`);
+    if (this.lost && options.reportLoss) {
+      const lost = this.lost;
+      this.lost = undefined;
+      throw new SandboxLostError(lost.message, { cause: lost });
+    }
+    const acquired = await this.hold.ready();
+    // A sandbox new to this server (a fresh clone, or one another server of the unit acquired) first
+    // gets what the server must see before anything else.
+    const current = this.hold.current;
+    if (current && current !== this.prepared) {
+      this.prepared = current;
+      this.preparing = this.options.onFreshSandbox?.();
+    }
+    await this.preparing;
+    return acquired;
+  }
+
+  send(message: JsonRpcMessage): void {
+    const sandbox = this.hold.current;
+    if (!sandbox) throw new SandboxClosedError(`No sandbox runs for server '${this.key.server}'`);
+    sandbox.send(this.key.server, message);
+  }
+
+  async request(method: string, params?: Record<string, unknown>): Promise<Record<string, unknown>> {
+    // Not `ready`: the preamble's own replay comes through here, and must not wait for itself.
+    if (this.released) throw new SandboxClosedError(`The lease on server '${this.key.server}' was released: its session ended`);
+    await this.hold.ready();
+    const sandbox = this.hold.current!;
+    const server = this.key.server;
+    const id = `mcpvisor:lease:${this.nextInternalId++}`;
+    const reply = new Promise<JsonRpcMessage>((resolve, reject) => {
+      this.internal.set(id, resolve);
+      const off = sandbox.on("requestFailed", (failedServer, failedId, error) => {
+        if (failedServer !== server || failedId !== id) return;
+        off();
+        reject(error);
+      });
+    });
+    sandbox.send(server, { jsonrpc: "2.0", id, method, ...(params ? { params } : {}) });
+    return resultOf(method, await reply.finally(() => this.internal.delete(id)));
+  }
+
+  async suspendIfIdle(): Promise<void> {
+    await this.hold.suspendIfIdle();
+  }
+
+  /** From the hold: a message of this lease's server. */
+  fromSandbox(message: JsonRpcMessage, guestMs?: number): void {
+    const waiter = message.id !== undefined && !("method" in message) ? this.internal.get(message.id as RequestId) : undefined;
+    if (waiter) waiter(message);
+    else this.listener.message(message, guestMs);
+  }
+
+  requestFailed(id: RequestId, error: SandboxError): void {
+    if (!this.internal.has(id)) this.listener.requestFailed(id, error);
+  }
+
+  savedStateChanged(): void {
+    this.listener.savedStateChanged();
+  }
+
+  lose(error: SandboxError): void {
+    this.lost = error;
+  }
+
+  async release({ keep }: { keep: boolean }): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.hold.leave(this, keep);
   }
 }

@@ -1,4 +1,5 @@
 import { ServerManifestSchema, type ServerManifest } from "../config/manifest.js";
+import { sandboxUnits } from "../config/sandbox-unit.js";
 import { mcpPreparation } from "../router/catalog.js";
 import { createLogger } from "../telemetry/log.js";
 import { events, flushTelemetry, type SandboxTransitionRecord } from "../telemetry/events.js";
@@ -51,7 +52,7 @@ export async function fakePool(
     suspendDir: `${dir}/suspended`,
     ...(limits ? { limits } : {}),
   });
-  for (const manifest of manifests) pool.add(manifest, Promise.resolve(FAKE_VM_SPEC));
+  for (const unit of sandboxUnits(manifests, dir)) pool.add(unit, Promise.resolve(FAKE_VM_SPEC));
   await Promise.all(manifests.map((m) => pool.template(m.name)));
   return { driver, pool, dir, vms };
 }

@@ -1,12 +1,14 @@
 import type { Logger } from "pino";
 import type { ServerManifest } from "../config/manifest.js";
+import type { SandboxUnit } from "../config/sandbox-unit.js";
 import type { SandboxDriver, VmSpec } from "./driver.js";
 import { PoolClosedError, UnknownServerError } from "./errors.js";
 import { SandboxAdmission, type LeaseOwner } from "./admission.js";
-import { PoolLease, type AffinityKey, type LeaseEvents, type LeaseOptions, type SandboxLease } from "./lease.js";
+import { PoolLease, SandboxHold, type AffinityKey, type LeaseEvents, type LeaseOptions, type SandboxLease } from "./lease.js";
 import { ServerPool, type ServerPoolStats } from "./server-pool.js";
 import { SuspendStore, type SavedRef } from "./suspend-store.js";
 import type { GuestPreparation, TemplateMeta, TemplateStore } from "./template.js";
+import type { Sandbox } from "./sandbox.js";
 import type { VmBudgetLimits } from "./vm-budget.js";
 
 export type { ServerPoolStats } from "./server-pool.js";
@@ -22,11 +24,17 @@ export interface SandboxPoolOptions {
 }
 
 /**
- * Every hosted server's pool, and the router's only way to a sandbox: it hands out leases keyed by an
- * affinity key, and decides in one place (SandboxAdmission) whether another VM may run.
+ * Every sandbox unit's pool, and the router's only way to a sandbox: it hands out leases keyed by an
+ * affinity key, and decides in one place (SandboxAdmission) whether another VM may run. The router asks
+ * by server; servers sharing a sandbox get leases on one clone per session (a SandboxHold).
  */
 export class SandboxPool {
+  /** Each unit's pool, by unit name. */
+  private readonly units = new Map<string, ServerPool>();
+  /** The same pools, by the name of each server in them. */
   private readonly servers = new Map<string, ServerPool>();
+  /** Session holds, by unit and session: a unit's second server in a session joins the first's clone. */
+  private readonly holds = new Map<string, SandboxHold>();
   private readonly admission: SandboxAdmission;
   private readonly saved: SuspendStore;
   private closed = false;
@@ -34,7 +42,7 @@ export class SandboxPool {
   constructor(private readonly options: SandboxPoolOptions) {
     this.saved = new SuspendStore(options.suspendDir);
     this.admission = new SandboxAdmission(options.limits ?? { maxVms: 64, maxQueue: 64, queueTimeoutMs: 10_000 }, () =>
-      [...this.servers.values()].some((s) => s.dropIdle()),
+      [...this.units.values()].some((s) => s.dropIdle()),
     );
   }
 
@@ -49,13 +57,15 @@ export class SandboxPool {
   }
 
   /**
-   * Starts building (or loading) the server's template and filling its pool, in the background, as soon
+   * Starts building (or loading) the unit's template and filling its pool, in the background, as soon
    * as its guest spec (image paths, accelerator) is known.
    */
-  add(manifest: ServerManifest, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
+  add(unit: SandboxUnit, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
     if (this.closed) throw new PoolClosedError("The pool is closed");
     const { driver, templates, preparation, log } = this.options;
-    this.servers.set(manifest.name, new ServerPool(manifest, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, log }, progress));
+    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, log }, progress);
+    this.units.set(unit.name, pool);
+    for (const member of unit.members) this.servers.set(member.name, pool);
   }
 
   has(server: string): boolean {
@@ -67,7 +77,7 @@ export class SandboxPool {
   }
 
   manifest(server: string): ServerManifest | undefined {
-    return this.servers.get(server)?.manifest;
+    return this.servers.get(server)?.unit.members.find((m) => m.name === server);
   }
 
   /** Resolves once the server's template exists (built, or loaded and verified). */
@@ -75,21 +85,40 @@ export class SandboxPool {
     return (await this.get(server).whenTemplateReady()).meta;
   }
 
-  /** A lease for `key`: no VM yet; one is acquired on the lease's first `ready`. */
+  /**
+   * A lease for `key`: no VM yet; one is acquired on the lease's first `ready`. In a shared sandbox, a
+   * session's leases on its servers share one hold, so they act on one clone.
+   */
   lease(key: AffinityKey, owner: LeaseOwner, events: LeaseEvents, options?: LeaseOptions): SandboxLease {
     const pool = this.get(key.server);
-    return new PoolLease(key, owner, () => pool.acquire(), this.admission, events, options);
+    const holdKey = key.scope === "session" ? `${pool.unit.name}\0${key.session}` : undefined;
+    let hold = holdKey === undefined ? undefined : this.holds.get(holdKey);
+    if (!hold || hold.has(key.server)) hold = this.newHold(pool, owner, holdKey);
+    return new PoolLease(key, hold, events, options);
+  }
+
+  private newHold(pool: ServerPool, owner: LeaseOwner, holdKey: string | undefined, adopted?: Sandbox): SandboxHold {
+    const hold: SandboxHold = new SandboxHold(owner, () => pool.acquire(), this.admission, () => {
+      if (holdKey !== undefined && this.holds.get(holdKey) === hold) this.holds.delete(holdKey);
+    }, adopted);
+    if (holdKey !== undefined) this.holds.set(holdKey, hold);
+    return hold;
   }
 
   /**
    * A lease on a sandbox saved before (a gateway restart): undefined when it cannot come back (its
-   * template was rebuilt, its state is gone). It resumes on first use.
+   * template was rebuilt, its state is gone). It resumes on first use. The servers of a shared sandbox
+   * each adopt the same saved sandbox; the first brings it back, the others join it.
    */
   async adopt(key: AffinityKey, owner: LeaseOwner, ref: SavedRef, events: LeaseEvents, options?: LeaseOptions): Promise<SandboxLease | undefined> {
-    const pool = this.servers.get(ref.server);
-    const sandbox = pool && (await pool.adopt(ref.sandboxId, ref.templateKey));
-    if (!pool || !sandbox) return undefined;
-    return new PoolLease(key, owner, () => pool.acquire(), this.admission, events, options, sandbox);
+    const pool = this.units.get(ref.server);
+    if (!pool || key.scope !== "session" || this.servers.get(key.server) !== pool) return undefined;
+    const holdKey = `${pool.unit.name}\0${key.session}`;
+    const joined = this.holds.get(holdKey);
+    if (joined && !joined.has(key.server) && joined.current?.id === ref.sandboxId) return new PoolLease(key, joined, events, options, joined.current);
+    const sandbox = await pool.adopt(ref.sandboxId, ref.templateKey);
+    if (!sandbox) return undefined;
+    return new PoolLease(key, this.newHold(pool, owner, holdKey, sandbox), events, options, sandbox);
   }
 
   /** Deletes what a suspended sandbox saved, for a holder that will never come back. */
@@ -98,7 +127,7 @@ export class SandboxPool {
   }
 
   stats(): ServerPoolStats[] {
-    return [...this.servers.values()].map((s) => s.stats());
+    return [...this.units.values()].map((s) => s.stats());
   }
 
   private get(server: string): ServerPool {
@@ -111,6 +140,6 @@ export class SandboxPool {
   async close(): Promise<void> {
     this.closed = true;
     this.admission.close();
-    await Promise.allSettled([...this.servers.values()].map((s) => s.close()));
+    await Promise.allSettled([...this.units.values()].map((s) => s.close()));
   }
 }

@@ -24,10 +24,10 @@ export type SandboxStatus =
   | { state: "destroyed"; error: SandboxError | undefined };
 
 export interface SandboxEvents {
-  /** A message from the server in the guest: a response, a notification, or a server->client request. */
-  message: (message: JsonRpcMessage, guestMs?: number) => void;
-  /** A request that will never get a real answer (timeout, the guest died); the caller must be told. */
-  requestFailed: (id: RequestId, error: SandboxError) => void;
+  /** A message from a server in the guest: a response, a notification, or a server->client request. */
+  message: (server: string, message: JsonRpcMessage, guestMs?: number) => void;
+  /** A request to `server` that will never get a real answer (timeout, the guest died); the caller must be told. */
+  requestFailed: (server: string, id: RequestId, error: SandboxError) => void;
   /**
    * The sandbox is gone; `error` says why when it was not a deliberate destroy. `whileIdle`: it died
    * with no request in flight, so nobody has been told that what it held is lost.
@@ -56,22 +56,24 @@ export interface SandboxHost {
 }
 
 export interface SandboxOptions {
-  callTimeoutMs: number;
+  /** Each server's deadline for one request (its manifest's timeouts.callMs). */
+  callTimeoutMs: (server: string) => number;
   /** Idle this long, the sandbox is suspended to disk; 0 never. */
   idleSuspendMs: number;
 }
 
 /**
- * One clone of a server's template, from the moment its VMM is prestarted (`pooled`) to its end. It
- * tracks the requests in flight so that none is left hanging: each has a deadline, and if the guest dies
- * every one fails with a reason. Idle long enough, it is suspended (its VM ends, its state is on disk)
+ * One clone of a sandbox unit's template (one server's, or a shared sandbox's), from the moment its VMM is
+ * prestarted (`pooled`) to its end. It tracks the requests in flight, by server and id, so that none is
+ * left hanging: each has a deadline, and if the guest dies every one fails with a reason. Idle long enough, it is suspended (its VM ends, its state is on disk)
  * and resumed on the next request. Every state change goes through `moveTo`, checked against the table
  * in lifecycle.ts.
  */
 export class Sandbox {
   readonly id: string;
   private status: SandboxStatus;
-  private readonly inFlight = new Map<RequestId, NodeJS.Timeout>();
+  /** Requests in flight, keyed by server and id: the servers of one guest count ids independently. */
+  private readonly inFlight = new Map<string, { server: string; id: RequestId; timer: NodeJS.Timeout }>();
   private readonly listeners: { [K in keyof SandboxEvents]: Set<SandboxEvents[K]> } = {
     message: new Set(),
     requestFailed: new Set(),
@@ -92,6 +94,7 @@ export class Sandbox {
   private held = false;
 
   private constructor(
+    /** The sandbox unit's name: a server's, or a shared sandbox's (every metric and log names it). */
     readonly server: string,
     id: string,
     /** The template it was cloned from: its saved state loads on that one only. */
@@ -177,8 +180,8 @@ export class Sandbox {
   }
 
   private attach(vm: Vm): void {
-    vm.channel.onMessage((message, guestMs) => {
-      if (this.vm === vm) this.fromGuest(message, guestMs);
+    vm.channel.onMessage((server, message, guestMs) => {
+      if (this.vm === vm) this.fromGuest(server, message, guestMs);
     });
     void vm.exited.then((exit) => {
       if (this.vm === vm) this.onVmExit(exit);
@@ -285,8 +288,8 @@ export class Sandbox {
     await this.transition;
   }
 
-  /** Sends a client's message to the server in the guest. Requests get the manifest's deadline. */
-  send(message: JsonRpcMessage): void {
+  /** Sends a client's message to `server` in the guest. Requests get its manifest's deadline. */
+  send(server: string, message: JsonRpcMessage): void {
     const status = this.status;
     if (status.state !== "idle" && status.state !== "active") {
       throw new SandboxClosedError(`The sandbox of server '${this.server}' is not running (${status.state})`);
@@ -295,34 +298,39 @@ export class Sandbox {
     this.lastUsed = Date.now();
     if (id !== undefined && typeof message.method === "string") {
       const method = message.method;
-      this.inFlight.set(id, setTimeout(() => this.onTimeout(id, method), this.options.callTimeoutMs));
+      const key = inFlightKey(server, id);
+      this.inFlight.set(key, { server, id, timer: setTimeout(() => this.onTimeout(key, method), this.options.callTimeoutMs(server)) });
       if (status.state === "idle") this.moveTo({ state: "active", vm: status.vm });
       const traceparent = (message.params as { _meta?: { traceparent?: unknown } } | undefined)?._meta?.traceparent;
       if (typeof traceparent === "string") status.vm.egress?.noteCall(traceparent);
     }
-    status.vm.channel.send(message);
+    status.vm.channel.send(server, message);
   }
 
-  private fromGuest(message: JsonRpcMessage, guestMs?: number): void {
+  private fromGuest(server: string, message: JsonRpcMessage, guestMs?: number): void {
     const id = message.id as RequestId | undefined;
     if (id !== undefined && !("method" in message)) {
-      const timer = this.inFlight.get(id);
-      if (!timer) return; // a late answer to a request already failed (or one the host made itself)
-      clearTimeout(timer);
-      this.inFlight.delete(id);
+      const key = inFlightKey(server, id);
+      const request = this.inFlight.get(key);
+      if (!request) return; // a late answer to a request already failed (or one the host made itself)
+      clearTimeout(request.timer);
+      this.inFlight.delete(key);
       const status = this.status;
       if (this.inFlight.size === 0 && status.state === "active") this.moveTo({ state: "idle", vm: status.vm });
     }
-    this.emit("message", message, guestMs);
+    this.emit("message", server, message, guestMs);
   }
 
   /** A request past its deadline fails, and the clone is replaced: its state can no longer be trusted. */
-  private onTimeout(id: RequestId, method: string): void {
-    this.inFlight.delete(id);
+  private onTimeout(key: string, method: string): void {
+    const request = this.inFlight.get(key);
+    if (!request) return;
+    this.inFlight.delete(key);
+    const { server, id } = request;
     const error = new CallTimeoutError(
-      `${method} took longer than ${this.options.callTimeoutMs} ms (the manifest's timeouts.callMs) in server '${this.server}'; the sandbox was reset`,
+      `${method} took longer than ${this.options.callTimeoutMs(server)} ms (the manifest's timeouts.callMs) in server '${server}'; the sandbox was reset`,
     );
-    this.emit("requestFailed", id, error);
+    this.emit("requestFailed", server, id, error);
     void this.destroy(error.message, error);
   }
 
@@ -352,9 +360,9 @@ export class Sandbox {
     clearTimeout(this.idleTimer);
     this.moveTo({ state: "destroyed", error });
     const failure = error ?? new SandboxClosedError(`The sandbox of server '${this.server}' was closed (${reason})`);
-    for (const [id, timer] of this.inFlight) {
+    for (const { server, id, timer } of this.inFlight.values()) {
       clearTimeout(timer);
-      this.emit("requestFailed", id, failure);
+      this.emit("requestFailed", server, id, failure);
     }
     this.inFlight.clear();
     // Owners learn at once, so a next request never lands on a sandbox that is on its way out.
@@ -374,9 +382,15 @@ export class Sandbox {
   }
 }
 
+function inFlightKey(server: string, id: RequestId): string {
+  return `${server}\0${typeof id}:${id}`;
+}
+
 /** Why a VM ended, in one line: the hosted server's own error when it was the server that died. */
 export function exitDetail(exit: VmExit): string {
-  return exit.serverExit ? `the server exited (code ${exit.serverExit.code ?? exit.serverExit.signal}): ${crashLine(exit.serverExit.stderrTail)}` : exit.reason;
+  const server = exit.serverExit;
+  if (!server) return exit.reason;
+  return `${server.server ? `server '${server.server}'` : "the server"} exited (code ${server.code ?? server.signal}): ${crashLine(server.stderrTail)}`;
 }
 
 /**

@@ -1,16 +1,19 @@
 import type { Logger } from "pino";
-import type { ServerManifest } from "../config/manifest.js";
-import type { PendingVm, SandboxDriver, Vm, VmSpec } from "./driver.js";
+import type { SandboxUnit } from "../config/sandbox-unit.js";
+import { serverChannel, type PendingVm, type SandboxDriver, type Vm, type VmSpec } from "./driver.js";
 import { PoolClosedError } from "./errors.js";
 import { events } from "../telemetry/events.js";
 import type { SandboxAdmission } from "./admission.js";
 import { TemplateStatus } from "./lifecycle.js";
 import { Sandbox, type SandboxHost, type SandboxOptions, type SandboxTimings } from "./sandbox.js";
 import type { SuspendStore } from "./suspend-store.js";
-import type { GuestPreparation, Template, TemplateStore } from "./template.js";
+import { preparedFor, type GuestPreparation, type Template, type TemplateStore } from "./template.js";
 
 export interface ServerPoolStats {
+  /** The unit's name: a server's, or a shared sandbox's. */
   server: string;
+  /** The servers in its guest. */
+  members: string[];
   status: "building" | "ready" | "failed";
   reason?: string;
   prestarted: number;
@@ -35,7 +38,7 @@ export interface ServerPoolContext {
 }
 
 /**
- * Keeps one server's clones coming: sandboxes whose VMM is started and waits for state (`prestarted`,
+ * Keeps one sandbox unit's clones coming (a server's, or a shared sandbox's): sandboxes whose VMM is started and waits for state (`prestarted`,
  * state pooled), and clones already resumed and warmed (`warm`, state idle), refilled in the background
  * after every take. It also saves its leased sandboxes to disk and brings them back.
  */
@@ -54,12 +57,13 @@ export class ServerPool {
   private readonly sandboxOptions: SandboxOptions;
 
   constructor(
-    readonly manifest: ServerManifest,
+    readonly unit: SandboxUnit,
     private readonly specReady: Promise<VmSpec>,
     private readonly context: ServerPoolContext,
     private readonly progress: (line: string) => void,
   ) {
-    this.sandboxOptions = { callTimeoutMs: manifest.timeouts.callMs, idleSuspendMs: manifest.timeouts.idleSuspendMs };
+    const callMs = new Map(unit.members.map((m) => [m.name, m.timeouts.callMs]));
+    this.sandboxOptions = { callTimeoutMs: (server) => callMs.get(server) ?? 30_000, idleSuspendMs: unit.timeouts.idleSuspendMs };
     this.templateReady = this.loadTemplate();
     this.templateReady.catch(() => undefined);
   }
@@ -72,13 +76,13 @@ export class ServerPool {
     try {
       this.spec = await this.specReady;
       this.status.set("building", "building the template");
-      const template = await this.context.templates.ensure(this.manifest, this.spec, this.progress);
+      const template = await this.context.templates.ensure(this.unit, this.spec, this.progress);
       this.template = template;
       this.refill();
       return template;
     } catch (err) {
       this.status.set("failed", `template build failed: ${(err as Error).message}`);
-      this.log.error({ server: this.manifest.name, err }, "template build failed");
+      this.log.error({ server: this.unit.name, err }, "template build failed");
       throw err;
     }
   }
@@ -89,7 +93,8 @@ export class ServerPool {
 
   stats(): ServerPoolStats {
     const stats: ServerPoolStats = {
-      server: this.manifest.name,
+      server: this.unit.name,
+      members: this.unit.members.map((m) => m.name),
       status: this.status.state,
       prestarted: this.prestarted.length,
       warm: this.warm.length,
@@ -126,8 +131,8 @@ export class ServerPool {
    */
   async adopt(sandboxId: string, templateKey: string): Promise<Sandbox | undefined> {
     const template = await this.templateReady;
-    if (template.meta.key !== templateKey || !(await this.context.saved.exists(this.manifest.name, sandboxId))) return undefined;
-    const sandbox = Sandbox.suspended(this.manifest.name, sandboxId, template.meta.key, this.sandboxOptions, this.host);
+    if (template.meta.key !== templateKey || !(await this.context.saved.exists(this.unit.name, sandboxId))) return undefined;
+    const sandbox = Sandbox.suspended(this.unit.name, sandboxId, template.meta.key, this.sandboxOptions, this.host);
     return this.lease(sandbox, { source: "prestarted", resumeMs: 0 });
   }
 
@@ -158,42 +163,42 @@ export class ServerPool {
       throw err;
     }
     slot.hold(pending.exited);
-    return Sandbox.pooled(this.manifest.name, pending, template.meta.key, this.sandboxOptions, this.host);
+    return Sandbox.pooled(this.unit.name, pending, template.meta.key, this.sandboxOptions, this.host);
   }
 
   /** Saving a leased sandbox to disk and bringing it back, on a VMM from this pool. */
   private readonly host: SandboxHost = {
     suspend: async (sandbox, vm) => {
       const t0 = performance.now();
-      const path = await this.context.saved.prepare(this.manifest.name, sandbox.id);
+      const path = await this.context.saved.prepare(this.unit.name, sandbox.id);
       try {
         const { bytes } = await this.context.driver.suspend(vm, path);
         const durationMs = performance.now() - t0;
-        events.sandboxSuspend.publish({ server: this.manifest.name, sandboxId: sandbox.id, durationMs, bytes });
-        this.log.info({ server: this.manifest.name, sandbox: sandbox.id, bytes, durationMs: Math.round(durationMs) }, "sandbox suspended to disk");
+        events.sandboxSuspend.publish({ server: this.unit.name, sandboxId: sandbox.id, durationMs, bytes });
+        this.log.info({ server: this.unit.name, sandbox: sandbox.id, bytes, durationMs: Math.round(durationMs) }, "sandbox suspended to disk");
       } catch (err) {
-        this.log.warn({ server: this.manifest.name, sandbox: sandbox.id, err: (err as Error).message }, "suspend failed; the sandbox keeps running");
+        this.log.warn({ server: this.unit.name, sandbox: sandbox.id, err: (err as Error).message }, "suspend failed; the sandbox keeps running");
         throw err;
       }
     },
     resume: async (sandbox, pending) => {
-      const timeoutMs = this.manifest.timeouts.resumeMs;
+      const timeoutMs = this.unit.timeouts.resumeMs;
       if (pending) return this.context.driver.resume(pending, timeoutMs);
       // From disk: on a VMM taken from the pool (the pooled sandbox hands its VMM over and ends).
       const template = await this.templateReady;
       const t0 = performance.now();
       const vmm = this.prestarted.shift() ?? (await this.prestart(template, true))!;
-      const path = this.context.saved.pathFor(this.manifest.name, sandbox.id);
+      const path = this.context.saved.pathFor(this.unit.name, sandbox.id);
       const vm = await this.context.driver.resume(vmm.handOver(), timeoutMs, path);
       // Loaded: from now on the file holds an older state than the sandbox's. Left there, a gateway that
       // died before the next suspend would bring that older state back as if it were current.
-      await this.context.saved.discard(this.manifest.name, sandbox.id);
-      events.sandboxResume.publish({ server: this.manifest.name, sandboxId: sandbox.id, from: "suspended", source: "prestarted", durationMs: performance.now() - t0 });
+      await this.context.saved.discard(this.unit.name, sandbox.id);
+      events.sandboxResume.publish({ server: this.unit.name, sandboxId: sandbox.id, from: "suspended", source: "prestarted", durationMs: performance.now() - t0 });
       this.refillAfterTake();
       return vm;
     },
     discard: (sandbox) => {
-      void this.context.saved.discard(this.manifest.name, sandbox.id);
+      void this.context.saved.discard(this.unit.name, sandbox.id);
     },
   };
 
@@ -213,10 +218,10 @@ export class ServerPool {
         await sandbox.resume();
         const resumeMs = performance.now() - t0;
         sandbox.timings = { source, resumeMs };
-        events.sandboxResume.publish({ server: this.manifest.name, sandboxId: sandbox.id, from: "snapshot", source, durationMs: resumeMs });
+        events.sandboxResume.publish({ server: this.unit.name, sandboxId: sandbox.id, from: "snapshot", source, durationMs: resumeMs });
         return sandbox;
       } catch (err) {
-        this.log.warn({ server: this.manifest.name, attempt, err: (err as Error).message }, "clone resume failed");
+        this.log.warn({ server: this.unit.name, attempt, err: (err as Error).message }, "clone resume failed");
         if (attempt === 1) continue;
         if (attempt === 2) {
           template = await this.recheckTemplate(template);
@@ -232,7 +237,7 @@ export class ServerPool {
       () => undefined,
       (err: Error) => err.message,
     );
-    this.log.warn({ server: this.manifest.name, problem: problem ?? "none found" }, "rebuilding template after failed resumes");
+    this.log.warn({ server: this.unit.name, problem: problem ?? "none found" }, "rebuilding template after failed resumes");
     for (const sandbox of [...this.prestarted.splice(0), ...this.warm.splice(0)]) void sandbox.destroy("template replaced");
     await this.context.templates.discard(template);
     this.status.set("building", `rebuilding the template (${problem ?? "clones failed to resume"})`);
@@ -256,14 +261,14 @@ export class ServerPool {
   refill(): void {
     if (this.refilling || this.closed || !this.template) return;
     this.refilling = this.refillLoop()
-      .catch((err) => this.log.warn({ server: this.manifest.name, err: (err as Error).message }, "pool refill failed"))
+      .catch((err) => this.log.warn({ server: this.unit.name, err: (err as Error).message }, "pool refill failed"))
       .finally(() => {
         this.refilling = undefined;
       });
   }
 
   private async refillLoop(): Promise<void> {
-    const { prestarted: wantPrestarted, warm: wantWarm } = this.manifest.pool;
+    const { prestarted: wantPrestarted, warm: wantWarm } = this.unit.pool;
     let failures = 0;
     while (!this.closed && this.template && failures < 3) {
       const template = this.template;
@@ -282,7 +287,7 @@ export class ServerPool {
         }
       } catch (err) {
         failures++;
-        this.log.warn({ server: this.manifest.name, err: (err as Error).message }, "could not add a clone to the pool");
+        this.log.warn({ server: this.unit.name, err: (err as Error).message }, "could not add a clone to the pool");
       }
     }
     if (this.status.state === "building" && this.template) this.status.set("ready");
@@ -292,7 +297,9 @@ export class ServerPool {
   private async warmUp(clone: Sandbox, template: Template): Promise<void> {
     const vm = clone.vm as Vm;
     try {
-      await this.context.preparation.clone(vm.channel, this.manifest, template.meta.prepared, this.manifest.timeouts.callMs);
+      for (const member of this.unit.members) {
+        await this.context.preparation.clone(serverChannel(vm.channel, member.name), member, preparedFor(template, member.name), member.timeouts.callMs);
+      }
     } catch (err) {
       // Nothing else knows this clone yet: left running, it would hold a VM slot and its memory forever.
       void clone.destroy(`warm-up failed: ${(err as Error).message}`);
@@ -313,7 +320,7 @@ export class ServerPool {
     });
   }
 
-  /** Ends every sandbox of the server, after the refill under way (what it starts is ended too). */
+  /** Ends every sandbox of the unit, after the refill under way (what it starts is ended too). */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refillTimer);

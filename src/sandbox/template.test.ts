@@ -8,14 +8,15 @@ import { scratchDir } from "../../test/scratch-dir.js";
 import { FAKE_VM_SPEC, FaultInjectingDriver } from "./fault-injecting-driver.js";
 import { fakeManifest } from "./pool.fixture.js";
 import { TemplateStore } from "./template.js";
+import { sandboxUnits } from "../config/sandbox-unit.js";
 
 test("a stored template is reused; one whose meta.json does not fit, or whose state was altered, is rebuilt", async () => {
   const driver = new FaultInjectingDriver();
   const store = new TemplateStore(driver, await scratchDir("mcpv-templates"), createLogger("silent"), mcpPreparation);
-  const manifest = fakeManifest();
+  const [unit] = sandboxUnits([fakeManifest()], "servers");
   let builds = 0;
   // A build reports its cold boot; a template that is reused reports nothing.
-  const ensure = () => store.ensure(manifest, FAKE_VM_SPEC, (line) => void (line.includes("cold boot") && builds++));
+  const ensure = () => store.ensure(unit!, FAKE_VM_SPEC, (line) => void (line.includes("cold boot") && builds++));
   const first = await ensure();
   await ensure();
   assert.equal(builds, 1, "reused");

@@ -3,13 +3,14 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { ServerManifest } from "../config/manifest.js";
-import type { GuestChannel, SandboxDriver, SnapshotFiles, Vm, VmSpec } from "./driver.js";
+import type { SandboxUnit } from "../config/sandbox-unit.js";
+import { serverChannel, type ServerChannel, type SandboxDriver, type SnapshotFiles, type Vm, type VmSpec } from "./driver.js";
 import { SandboxError, SnapshotCorruptError, TemplateError } from "./errors.js";
 import { EGRESS_CLOSE_WAIT_MS, exitDetail } from "./sandbox.js";
 import { sha256File, sha256Json } from "./file-hash.js";
 import { events } from "../telemetry/events.js";
 
-const TEMPLATE_FORMAT = 6;
+const TEMPLATE_FORMAT = 7;
 
 /**
  * What a hosted server must have done before its snapshot, and in a clone before it waits in the pool.
@@ -17,9 +18,9 @@ const TEMPLATE_FORMAT = 6;
  */
 export interface GuestPreparation {
   /** Runs in the template's guest right after its cold boot; what it returns (JSON) is kept with the template. */
-  template(channel: GuestChannel, manifest: ServerManifest, timeoutMs: number): Promise<unknown>;
+  template(channel: ServerChannel, manifest: ServerManifest, timeoutMs: number): Promise<unknown>;
   /** Runs in a clone resumed ahead of demand, with what `template` returned. */
-  clone(channel: GuestChannel, manifest: ServerManifest, prepared: unknown, timeoutMs: number): Promise<void>;
+  clone(channel: ServerChannel, manifest: ServerManifest, prepared: unknown, timeoutMs: number): Promise<void>;
 }
 
 /** `meta.json` beside a template's snapshot files; a file that does not fit is a damaged template. */
@@ -31,8 +32,8 @@ const TemplateMetaSchema = z.object({
   stateSha256: z.string(),
   ramBytes: z.number(),
   ramSha256: z.string(),
-  /** What the preparation returned (for MCP servers: the InitializeResult and the catalog). */
-  prepared: z.unknown(),
+  /** What the preparation returned for each server (for MCP servers: the InitializeResult and the catalog). */
+  prepared: z.record(z.string(), z.unknown()),
   /** `warmupMs`: the preparation (initialize, lists, warm-up calls). */
   timings: z.object({ bootMs: z.number(), warmupMs: z.number(), snapshotMs: z.number() }),
 });
@@ -45,10 +46,16 @@ export interface Template {
   meta: TemplateMeta;
 }
 
+/** What the preparation returned for `server` when the template was made. */
+export function preparedFor(template: { meta: TemplateMeta }, server: string): unknown {
+  return template.meta.prepared[server];
+}
+
 /**
- * Templates on disk: `<cacheDir>/templates/<server>/<key>/{ram,state,meta.json}`. The key hashes every
- * input that shapes the guest's memory (image, kernel, VMM version, accelerator, manifest), so a change
- * to any of them selects a new template instead of trusting an old one.
+ * Templates on disk: `<cacheDir>/templates/<unit>/<key>/{ram,state,meta.json}`, one per sandbox unit (a
+ * server, or the servers sharing a sandbox). The key hashes every input that shapes the guest's memory
+ * (image, kernel, VMM version, accelerator, manifests), so a change to any of them selects a new
+ * template instead of trusting an old one.
  */
 export class TemplateStore {
   constructor(
@@ -58,13 +65,12 @@ export class TemplateStore {
     private readonly preparation: GuestPreparation,
   ) {}
 
-  async keyFor(manifest: ServerManifest, spec: VmSpec): Promise<string> {
-    const { command, args, env, warmup, guest } = manifest;
+  async keyFor(unit: SandboxUnit, spec: VmSpec): Promise<string> {
     return sha256Json({
       format: TEMPLATE_FORMAT,
       vmm: await this.driver.version(),
       spec,
-      manifest: { command, args, env, warmup, guest },
+      servers: unit.members.map(({ name, command, args, env, warmup, guest }) => ({ name, command, args, env, warmup, guest })),
     }).slice(0, 16);
   }
 
@@ -73,11 +79,11 @@ export class TemplateStore {
   }
 
   /** Returns a verified template, building one when none exists or the stored one fails verification. */
-  async ensure(manifest: ServerManifest, spec: VmSpec, onProgress: (line: string) => void): Promise<Template> {
-    const key = await this.keyFor(manifest, spec);
-    const existing = await this.load(manifest.name, key, spec);
+  async ensure(unit: SandboxUnit, spec: VmSpec, onProgress: (line: string) => void): Promise<Template> {
+    const key = await this.keyFor(unit, spec);
+    const existing = await this.load(unit.name, key, spec);
     if (existing) return existing;
-    return this.build(manifest, spec, key, onProgress);
+    return this.build(unit, spec, key, onProgress);
   }
 
   /** Loads and verifies a stored template; a missing or damaged one is removed and `undefined` returned. */
@@ -143,26 +149,29 @@ export class TemplateStore {
     if (open() > 0) this.log.warn({ server, open: open() }, "template snapshot taken with egress connections open: each clone resets them when it resumes");
   }
 
-  private async build(manifest: ServerManifest, spec: VmSpec, key: string, onProgress: (line: string) => void): Promise<Template> {
-    const finalDir = this.dirFor(manifest.name, key);
+  private async build(unit: SandboxUnit, spec: VmSpec, key: string, onProgress: (line: string) => void): Promise<Template> {
+    const finalDir = this.dirFor(unit.name, key);
     const buildDir = `${finalDir}.build-${process.pid}-${Date.now()}`;
     await mkdir(buildDir, { recursive: true });
     const ramPath = join(buildDir, "ram");
     const statePath = join(buildDir, "state");
     const t0 = performance.now();
-    onProgress(`template ${manifest.name}: cold boot (${spec.accel}, ${spec.memoryMiB} MiB)`);
-    const vm = await this.driver.boot(spec, ramPath, manifest.timeouts.bootMs);
+    onProgress(`template ${unit.name}: cold boot (${spec.accel}, ${spec.memoryMiB} MiB)`);
+    const vm = await this.driver.boot(spec, ramPath, unit.timeouts.bootMs);
     try {
       const tBoot = performance.now();
-      onProgress(`template ${manifest.name}: booted in ${Math.round(tBoot - t0)} ms; initializing and warming the server`);
+      onProgress(`template ${unit.name}: booted in ${Math.round(tBoot - t0)} ms; initializing and warming ${unit.members.length > 1 ? `its ${unit.members.length} servers` : "the server"}`);
       // A server that dies while it is initialized and warmed fails the build at once, saying why, not
       // at the end of bootMs.
       const died = vm.exited.then((exit): never => {
-        throw new TemplateError(`server '${manifest.name}' died during initialize and warm-up: ${exitDetail(exit)}`);
+        throw new TemplateError(`${unit.members.length > 1 ? `sandbox '${unit.name}'` : `server '${unit.name}'`} died during initialize and warm-up: ${exitDetail(exit)}`);
       });
       died.catch(() => undefined);
-      const prepared = await Promise.race([this.preparation.template(vm.channel, manifest, manifest.timeouts.bootMs), died]);
-      await this.drainEgress(vm, manifest.name, onProgress);
+      const prepared: Record<string, unknown> = {};
+      for (const member of unit.members) {
+        prepared[member.name] = await Promise.race([this.preparation.template(serverChannel(vm.channel, member.name), member, unit.timeouts.bootMs), died]);
+      }
+      await this.drainEgress(vm, unit.name, onProgress);
       const tWarm = performance.now();
       await this.driver.snapshot(vm, statePath);
       const tSnap = performance.now();
@@ -170,7 +179,7 @@ export class TemplateStore {
       const meta: TemplateMeta = {
         format: TEMPLATE_FORMAT,
         key,
-        server: manifest.name,
+        server: unit.name,
         createdAt: new Date().toISOString(),
         stateSha256: await sha256File(statePath),
         ramBytes: (await stat(ramPath)).size,
@@ -185,10 +194,10 @@ export class TemplateStore {
       await writeFile(join(buildDir, "meta.json"), JSON.stringify(meta, null, 2));
       await rm(finalDir, { recursive: true, force: true });
       await rename(buildDir, finalDir);
-      await this.pruneOthers(manifest.name, key);
-      events.templateBuilt.publish({ server: manifest.name, coldBootMs: meta.timings.bootMs + meta.timings.warmupMs, snapshotMs: meta.timings.snapshotMs });
+      await this.pruneOthers(unit, key);
+      events.templateBuilt.publish({ server: unit.name, coldBootMs: meta.timings.bootMs + meta.timings.warmupMs, snapshotMs: meta.timings.snapshotMs });
       onProgress(
-        `template ${manifest.name}: snapshot taken (boot ${meta.timings.bootMs} ms, initialize and warm-up ${meta.timings.warmupMs} ms, ` +
+        `template ${unit.name}: snapshot taken (boot ${meta.timings.bootMs} ms, initialize and warm-up ${meta.timings.warmupMs} ms, ` +
           `snapshot ${meta.timings.snapshotMs} ms)`,
       );
       return { dir: finalDir, spec, meta, snapshot: { ramPath: join(finalDir, "ram"), statePath: join(finalDir, "state") } };
@@ -196,15 +205,22 @@ export class TemplateStore {
       await vm.kill("template build failed");
       await rm(buildDir, { recursive: true, force: true });
       if (err instanceof SandboxError) throw err;
-      throw new TemplateError(`template for ${manifest.name} failed: ${(err as Error).message}`, { cause: err });
+      throw new TemplateError(`template for ${unit.name} failed: ${(err as Error).message}`, { cause: err });
     }
   }
 
-  /** Templates of older keys are unreachable once a new one exists. */
-  private async pruneOthers(server: string, keep: string): Promise<void> {
-    const root = join(this.cacheDir, "templates", server);
+  /**
+   * Templates of older keys are unreachable once a new one exists. A shared sandbox started with only
+   * some of its servers (`--servers exec`) has templates of its own; those of other server sets stay.
+   */
+  private async pruneOthers(unit: SandboxUnit, keep: string): Promise<void> {
+    const root = join(this.cacheDir, "templates", unit.name);
+    const servers = unit.members.map((m) => m.name).sort().join(",");
     for (const entry of await readdir(root)) {
-      if (entry !== keep && !entry.includes(".build-")) await rm(join(root, entry), { recursive: true, force: true });
+      if (entry === keep || entry.includes(".build-")) continue;
+      const meta = TemplateMetaSchema.safeParse(parseJson(await readFile(join(root, entry, "meta.json"), "utf8").catch(() => "")));
+      const other = meta.success ? Object.keys(meta.data.prepared).sort().join(",") : servers;
+      if (other === servers) await rm(join(root, entry), { recursive: true, force: true });
     }
   }
 }

@@ -26,6 +26,7 @@ function series(text: string, name: string, labels: Record<string, string>): num
 const POOL: ServerPoolStats[] = [
   {
     server: "exec",
+    members: ["exec"],
     status: "ready",
     prestarted: 2,
     warm: 1,
@@ -37,7 +38,7 @@ const POOL: ServerPoolStats[] = [
       { id: "c", pid: 3, state: "idle", source: "prestarted" },
     ],
   },
-  { server: "memory", status: "building", prestarted: 0, warm: 0, leased: 0, suspended: 0, sandboxes: [] },
+  { server: "memory", members: ["memory"], status: "building", prestarted: 0, warm: 0, leased: 0, suspended: 0, sandboxes: [] },
 ];
 
 test("request records become tool call and request series; unknown tools and methods are not labels", async () => {

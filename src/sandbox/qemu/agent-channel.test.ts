@@ -28,7 +28,7 @@ async function socketPair(): Promise<{ host: Socket; guest: Socket }> {
   return { host, guest };
 }
 
-const hello = (v: number): GuestFrame => ({ t: "hello", v: v as typeof AGENT_PROTOCOL_VERSION, kernel: "6.1.0", serverPid: 7, uptimeMs: 1 });
+const hello = (v: number): GuestFrame => ({ t: "hello", v: v as typeof AGENT_PROTOCOL_VERSION, kernel: "6.1.0", servers: { memory: 7 }, uptimeMs: 1 });
 
 test("a hello of this protocol version is the boot's hello", async () => {
   const { host, guest } = await socketPair();

@@ -22,14 +22,14 @@ export type ServerExit = Extract<GuestFrame, { t: "exit" }>;
  */
 export class AgentChannel implements GuestChannel {
   private readonly decoder = new FrameDecoder();
-  private readonly mcpListeners = new Set<(message: JsonRpcMessage, guestMs?: number) => void>();
+  private readonly mcpListeners = new Set<(server: string, message: JsonRpcMessage, guestMs?: number) => void>();
   private readonly waiters = new Map<string, (frame: GuestFrame) => void>();
   private nextControlId = 1;
   private hello: Hello | undefined;
   private helloWaiter: ((hello: Hello) => void) | undefined;
   private closedError: Error | undefined;
   private readonly closeListeners = new Set<(error: Error) => void>();
-  /** Set when the agent reports that the hosted server exited. */
+  /** Set when the agent reports that a hosted server exited. */
   serverExit: ServerExit | undefined;
 
   /** `onAgentError`: what the agent reports it could not do (its `error` frames); the channel goes on. */
@@ -56,7 +56,7 @@ export class AgentChannel implements GuestChannel {
   private dispatch(frame: GuestFrame): void {
     switch (frame.t) {
       case "mcp":
-        for (const listener of this.mcpListeners) listener(frame.msg, frame.guestMs);
+        for (const listener of this.mcpListeners) listener(frame.s, frame.msg, frame.guestMs);
         return;
       case "hello": {
         const version: unknown = frame.v;
@@ -105,11 +105,11 @@ export class AgentChannel implements GuestChannel {
     this.socket.write(encodeFrame(frame));
   }
 
-  send(message: JsonRpcMessage): void {
-    this.write({ t: "mcp", msg: message });
+  send(server: string, message: JsonRpcMessage): void {
+    this.write({ t: "mcp", s: server, msg: message });
   }
 
-  onMessage(listener: (message: JsonRpcMessage, guestMs?: number) => void): () => void {
+  onMessage(listener: (server: string, message: JsonRpcMessage, guestMs?: number) => void): () => void {
     this.mcpListeners.add(listener);
     return () => this.mcpListeners.delete(listener);
   }

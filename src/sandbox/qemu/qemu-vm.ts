@@ -36,7 +36,7 @@ export class QemuVm {
   get exited(): Promise<VmExit> {
     return this.process.exited.then((exit) => {
       const server = this.agent.serverExit;
-      return server ? { ...exit, serverExit: { code: server.code, signal: server.signal, stderrTail: server.stderrTail } } : exit;
+      return server ? { ...exit, serverExit: { ...(server.server ? { server: server.server } : {}), code: server.code, signal: server.signal, stderrTail: server.stderrTail } } : exit;
     });
   }
 
