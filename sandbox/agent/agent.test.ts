@@ -163,6 +163,36 @@ describe("guest agent (stdio mode)", () => {
     }
   });
 
+  test("several servers in one guest: frames are routed by server, ids of each are their own, one exit ends all", async () => {
+    const h = new Harness({ servers: [{ name: "a", ...echoSpec() }, { name: "b", ...echoSpec() }] });
+    try {
+      const hello = await h.waitFor((f) => f.t === "hello");
+      const pids = hello.servers as Record<string, number>;
+      assert.deepEqual(Object.keys(pids).sort(), ["a", "b"]);
+      assert.notEqual(pids.a, pids.b);
+      await h.initialize("a");
+      await h.initialize("b");
+      // The same id to both: each answer comes back tagged with the server that gave it.
+      const [fromA, fromB] = await Promise.all([
+        h.request(5, "tools/call", { name: "echo", arguments: { text: "to a" } }, "a"),
+        h.request(5, "tools/call", { name: "echo", arguments: { text: "to b" } }, "b"),
+      ]);
+      assert.deepEqual((fromA.result as Frame).content, [{ type: "text", text: "to a" }]);
+      assert.deepEqual((fromB.result as Frame).content, [{ type: "text", text: "to b" }]);
+
+      h.send({ t: "mcp", s: "nobody", msg: { jsonrpc: "2.0", id: 6, method: "tools/list" } });
+      await h.waitFor((f) => f.t === "error" && /"nobody", which this guest does not host/.test(f.message as string));
+
+      h.send({ t: "mcp", s: "b", msg: { jsonrpc: "2.0", id: 7, method: "tools/call", params: { name: "crash", arguments: {} } } });
+      const exit = await h.waitFor((f) => f.t === "exit");
+      assert.equal(exit.server, "b");
+      assert.equal(exit.code, 3);
+      assert.equal(await h.exited, 0, "the agent ends with its servers");
+    } finally {
+      h.kill();
+    }
+  });
+
   test("server exit: exit frame with code and stderr tail, then the agent ends", async () => {
     const h = new Harness(echoSpec());
     await h.waitFor((f) => f.t === "hello");

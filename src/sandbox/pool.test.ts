@@ -207,4 +207,74 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     assert.equal(driver.running, 1);
     await pool.close();
   });
+
+  describe("a shared sandbox (servers naming one `sandbox`)", () => {
+    const shared = (idleSuspendMs = 0) =>
+      ["a", "b"].map((name) => fakeManifest({ name, sandbox: "ws", timeouts: { callMs: 2_000, idleSuspendMs } }));
+
+    test("a session's leases on its servers act on one clone; another session has its own", async () => {
+      const { pool, driver } = await fakePool(shared());
+      const a1 = leaseOn(pool, "s1", "a");
+      const b1 = leaseOn(pool, "s1", "b");
+      const b2 = leaseOn(pool, "s2", "b");
+      await a1.call("remember", { key: "k", value: "written through a" });
+      assert.equal(b1.text(await b1.call("recall", { key: "k" })), "written through a", "b sees what a wrote in the same session");
+      assert.equal(b2.text(await b2.call("recall", { key: "k" })), "", "another session's clone is its own");
+      assert.equal(driver.running, 2, "one VM per session, not per server");
+      assert.deepEqual(pool.stats().map((s) => [s.server, s.members]), [["ws", ["a", "b"]]]);
+      await pool.close();
+    });
+
+    test("the same request id from two servers of one clone reaches each server's lease", async () => {
+      const { pool } = await fakePool(shared());
+      const a = leaseOn(pool, "s1", "a");
+      const b = leaseOn(pool, "s1", "b");
+      // Both leases count ids from 1: their first calls carry the same id in one sandbox.
+      const [ra, rb] = await Promise.all([a.call("echo", { text: "from a" }), b.call("echo", { text: "from b" })]);
+      assert.equal(a.text(ra), "from a");
+      assert.equal(b.text(rb), "from b");
+      await pool.close();
+    });
+
+    test("the clone lives while any server's lease holds it, and ends with the last", async () => {
+      const { pool, driver } = await fakePool(shared());
+      const a = leaseOn(pool, "s1", "a");
+      const b = leaseOn(pool, "s1", "b");
+      await a.call("remember", { key: "k", value: "v" });
+      await a.lease.release({ keep: false });
+      assert.equal(b.text(await b.call("recall", { key: "k" })), "v", "b's lease still holds the clone");
+      await b.lease.release({ keep: false });
+      assert.equal(driver.running, 0);
+      await pool.close();
+    });
+
+    test("suspended once, adopted by every server after a restart, the clone comes back once with its state", async () => {
+      const { pool, driver } = await fakePool(shared(60_000));
+      const a = leaseOn(pool, "s1", "a");
+      const b = leaseOn(pool, "s1", "b");
+      await a.call("remember", { key: "k", value: "kept" });
+      await b.lease.ready();
+      await b.lease.suspendIfIdle();
+      const ref = a.lease.savedRef;
+      assert.ok(ref, "suspended");
+      assert.deepEqual(b.lease.savedRef, ref, "one saved sandbox for both servers");
+      assert.equal(ref.server, "ws", "saved under the shared sandbox's name");
+      await Promise.all([a.lease.release({ keep: true }), b.lease.release({ keep: true })]);
+
+      const adoptedA = await pool.adopt({ scope: "session", server: "a", session: "s1" }, OWNER, ref, IGNORE);
+      assert.ok(adoptedA);
+      const b2 = leaseOn(pool, "other", "b"); // a different session must not join it
+      const replies: JsonRpcMessage[] = [];
+      const adoptedB = await pool.adopt({ scope: "session", server: "b", session: "s1" }, OWNER, ref, { ...IGNORE, message: (m) => void replies.push(m) });
+      assert.ok(adoptedB);
+      await adoptedB.ready();
+      adoptedB.send({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "recall", arguments: { key: "k" } } });
+      await eventually(() => replies.length === 1, "b's adopted lease gets its answer");
+      assert.equal((replies[0]!.result as { content: { text: string }[] }).content[0]!.text, "kept");
+      assert.equal(adoptedA.running, true, "the other server's lease sees the same running clone");
+      assert.equal(b2.text(await b2.call("recall", { key: "k" })), "");
+      assert.equal(driver.running, 2);
+      await pool.close();
+    });
+  });
 });

@@ -21,10 +21,10 @@ test("a stored template is reused; one whose meta.json does not fit, or whose st
   await ensure();
   assert.equal(builds, 1, "reused");
 
-  await writeFile(join(first.dir, "meta.json"), JSON.stringify({ ...first.meta, format: 5 }));
+  await writeFile(join(first.dir, "meta.json"), JSON.stringify({ ...first.meta, format: 6 }));
   const rebuilt = await ensure();
   assert.equal(builds, 2, "an older format is rebuilt, not trusted");
-  assert.equal(rebuilt.meta.format, 6);
+  assert.equal(rebuilt.meta.format, 7);
 
   await writeFile(rebuilt.snapshot.statePath, (await readFile(rebuilt.snapshot.statePath, "utf8")) + " ");
   await assert.rejects(store.verify(rebuilt), { code: "SNAPSHOT_CORRUPT", message: /device state checksum mismatch/ });
