@@ -17,9 +17,9 @@ describe("the other default servers: filesystem and everything", { timeout: 180_
   test("filesystem writes and reads files inside the session's VM only", async () => {
     const a = await connect(gateway.url("filesystem"));
     const b = await connect(gateway.url("filesystem"));
-    await a.callTool({ name: "write_file", arguments: { path: "/tmp/note.txt", content: "only in a" } });
-    assert.equal(text(await a.callTool({ name: "read_text_file", arguments: { path: "/tmp/note.txt" } })), "only in a");
-    const other = (await b.callTool({ name: "read_text_file", arguments: { path: "/tmp/note.txt" } })) as CallToolResult;
+    await a.callTool({ name: "write_file", arguments: { path: "/workspace/note.txt", content: "only in a" } });
+    assert.equal(text(await a.callTool({ name: "read_text_file", arguments: { path: "/workspace/note.txt" } })), "only in a");
+    const other = (await b.callTool({ name: "read_text_file", arguments: { path: "/workspace/note.txt" } })) as CallToolResult;
     assert.equal(other.isError, true, "another session's VM has no such file");
     await Promise.all([a.close(), b.close()]);
   });

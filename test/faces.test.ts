@@ -29,7 +29,7 @@ const INITIALIZE = { jsonrpc: "2.0", id: 1, method: "initialize", params: { prot
 describe("client faces: Streamable HTTP, legacy SSE, WebSocket and stdio, with real clients and real VMs", { timeout: 180_000 }, () => {
   let gateway: ReadyGateway;
   let base: string;
-  const leased = (server: string) => gateway.pool.stats().find((s) => s.server === server)!.leased;
+  const leased = (server: string) => gateway.pool.stats().find((s) => s.members.includes(server))!.leased;
   /** A face's URL: `/<endpoint>` for the aggregate ("*"), `/servers/<name>/<endpoint>` for one server. */
   const url = (route: string, endpoint: string, scheme = "http") =>
     `${scheme}://127.0.0.1:${gateway.port}${route === "*" ? "" : `/servers/${route}`}/${endpoint}`;

@@ -67,11 +67,11 @@ test("GET /metrics counts real tool calls by outcome, resumes, sessions and sand
     assert.equal(value(text, "mcpvisor_mcp_requests_total", { transport: "streamable-http", method: "tools/call" }), 5);
     assert.equal(value(text, "mcpvisor_mcp_requests_total", { transport: "streamable-http", method: "tools/call", status: "timeout" }), 1);
     assert.equal(value(text, "mcpvisor_mcp_requests_total", { transport: "streamable-http", method: "initialize", status: "ok" }), 1);
-    assert.ok(value(text, "mcpvisor_sandbox_resume_duration_seconds_count", { server: "exec", from: "snapshot" }) >= 1);
+    assert.ok(value(text, "mcpvisor_sandbox_resume_duration_seconds_count", { server: "workspace", from: "snapshot" }) >= 1);
     assert.ok(value(text, "mcpvisor_sandbox_acquire_duration_seconds_count", { server: "exec" }) >= 1);
     assert.equal(value(text, "mcpvisor_sessions", { transport: "streamable-http" }), 1);
     for (const state of ["pooled", "active", "idle", "suspended"]) {
-      assert.equal(samples(text, "mcpvisor_sandboxes").filter((s) => s.labels.server === "exec" && s.labels.state === state).length, 1, state);
+      assert.equal(samples(text, "mcpvisor_sandboxes").filter((s) => s.labels.server === "workspace" && s.labels.state === state).length, 1, state);
     }
     assert.equal(value(text, "mcpvisor_server_ready", { server: "exec" }), 1);
     assert.ok(samples(text, "mcpvisor_pool_target").length === 2);

@@ -115,7 +115,7 @@ test("a real Prometheus scrapes a running gateway and sees its tool calls", { ti
 
     const up = await query('up{job="mcpvisor"}');
     assert.equal(up[0]?.value[1], "1");
-    assert.ok(Number((await query('sum(mcpvisor_sandbox_resume_duration_seconds_count{server="exec"})'))[0]?.value[1]) >= 1);
+    assert.ok(Number((await query('sum(mcpvisor_sandbox_resume_duration_seconds_count{server="workspace"})'))[0]?.value[1]) >= 1);
     assert.ok((await query("process_resident_memory_bytes")).length === 1);
     // The alert rules are loaded and evaluated against real series without errors.
     const rules = (await (await fetch(`${api}/rules`)).json()) as {

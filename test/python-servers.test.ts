@@ -122,14 +122,14 @@ test("exec's guest has Debian's python3, pip and git: upload code and its test, 
     };
     await upload("proj/calc.py", "def add(a, b):\n    return a - b\n");
     await upload("proj/test_calc.py", "import unittest\nfrom calc import add\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n");
-    const failing = await sh(client, "cd /tmp/proj && git init -q && python3 -m unittest 2>&1", 60_000);
+    const failing = await sh(client, "cd /workspace/proj && git init -q && python3 -m unittest 2>&1", 60_000);
     assert.notEqual(failing.exitCode, 0);
     assert.match(failing.stdout, /FAILED \(failures=1\)/);
     // Another size as well as another text: a .pyc is checked by the source's mtime in seconds and its size.
     await upload("proj/calc.py", "def add(a, b):\n    return a + b  # fixed\n");
-    const passing = await sh(client, "cd /tmp/proj && python3 -m unittest 2>&1", 60_000);
+    const passing = await sh(client, "cd /workspace/proj && python3 -m unittest 2>&1", 60_000);
     assert.equal(passing.exitCode, 0, passing.stdout);
-    const commit = await sh(client, "cd /tmp/proj && git add calc.py test_calc.py && git -c user.name=agent -c user.email=agent@example.invalid commit -qm 'add calc' && git log --oneline");
+    const commit = await sh(client, "cd /workspace/proj && git add calc.py test_calc.py && git -c user.name=agent -c user.email=agent@example.invalid commit -qm 'add calc' && git log --oneline");
     assert.match(commit.stdout, /^[0-9a-f]+ add calc$/m, commit.stderr);
     const download = (await client.callTool({ name: "download", arguments: { path: "proj" } })) as CallToolResult;
     const archive = download.structuredContent as { archive: boolean; contentBase64: string };
@@ -140,7 +140,7 @@ test("exec's guest has Debian's python3, pip and git: upload code and its test, 
     assert.match(listed, /\.\/\.git\/HEAD/);
 
     // A dev server left running between calls, reached by a later command, then stopped.
-    const started = (await client.callTool({ name: "start", arguments: { command: "cd /tmp/proj && exec python3 -m http.server 8000 --bind 127.0.0.1" } })) as CallToolResult;
+    const started = (await client.callTool({ name: "start", arguments: { command: "cd /workspace/proj && exec python3 -m http.server 8000 --bind 127.0.0.1" } })) as CallToolResult;
     const { id } = started.structuredContent as { id: number };
     const fetched = await sh(client, "for i in $(seq 1 50); do wget -qO- http://127.0.0.1:8000/calc.py 2>/dev/null && break; sleep 0.2; done", 30_000);
     assert.match(fetched.stdout, /return a \+ b/);

@@ -65,7 +65,7 @@ describe("hosted servers in microVM clones, through the SDK client over Streamab
   test("a killed QEMU fails the call in flight with a clear error, and the next call gets a fresh clone", async () => {
     const client = await open("exec");
     await sh(client, "echo before > /tmp/state");
-    const leased = () => gateway.pool.stats().find((s) => s.server === "exec")!.sandboxes;
+    const leased = () => gateway.pool.stats().find((s) => s.members.includes("exec"))!.sandboxes;
     const before = new Set(leased().map((s) => s.pid));
     const call = client.callTool({ name: "run", arguments: { command: "sleep 20" } });
     await eventually(() => leased().some((s) => s.state === "active"), "the call to run in its sandbox");

@@ -87,7 +87,7 @@ test("a pooled clone whose warm-up fails is ended, not left running", { timeout:
   const gateway = await startGateway(config, createLogger(config.logLevel), () => undefined);
   try {
     await gateway.settled;
-    const stats = gateway.pool.stats().find((s) => s.server === "exec")!;
+    const stats = gateway.pool.stats().find((s) => s.members.includes("exec"))!;
     assert.equal(stats.warm, 0, "no clone passed its warm-up");
     const held = stats.prestarted + stats.warm + stats.leased;
     await eventually(() => runningVmms().length === held, `only the ${held} VMs the pool holds run (running: ${runningVmms().length})`);

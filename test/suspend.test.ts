@@ -13,7 +13,7 @@ test("an idle session is suspended to disk (no VM left) and resumed transparentl
     exec: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_000 } }),
   });
   const gateway = await startReadyGateway({ servers: ["memory", "exec"], serversDir }, { pool: { prestarted: 1, warm: 0 } });
-  const stats = (server: string) => gateway.pool.stats().find((s) => s.server === server)!;
+  const stats = (server: string) => gateway.pool.stats().find((s) => s.members.includes(server))!;
   try {
     const memory = await connect(gateway.url("memory"));
     const exec = await connect(gateway.url("exec"));
@@ -24,7 +24,7 @@ test("an idle session is suspended to disk (no VM left) and resumed transparentl
     for (const server of ["memory", "exec"]) {
       const [sandbox] = stats(server).sandboxes;
       assert.equal(sandbox!.pid, undefined, "a suspended sandbox has no VM process");
-      const file = join(testConfig().cacheDir, "suspended", server, `${sandbox!.id}.mig.gz`);
+      const file = join(testConfig().cacheDir, "suspended", stats(server).server, `${sandbox!.id}.mig.gz`);
       const { size } = await stat(file);
       assert.ok(size < 10 * 1024 * 1024, `${server}: suspended state is ${size} bytes, expected under 10 MiB`);
     }

@@ -22,5 +22,8 @@ const EGRESS_ENV = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "N
 export const CHILD_ENV: Readonly<Record<string, string>> = {
   PATH: "/usr/local/bin:/usr/bin:/bin:/sbin",
   HOME: "/tmp",
+  // An agent edits a file and reruns it within the same second, often to the same size: CPython's
+  // bytecode cache checks only mtime (in seconds) and size, and would run the old code.
+  PYTHONDONTWRITEBYTECODE: "1",
   ...Object.fromEntries(EGRESS_ENV.flatMap((name) => (process.env[name] ? [[name, process.env[name]]] : []))),
 };

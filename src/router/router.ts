@@ -7,7 +7,7 @@ import type { Session, SessionOwner } from "./session.js";
 import { LOCAL_PRINCIPAL, mayUseServer, type Principal } from "../auth/principal.js";
 import { AccessError } from "../auth/access-error.js";
 import { TenantCounter } from "../tenancy/tenant-counter.js";
-import type { SessionStore, StoredSession } from "./session-store.js";
+import { savedRefOf, type SessionStore, type StoredSession } from "./session-store.js";
 import { events } from "../telemetry/events.js";
 
 export interface ConnectOptions {
@@ -102,7 +102,7 @@ export class Router {
       } else {
         const saved = await store.load(id);
         await store.delete(id);
-        for (const [server, sandbox] of Object.entries(saved?.sandboxes ?? {})) await this.pool.discardSaved({ server, ...sandbox });
+        for (const [server, sandbox] of Object.entries(saved?.sandboxes ?? {})) await this.pool.discardSaved(savedRefOf(server, sandbox));
       }
       this.log.info({ tenant, session: id, limit }, "saved session evicted: the tenant is at its limit of suspended sessions");
     }
@@ -119,7 +119,7 @@ export class Router {
     if (!stored || stored.route !== route || stored.tenant !== principal.tenant) return undefined;
     const session = await this.connect(route, transport, stored.transport, { persistent: true, principal, revived: true });
     for (const [server, saved] of Object.entries(stored.sandboxes)) {
-      if (!(await session.adopt(server, { server, ...saved }))) {
+      if (!(await session.adopt(server, savedRefOf(server, saved)))) {
         this.log.warn({ session: id, server }, "saved session cannot come back: its sandbox's template or state is gone");
         await session.end();
         return undefined;
@@ -134,7 +134,7 @@ export class Router {
     if (!this.store) return 0;
     const expired = await this.store.expire(maxAgeMs);
     for (const session of expired) {
-      for (const [server, saved] of Object.entries(session.sandboxes)) await this.pool.discardSaved({ server, ...saved });
+      for (const [server, saved] of Object.entries(session.sandboxes)) await this.pool.discardSaved(savedRefOf(server, saved));
     }
     return expired.length;
   }

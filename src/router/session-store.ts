@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { z } from "zod";
 import { writeAtomically } from "../sandbox/atomic-file.js";
+import type { SavedRef } from "../sandbox/suspend-store.js";
 import { join } from "node:path";
 
 /** What it takes to bring a session back after a gateway restart: its route and its saved sandboxes. */
@@ -12,11 +13,25 @@ const StoredSessionSchema = z.object({
   transport: z.string(),
   protocolVersion: z.string(),
   clientCapabilities: z.record(z.string(), z.unknown()),
-  /** Per server: the suspended sandbox and the template it was cloned from (its state only loads on that). */
-  sandboxes: z.record(z.string(), z.object({ sandboxId: z.string(), templateKey: z.string() })),
+  /**
+   * Per server: the suspended sandbox and the template it was cloned from (its state only loads on that),
+   * and the shared sandbox it is saved under when the server has one (servers sharing it name the same).
+   */
+  sandboxes: z.record(z.string(), z.object({ sandboxId: z.string(), templateKey: z.string(), sandbox: z.string().optional() })),
   savedAt: z.string(),
 });
 export type StoredSession = z.infer<typeof StoredSessionSchema>;
+type StoredSandbox = StoredSession["sandboxes"][string];
+
+/** Where a stored session's sandbox for `server` is saved. */
+export function savedRefOf(server: string, { sandbox, sandboxId, templateKey }: StoredSandbox): SavedRef {
+  return { server: sandbox ?? server, sandboxId, templateKey };
+}
+
+/** How a server's saved sandbox is stored in a session's record. */
+export function storedSandboxOf(server: string, ref: SavedRef): StoredSandbox {
+  return { sandboxId: ref.sandboxId, templateKey: ref.templateKey, ...(ref.server !== server ? { sandbox: ref.server } : {}) };
+}
 
 const ID = /^[A-Za-z0-9-]{1,128}$/;
 

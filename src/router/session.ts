@@ -15,7 +15,7 @@ import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCReque
 import { RequestLedger } from "./request-ledger.js";
 import type { ServerLink } from "./server-link.js";
 import { SessionPersistence } from "./session-persistence.js";
-import type { SessionStore, StoredSession } from "./session-store.js";
+import { storedSandboxOf, type SessionStore, type StoredSession } from "./session-store.js";
 
 /** Whose session it is: the principal it was opened by, and what its tenant may run. */
 export interface SessionOwner {
@@ -202,7 +202,7 @@ export abstract class Session {
     if (!persistence || this.closed) return;
     persistence.saveSoon((id) => {
       const links = this.links();
-      const saved = links.flatMap((link) => (link.savedRef ? [link.savedRef] : []));
+      const saved = links.flatMap((link) => (link.savedRef ? [[link.server, storedSandboxOf(link.server, link.savedRef)] as const] : []));
       if (links.some((link) => link.live) || saved.length === 0) return undefined;
       return {
         id,
@@ -211,7 +211,7 @@ export abstract class Session {
         transport: this.transportKind,
         protocolVersion: this.protocolVersion,
         clientCapabilities: this.clientCapabilities,
-        sandboxes: Object.fromEntries(saved.map((ref) => [ref.server, { sandboxId: ref.sandboxId, templateKey: ref.templateKey }])),
+        sandboxes: Object.fromEntries(saved),
         savedAt: new Date().toISOString(),
       } satisfies StoredSession;
     });

@@ -266,7 +266,8 @@ export class Metrics {
       registers,
       collect() {
         this.reset();
-        for (const stats of poolStats?.() ?? []) this.set({ server: stats.server }, stats.status === "ready" ? 1 : 0);
+        // Per server: the servers of a shared sandbox are ready when it is.
+        for (const stats of poolStats?.() ?? []) for (const server of stats.members) this.set({ server }, stats.status === "ready" ? 1 : 0);
       },
     });
 
