@@ -3,7 +3,8 @@ import { createRuntime } from "../main.js";
 import { COMMON_OPTIONS, configFrom, loggerFor, parse, progressPrinter } from "./common.js";
 
 export const BUILD_USAGE = `mcpvisor build [server...] [--cache-dir D] [--accel auto|kvm|tcg]
-  Builds the guest images and each server's template snapshot (all servers when none is named),
+  Builds the guest images and the template snapshot of each server, or of each group of servers sharing
+  a sandbox (all servers when none is named),
   printing progress and sizes. Nothing is rebuilt when its inputs did not change.`;
 
 export async function buildCommand(argv: string[]): Promise<void> {
@@ -16,17 +17,19 @@ export async function buildCommand(argv: string[]): Promise<void> {
   });
   let failed = false;
   try {
-    for (const manifest of runtime.manifests) {
+    for (const unit of runtime.units) {
+      const servers = unit.members.map((m) => m.name).join(", ");
+      const label = unit.members.length > 1 || unit.name !== unit.members[0]!.name ? `${unit.name} (${servers})` : unit.name;
       try {
-        const meta = await runtime.pool.template(manifest.name);
-        const ram = await stat(`${config.cacheDir}/templates/${manifest.name}/${meta.key}/ram`);
+        const meta = await runtime.pool.template(unit.members[0]!.name);
+        const ram = await stat(`${config.cacheDir}/templates/${meta.server}/${meta.key}/ram`);
         progress(
-          `${manifest.name}: template ${meta.key} ready; RAM file ${mib(ram.size)} MiB (${mib(ram.blocks * 512)} MiB on disk), ` +
+          `${label}: template ${meta.key} ready; RAM file ${mib(ram.size)} MiB (${mib(ram.blocks * 512)} MiB on disk), ` +
             `cold boot ${meta.timings.bootMs} ms + initialize and warm-up ${meta.timings.warmupMs} ms`,
         );
       } catch (err) {
         failed = true;
-        progress(`${manifest.name}: FAILED: ${(err as Error).message}`);
+        progress(`${label}: FAILED: ${(err as Error).message}`);
       }
     }
   } finally {
