@@ -4,7 +4,8 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { connect, eventually, serversDirWith, sh, startReadyGateway } from "./helpers.js";
 
 test("isolation 'call': every call gets a fresh clone, so nothing one call writes is seen by the next", { timeout: 120_000 }, async () => {
-  const serversDir = await serversDirWith({ exec: () => ({ isolation: "call" }) });
+  // Out of the workspace: a server sharing a sandbox must keep session isolation.
+  const serversDir = await serversDirWith({ exec: () => ({ isolation: "call", sandbox: undefined }) });
   const gateway = await startReadyGateway({ servers: ["exec"], serversDir });
   try {
     const client = await connect(gateway.url("exec"));

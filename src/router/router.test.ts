@@ -8,7 +8,9 @@ import type { FaultInjectingDriver } from "../sandbox/fault-injecting-driver.js"
 import type { Vm } from "../sandbox/driver.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import { createLogger } from "../telemetry/log.js";
+import { SuspendStore } from "../sandbox/suspend-store.js";
 import { AGGREGATE, Router, type Route } from "./router.js";
+import { savedRefOf, SessionStore } from "./session-store.js";
 
 /** The router over a pool on the FaultInjectingDriver (no image, no QEMU), reached by a real SDK client in memory. */
 describe("router (FaultInjectingDriver, no image)", () => {
@@ -145,5 +147,35 @@ describe("router (FaultInjectingDriver, no image)", () => {
   test("a route that names no hosted server is refused", () => {
     assert.equal(router.hasRoute("nope"), false);
     assert.equal(router.hasRoute("fake"), true);
+  });
+});
+
+describe("router shutdown with saved sessions (FaultInjectingDriver, no image)", () => {
+  test("a session whose transport closed first is still saved whole when the gateway closes right after", async () => {
+    const { pool, dir } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 100 } })]);
+    const store = new SessionStore(`${dir}/sessions`);
+    // A disk that takes a moment: the record of the suspend is still being written when the gateway closes.
+    const save = store.save.bind(store);
+    store.save = async (record) => {
+      await new Promise((r) => setTimeout(r, 100));
+      await save(record);
+    };
+    const router = new Router(pool, createLogger("silent"), store);
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    serverSide.sessionId = "saved-1";
+    await router.connect("fake", serverSide, "in-memory", { persistent: true });
+    const client = new Client({ name: "router-test", version: "0" });
+    await client.connect(clientSide);
+    await client.callTool({ name: "remember", arguments: { key: "k", value: "v" } });
+    await eventually(() => pool.stats()[0]!.suspended === 1, "the idle session's sandbox to be suspended");
+    // A face's close ends its transports (each starts its session's shutdown), then the gateway closes
+    // the router and the pool without waiting in between.
+    await serverSide.close();
+    await router.close();
+    await pool.close();
+    const record = await store.load("saved-1");
+    assert.ok(record, "the session's record is kept");
+    const saved = savedRefOf("fake", record.sandboxes.fake!);
+    assert.equal(await new SuspendStore(`${dir}/suspended`).exists(saved.server, saved.sandboxId), true, "and the state it points to");
   });
 });

@@ -240,8 +240,18 @@ export abstract class Session {
     return this.shutDown(this.persistence !== undefined && this.transport.sessionId !== undefined);
   }
 
-  private async shutDown(keepSaved: boolean): Promise<void> {
-    if (this.closed) return;
+  /**
+   * One shutdown, however many callers: the gateway's close must wait for a shutdown its transport's
+   * close already started, or the pool ends the session's suspended sandbox (and what it saved) first.
+   */
+  private shuttingDown: Promise<void> | undefined;
+
+  private shutDown(keepSaved: boolean): Promise<void> {
+    this.shuttingDown ??= this.runShutDown(keepSaved);
+    return this.shuttingDown;
+  }
+
+  private async runShutDown(keepSaved: boolean): Promise<void> {
     this.closed = true;
     for (const id of this.ledger.ids()) this.fail(id, new SessionEndedError("The session closed before this request was answered"), this.serverFor(id));
     await this.persistence?.settled();
