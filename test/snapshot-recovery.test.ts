@@ -16,21 +16,21 @@ after(async () => {
 async function damagedCache(damage: (templateDir: string) => Promise<void>): Promise<{ cacheDir: string; oldKey: string }> {
   const cacheDir = await copyCache(testConfig().cacheDir);
   copies.push(cacheDir);
-  const root = join(cacheDir, "templates", "exec");
+  const root = join(cacheDir, "templates", "memory");
   const [key] = (await readdir(root)).filter((d) => !d.includes(".build-"));
-  assert.ok(key, "the shared cache has an exec template");
+  assert.ok(key, "the shared cache has a memory template");
   await damage(join(root, key));
   return { cacheDir, oldKey: key };
 }
 
 async function callsWork(cacheDir: string): Promise<string> {
-  const gateway = await startReadyGateway({ servers: ["exec"], cacheDir });
+  const gateway = await startReadyGateway({ servers: ["memory"], cacheDir });
   try {
-    const client = await connect(gateway.url("exec"));
-    const out = await sh(client, "echo still-works");
-    assert.equal(out.stdout.trim(), "still-works");
+    const client = await connect(gateway.url("memory"));
+    const graph = (await client.callTool({ name: "read_graph", arguments: {} })) as CallToolResult;
+    assert.notEqual(graph.isError, true, "calls work");
     await client.close();
-    const meta = JSON.parse(await readFile(join(cacheDir, "templates", "exec", (await gateway.pool.template("exec")).key, "meta.json"), "utf8"));
+    const meta = JSON.parse(await readFile(join(cacheDir, "templates", "memory", (await gateway.pool.template("memory")).key, "meta.json"), "utf8"));
     return meta.createdAt as string;
   } finally {
     await gateway.close();

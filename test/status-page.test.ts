@@ -147,10 +147,10 @@ describe("the status page shows what servers name as text, never as markup", { t
       manifests: [{ name: "evil", description: `<b>${evil}</b>` }],
       readiness: { report: () => ({ ready: true, reasons: [], servers: [] }) },
       pool: {
-        stats: () => [{ server: "evil", status: "ready", prestarted: 1, warm: 0, leased: 0, sandboxes: [] }],
+        stats: () => [{ server: "evil", members: ["evil"], status: "ready", prestarted: 1, warm: 0, leased: 0, sandboxes: [] }],
         template: async () => ({
           server: "evil",
-          prepared: { initialize: { capabilities: { tools: {} } }, catalog: { tools: [{ name: evil, description: evil }], prompts: [], resources: [], resourceTemplates: [] } },
+          prepared: { evil: { initialize: { capabilities: { tools: {} } }, catalog: { tools: [{ name: evil, description: evil }], prompts: [], resources: [], resourceTemplates: [] } } },
         }),
       },
       tracing,
