@@ -91,7 +91,7 @@ export class SandboxPool {
    */
   lease(key: AffinityKey, owner: LeaseOwner, events: LeaseEvents, options?: LeaseOptions): SandboxLease {
     const pool = this.get(key.server);
-    const holdKey = key.scope === "session" ? `${pool.unit.name}\0${key.session}` : undefined;
+    const holdKey = key.scope === "session" ? sessionHoldKey(pool, key.session) : undefined;
     let hold = holdKey === undefined ? undefined : this.holds.get(holdKey);
     if (!hold || hold.has(key.server)) hold = this.newHold(pool, owner, holdKey);
     return new PoolLease(key, hold, events, options);
@@ -113,7 +113,7 @@ export class SandboxPool {
   async adopt(key: AffinityKey, owner: LeaseOwner, ref: SavedRef, events: LeaseEvents, options?: LeaseOptions): Promise<SandboxLease | undefined> {
     const pool = this.units.get(ref.server);
     if (!pool || key.scope !== "session" || this.servers.get(key.server) !== pool) return undefined;
-    const holdKey = `${pool.unit.name}\0${key.session}`;
+    const holdKey = sessionHoldKey(pool, key.session);
     const joined = this.holds.get(holdKey);
     if (joined && !joined.has(key.server) && joined.current?.id === ref.sandboxId) return new PoolLease(key, joined, events, options, joined.current);
     const sandbox = await pool.adopt(ref.sandboxId, ref.templateKey);
@@ -142,4 +142,9 @@ export class SandboxPool {
     this.admission.close();
     await Promise.allSettled([...this.units.values()].map((s) => s.close()));
   }
+}
+
+/** One session's hold in one unit: what a unit's servers, leased by the same session, share. */
+function sessionHoldKey(pool: ServerPool, session: string): string {
+  return `${pool.unit.name}\0${session}`;
 }
