@@ -220,6 +220,16 @@ async function main(): Promise<void> {
         void send({ t: "resumed", id, clockMs: Date.now(), reseeded: result.reseeded });
         return;
       }
+      case "clock": {
+        const { timeMs, seed } = frame;
+        if (typeof timeMs !== "number" || typeof seed !== "string") {
+          void send({ t: "error", message: "clock frame needs a numeric `timeMs` and a base64 `seed`" });
+          return;
+        }
+        const result = await resumeHelper.resume(timeMs, Buffer.from(seed, "base64"));
+        if (result.error) void send({ t: "error", message: result.error });
+        return;
+      }
       case "unparsable":
         void send({ t: "error", message: `unparsable frame: ${String(frame.line ?? "")}` });
         return;

@@ -27,6 +27,10 @@
  *     pool and forces a CRNG reseed, then answers `resumed`. Until then the clone shares the template's
  *     random state, so the host sends nothing else first.
  *  4. `ping` is answered with `pong` at any time.
+ *  4a. Thaw: an idle guest's vCPUs are stopped (no CPU on the host) and run again when a request comes;
+ *     its clock stood still meanwhile, so the host sends `clock` (time and fresh entropy, as for
+ *     `resume`) before anything else. Nothing answers it: frames are handled in order, so the clock is
+ *     set before the next message reaches a server. Unlike `resume`, egress connections are kept.
  *  5. If a server exits, the agent sends `exit` with its name, code, signal and the tail of its stderr,
  *     then powers the guest off (the host sees QEMU exit and reports the sandbox dead): the others'
  *     state shares the guest with it, and half a workspace is not what any session asked for.
@@ -51,7 +55,8 @@ export type HostFrame =
       /** Fresh random bytes from the host, base64, at least 32 bytes. */
       seed: string;
     }
-  | { t: "ping"; id: number };
+  | { t: "ping"; id: number }
+  | { t: "clock"; timeMs: number; seed: string };
 
 export type GuestFrame =
   | {

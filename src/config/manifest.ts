@@ -148,9 +148,15 @@ export const ServerManifestSchema = z
          * it fail with ENOSPC ("No space left on device"). It must leave 128 MiB of memoryMiB to processes.
          */
         workspaceMiB: z.number().int().min(1).max(16384).default(64),
+        /**
+         * Stop the guest's vCPUs while no request is in flight, so an idle clone costs no host CPU; they
+         * run again when a request comes. `false` for a server that works between requests (timers,
+         * notifications it sends on its own).
+         */
+        freezeWhenIdle: z.boolean().default(true),
       })
       .strict()
-      .default({ memoryMiB: 256, vcpus: 1, python: false, workspaceMiB: 64 }),
+      .default({ memoryMiB: 256, vcpus: 1, python: false, workspaceMiB: 64, freezeWhenIdle: true }),
     pool: z
       .object({
         /** QEMU processes started ahead, waiting for a snapshot to load. */

@@ -17,14 +17,15 @@ test("servers naming one sandbox form one unit, merged to the most any member as
   );
   assert.deepEqual(units.map((u) => [u.name, u.members.map((m) => m.name)]), [["workspace", ["exec", "filesystem"]], ["memory", ["memory"]]]);
   const workspace = units[0]!;
-  assert.deepEqual(workspace.guest, { memoryMiB: 512, vcpus: 2, python: true, workspaceMiB: 256 });
+  assert.deepEqual(workspace.guest, { memoryMiB: 512, vcpus: 2, python: true, workspaceMiB: 256, freezeWhenIdle: true });
   assert.deepEqual(workspace.pool, { prestarted: 2, warm: 2 });
   assert.equal(workspace.timeouts.idleSuspendMs, 60_000, "the shortest idle time");
 });
 
-test("one member that never suspends keeps the whole shared sandbox running", () => {
-  const [unit] = sandboxUnits([manifest("a", { sandbox: "ws" }), manifest("b", { sandbox: "ws", timeouts: { idleSuspendMs: 0 } })], "d");
+test("one member that never suspends, or must not be frozen, keeps the whole shared sandbox running", () => {
+  const [unit] = sandboxUnits([manifest("a", { sandbox: "ws" }), manifest("b", { sandbox: "ws", timeouts: { idleSuspendMs: 0 }, guest: { freezeWhenIdle: false } })], "d");
   assert.equal(unit!.timeouts.idleSuspendMs, 0);
+  assert.equal(unit!.guest.freezeWhenIdle, false);
 });
 
 test("what cannot be merged is refused, naming the files and the field", () => {
@@ -42,5 +43,5 @@ test("a server alone keeps its own name and settings", () => {
   const [unit] = sandboxUnits([manifest("time", { network: { allow: ["public:443"] } })], "d");
   assert.equal(unit!.name, "time");
   assert.equal(unit!.networked?.name, "time");
-  assert.deepEqual(unit!.guest, { memoryMiB: 256, vcpus: 1, python: false, workspaceMiB: 64 });
+  assert.deepEqual(unit!.guest, { memoryMiB: 256, vcpus: 1, python: false, workspaceMiB: 64, freezeWhenIdle: true });
 });

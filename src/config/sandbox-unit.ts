@@ -14,7 +14,7 @@ export interface SandboxUnit {
   name: string;
   /** Its servers, in manifest order. */
   members: ServerManifest[];
-  guest: { memoryMiB: number; vcpus: number; python: boolean; workspaceMiB: number };
+  guest: { memoryMiB: number; vcpus: number; python: boolean; workspaceMiB: number; freezeWhenIdle: boolean };
   pool: ServerManifest["pool"];
   timeouts: { bootMs: number; resumeMs: number; idleSuspendMs: number };
   /** The member whose `network` grant is the guest's, if one has one. */
@@ -26,7 +26,7 @@ export interface SandboxUnit {
  * cannot be merged (each disagreement names the files and the field): every member keeps its session's
  * state (`isolation: "session"`), and at most one has `network` (its grant is every member's reach). The
  * rest is merged: the most memory, vCPUs, workspace, pool and boot time any member asks for, Python if any
- * needs it, and the shortest idle time before a suspend.
+ * needs it, the shortest idle time before a suspend, and freezing when idle only if every member allows it.
  */
 export function sandboxUnits(manifests: ServerManifest[], serversDir: string): SandboxUnit[] {
   const file = (m: ServerManifest) => join(serversDir, `${m.name}.json`);
@@ -62,6 +62,8 @@ function unitOf(name: string, members: ServerManifest[], file: (m: ServerManifes
     vcpus: max((m) => m.guest.vcpus),
     python: members.some(needsPython),
     workspaceMiB: max((m) => m.guest.workspaceMiB),
+    // One member that works between requests keeps the whole guest running.
+    freezeWhenIdle: members.every((m) => m.guest.freezeWhenIdle),
   };
   if (guest.workspaceMiB + MIN_PROCESS_MEMORY_MIB > guest.memoryMiB) {
     const widest = members.find((m) => m.guest.workspaceMiB === guest.workspaceMiB)!;

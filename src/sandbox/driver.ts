@@ -94,6 +94,15 @@ export interface Vm {
   readonly exited: Promise<VmExit>;
   /** Ends the VM at once; resolves when the VMM process is gone. Idempotent. */
   kill(reason: string): Promise<void>;
+  /**
+   * Stops its vCPUs: an idle guest then costs the host no CPU (no timer ticks to emulate). Messages
+   * sent meanwhile wait in the channel. Idempotent.
+   */
+  freeze(): Promise<void>;
+  /** Its vCPUs are stopped (frozen and not thawed since). */
+  readonly frozen: boolean;
+  /** Runs its vCPUs again, and sets the guest clock (it stood still while frozen) before any message. */
+  thaw(): Promise<void>;
 }
 
 /** A cold-booted VM. Resumed clones have no kernel release of their own to report: they are the template's. */

@@ -266,11 +266,28 @@ class FakeVm implements BootedVm, GuestChannel {
   /** Every server of the guest is the same fake one, and they share its state, as servers sharing a sandbox do. */
   send(server: string, message: JsonRpcMessage): void {
     const state = this.guest();
-    // Answered on a later turn of the event loop, as a reply from a real guest would be.
-    setImmediate(() => {
+    const deliver = () => {
       const reply = this.closedError ? undefined : answer(state, message, this.takeHang);
       if (reply) for (const listener of this.listeners) listener(server, reply);
-    });
+    };
+    // Answered on a later turn of the event loop, as a reply from a real guest would be; a frozen guest
+    // answers nothing until it is thawed.
+    setImmediate(() => (this.frozen ? this.whileFrozen.push(deliver) : deliver()));
+  }
+
+  /** Whether its vCPUs are stopped, and what it was sent meanwhile. */
+  frozen = false;
+  private whileFrozen: (() => void)[] = [];
+
+  async freeze(): Promise<void> {
+    this.guest();
+    this.frozen = true;
+  }
+
+  async thaw(): Promise<void> {
+    this.guest();
+    this.frozen = false;
+    for (const deliver of this.whileFrozen.splice(0)) deliver();
   }
 
   onMessage(listener: (server: string, message: JsonRpcMessage, guestMs?: number) => void): () => void {

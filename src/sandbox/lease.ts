@@ -111,7 +111,10 @@ export class SandboxHold {
 
   async ready(): Promise<Acquisition | undefined> {
     const existing = this.sandbox;
-    if (existing && (existing.state === "idle" || existing.state === "active")) return undefined;
+    if (existing && (existing.state === "idle" || existing.state === "active")) {
+      await existing.wake();
+      return undefined;
+    }
     const start = nowMs();
     if (existing && existing.state !== "destroyed") {
       if (existing.state === "suspended") {
@@ -127,6 +130,7 @@ export class SandboxHold {
       this.acquiring = undefined;
     });
     const sandbox = await this.acquiring;
+    await sandbox.wake(); // a warm clone waits in its pool frozen
     return { start, end: nowMs(), source: sandbox.timings.source };
   }
 

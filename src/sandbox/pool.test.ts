@@ -277,4 +277,30 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
       await pool.close();
     });
   });
+
+  describe("idle sandboxes are frozen (vCPUs stopped) and thawed by the next call", () => {
+    test("a session's sandbox idle for a moment is frozen; its next call thaws it and is answered", async () => {
+      const { pool } = await fakePool();
+      const { lease, call, text } = leaseOn(pool, "f1");
+      await call("remember", { key: "k", value: "v" });
+      const sandbox = () => pool.stats()[0]!.sandboxes[0]!;
+      await eventually(() => sandbox().frozen, "the idle sandbox to be frozen");
+      assert.equal(text(await call("recall", { key: "k" })), "v", "a frozen guest answers nothing: the call thawed it");
+      assert.equal(sandbox().frozen, false);
+      await lease.release({ keep: false });
+      await pool.close();
+    });
+
+    test("warm clones wait frozen; a server that must keep running is never frozen", async () => {
+      const { pool } = await fakePool([fakeManifest({ pool: { prestarted: 0, warm: 1 } }), fakeManifest({ name: "busy", pool: { prestarted: 0, warm: 1 }, guest: { freezeWhenIdle: false } })]);
+      await eventually(() => pool.stats()[0]!.warmFrozen === 1, "the warm clone to wait frozen");
+      const warm = leaseOn(pool, "f2");
+      assert.equal((await warm.lease.ready())?.source, "warm-pool");
+      assert.equal(warm.text(await warm.call("echo", { text: "thawed" })), "thawed");
+      // The pool freezes a warm clone before it counts it as warm: once there, it was frozen or never will be.
+      await eventually(() => pool.stats()[1]!.warm === 1, "busy's warm clone");
+      assert.equal(pool.stats()[1]!.warmFrozen, 0, "freezeWhenIdle: false keeps it running");
+      await pool.close();
+    });
+  });
 });

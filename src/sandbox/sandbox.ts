@@ -12,6 +12,13 @@ type RequestId = string | number;
  */
 export const EGRESS_CLOSE_WAIT_MS = 30_000;
 
+/**
+ * A held sandbox idle this long has its vCPUs stopped (when its manifest allows): long enough that a
+ * session's calls in quick succession do not each pay a stop and a start, short next to an agent's
+ * thinking time between calls.
+ */
+export const FREEZE_AFTER_MS = 100;
+
 /** The sandbox's state with what belongs to it: only a running sandbox has a VM, only a saved one a file. */
 
 export type SandboxStatus =
@@ -60,6 +67,8 @@ export interface SandboxOptions {
   callTimeoutMs: (server: string) => number;
   /** Idle this long, the sandbox is suspended to disk; 0 never. */
   idleSuspendMs: number;
+  /** Stop its vCPUs when idle (FREEZE_AFTER_MS), so it costs no CPU until the next request. */
+  freezeWhenIdle: boolean;
 }
 
 /**
@@ -84,6 +93,7 @@ export class Sandbox {
   /** Set when the gateway lets go of the sandbox without ending what it saved (see `release`). */
   private keepSavedState = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  private freezeTimer: NodeJS.Timeout | undefined;
   /** When the sandbox last had a request (epoch ms): least recently used ones are suspended first. */
   lastUsed = Date.now();
   /** How it came to its holder; set by the pool when it hands the sandbox out. */
@@ -157,6 +167,11 @@ export class Sandbox {
     return "vm" in this.status ? this.status.vm : undefined;
   }
 
+  /** Its vCPUs are stopped while it is idle (see FREEZE_AFTER_MS). */
+  get frozen(): boolean {
+    return this.vm?.frozen ?? false;
+  }
+
   /** The VMM process while there is one (pooled or running), for stats. */
   get pid(): number | undefined {
     return this.status.state === "pooled" ? this.status.pending.pid : this.vm?.pid;
@@ -176,7 +191,10 @@ export class Sandbox {
     checkTransition(`sandbox ${this.id}`, from, next.state);
     this.status = next;
     publishSoon(events.sandboxTransition, { server: this.server, sandboxId: this.id, from, to: next.state });
-    if (next.state === "idle") this.armIdleTimer();
+    if (next.state === "idle") {
+      this.armIdleTimer();
+      this.armFreezeTimer();
+    }
   }
 
   private attach(vm: Vm): void {
@@ -241,6 +259,30 @@ export class Sandbox {
     if (!this.options.idleSuspendMs || !this.held || this.status.state !== "idle") return;
     if (this.idleTimer) this.idleTimer.refresh();
     else this.idleTimer = setTimeout(() => this.onIdle(this.lastUsed, Date.now()), this.options.idleSuspendMs).unref();
+  }
+
+  /** Freezes the sandbox FREEZE_AFTER_MS after it was last used, if it is idle then (held ones only). */
+  private armFreezeTimer(): void {
+    if (!this.options.freezeWhenIdle || !this.held || this.status.state !== "idle") return;
+    clearTimeout(this.freezeTimer);
+    const wait = FREEZE_AFTER_MS - (Date.now() - this.lastUsed);
+    this.freezeTimer = setTimeout(() => {
+      if (Date.now() - this.lastUsed < FREEZE_AFTER_MS) this.armFreezeTimer();
+      else void this.freeze();
+    }, Math.max(wait, 0)).unref();
+  }
+
+  /** Stops the vCPUs of an idle sandbox (a warm clone waiting in its pool, or a held one idle long enough). */
+  async freeze(): Promise<void> {
+    const status = this.status;
+    if (!this.options.freezeWhenIdle || status.state !== "idle") return;
+    await status.vm.freeze().catch(() => undefined); // a VM that cannot be stopped just keeps running
+  }
+
+  /** Makes a running sandbox's vCPUs run (a frozen one is thawed, its clock set) before a message goes to it. */
+  async wake(): Promise<void> {
+    this.lastUsed = Date.now();
+    await this.vm?.thaw();
   }
 
   /**
@@ -358,6 +400,7 @@ export class Sandbox {
     if (before.state === "destroyed") return;
     const whileIdle = error !== undefined && before.state === "idle";
     clearTimeout(this.idleTimer);
+    clearTimeout(this.freezeTimer);
     this.moveTo({ state: "destroyed", error });
     const failure = error ?? new SandboxClosedError(`The sandbox of server '${this.server}' was closed (${reason})`);
     for (const { server, id, timer } of this.inFlight.values()) {

@@ -21,8 +21,10 @@ export interface ServerPoolStats {
   leased: number;
   /** Leased sandboxes saved to disk, holding no VM. */
   suspended: number;
-  /** The clones leased right now (`pid` is absent while suspended). */
-  sandboxes: { id: string; pid: number | undefined; state: string; source: string }[];
+  /** The clones leased right now (`pid` is absent while suspended; `frozen`: its vCPUs are stopped). */
+  sandboxes: { id: string; pid: number | undefined; state: string; source: string; frozen: boolean }[];
+  /** Warm clones waiting with their vCPUs stopped. */
+  warmFrozen: number;
 }
 
 const REFILL_DELAY_MS = 250;
@@ -63,7 +65,7 @@ export class ServerPool {
     private readonly progress: (line: string) => void,
   ) {
     const callMs = new Map(unit.members.map((m) => [m.name, m.timeouts.callMs]));
-    this.sandboxOptions = { callTimeoutMs: (server) => callMs.get(server) ?? 30_000, idleSuspendMs: unit.timeouts.idleSuspendMs };
+    this.sandboxOptions = { callTimeoutMs: (server) => callMs.get(server) ?? 30_000, idleSuspendMs: unit.timeouts.idleSuspendMs, freezeWhenIdle: unit.guest.freezeWhenIdle };
     this.templateReady = this.loadTemplate();
     this.templateReady.catch(() => undefined);
   }
@@ -100,7 +102,8 @@ export class ServerPool {
       warm: this.warm.length,
       leased: this.leased.size,
       suspended: [...this.leased].filter((s) => s.state === "suspended").length,
-      sandboxes: [...this.leased].map((s) => ({ id: s.id, pid: s.pid, state: s.state, source: s.timings.source })),
+      sandboxes: [...this.leased].map((s) => ({ id: s.id, pid: s.pid, state: s.state, source: s.timings.source, frozen: s.frozen })),
+      warmFrozen: this.warm.filter((s) => s.frozen).length,
     };
     if (this.status.reason) stats.reason = this.status.reason;
     return stats;
@@ -277,6 +280,8 @@ export class ServerPool {
           const clone = await this.resumeClone(template, false);
           if (!clone) break; // the VM budget is spent: sessions come first
           await this.warmUp(clone, template);
+          // Warmed, it waits with its vCPUs stopped: a pool of ready clones costs no CPU.
+          await clone.freeze();
           await this.keep(this.warm, clone);
         } else if (this.prestarted.length < wantPrestarted) {
           const pooled = await this.prestart(template, false);

@@ -33,12 +33,13 @@ const POOL: ServerPoolStats[] = [
     leased: 3,
     suspended: 0,
     sandboxes: [
-      { id: "a", pid: 1, state: "active", source: "warm-pool" },
-      { id: "b", pid: 2, state: "idle", source: "prestarted" },
-      { id: "c", pid: 3, state: "idle", source: "prestarted" },
+      { id: "a", pid: 1, state: "active", source: "warm-pool", frozen: false },
+      { id: "b", pid: 2, state: "idle", source: "prestarted", frozen: true },
+      { id: "c", pid: 3, state: "idle", source: "prestarted", frozen: false },
     ],
+    warmFrozen: 1,
   },
-  { server: "memory", members: ["memory"], status: "building", prestarted: 0, warm: 0, leased: 0, suspended: 0, sandboxes: [] },
+  { server: "memory", members: ["memory"], status: "building", prestarted: 0, warm: 0, leased: 0, suspended: 0, sandboxes: [], warmFrozen: 0 },
 ];
 
 test("request records become tool call and request series; unknown tools and methods are not labels", async () => {
@@ -111,6 +112,7 @@ test("sandbox, template and session records become histograms and gauges", async
     assert.equal(series(text, "mcpvisor_sandboxes", { server: "exec", state: "pooled" }), 2);
     assert.equal(series(text, "mcpvisor_sandboxes", { server: "exec", state: "idle" }), 3, "one warm clone and two leased idle ones");
     assert.equal(series(text, "mcpvisor_sandboxes", { server: "exec", state: "active" }), 1);
+    assert.equal(series(text, "mcpvisor_sandboxes_frozen", { server: "exec" }), 2, "one warm clone and one idle leased one");
     assert.equal(series(text, "mcpvisor_sandboxes", { server: "exec", state: "suspended" }), 0);
     assert.equal(series(text, "mcpvisor_sandboxes", { server: "memory", state: "pooled" }), 0);
     assert.equal(series(text, "mcpvisor_pool_available", { server: "exec", kind: "warm" }), 1);

@@ -234,6 +234,16 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: "mcpvisor_sandboxes_frozen",
+      help: "Running sandboxes whose vCPUs are stopped while idle (they cost no host CPU), warm clones in the pool included.",
+      labelNames: ["server"],
+      registers,
+      collect() {
+        this.reset();
+        for (const stats of poolStats?.() ?? []) this.set({ server: stats.server }, stats.warmFrozen + stats.sandboxes.filter((s) => s.frozen).length);
+      },
+    });
+    new Gauge({
       name: "mcpvisor_pool_available",
       help: "Sandboxes ready to hand to a new session, by kind: prestarted (QEMU started, state not loaded) or warm (resumed and warmed).",
       labelNames: ["server", "kind"],

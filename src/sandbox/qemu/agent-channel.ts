@@ -132,6 +132,11 @@ export class AgentChannel implements GuestChannel {
     });
   }
 
+  /** After a thaw: the guest clock stood still while frozen. Unanswered; see the protocol. */
+  setClock(): void {
+    this.write({ t: "clock", timeMs: Date.now(), seed: randomBytes(32).toString("base64") });
+  }
+
   async ping(timeoutMs: number): Promise<{ serverAlive: boolean; uptimeMs: number; stderrTail: string }> {
     const id = this.nextControlId++;
     const { serverAlive, uptimeMs, stderrTail } = await this.request<Pong>(`pong:${id}`, timeoutMs, { t: "ping", id });

@@ -49,6 +49,38 @@ export class QemuVm {
     return this;
   }
 
+  /** Freezes and thaws, one at a time and in the order asked: a thaw always follows the freeze before it. */
+  private running: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  get frozen(): boolean {
+    return this.stopped;
+  }
+
+  freeze(): Promise<void> {
+    return this.step(async () => {
+      if (this.stopped) return;
+      await this.qmp.execute("stop");
+      this.stopped = true;
+    });
+  }
+
+  thaw(): Promise<void> {
+    return this.step(async () => {
+      if (!this.stopped) return;
+      await this.qmp.execute("cont");
+      this.stopped = false;
+      // The guest's clock stood still while its vCPUs did; the agent sets it before the next message.
+      this.agent.setClock();
+    });
+  }
+
+  private step(work: () => Promise<void>): Promise<void> {
+    const next = this.running.then(work);
+    this.running = next.catch(() => undefined);
+    return next;
+  }
+
   async kill(reason: string): Promise<void> {
     // The process records the first reason it is given: this one, not the channel closing as a result.
     const killed = this.process.kill(reason);
