@@ -1,22 +1,26 @@
 /**
- * bench/capacity: what idle suspend buys on this machine, for server-memory sessions that each stored an
+ * bench/capacity: what idle sessions cost on this machine, for server-memory sessions that each stored an
  * entity. In one run:
+ *   0. I sessions (default 16) idle after one call, with the pool (2 prestarted, 1 warm): host CPU of every
+ *      QEMU process and of the gateway over S seconds, without and with freezing idle guests.
  *   1. N sessions (default 1000) each store an entity, then idle and are suspended to disk; suspend time,
  *      disk per suspended session, then resume-from-suspend time as every one of them reads its graph back
  *      (each must see exactly its own entity).
  *   2. M sessions (default 50) active at once: host RAM per clone (proportional set size of its QEMU,
  *      so template pages shared through the page cache are counted once across clones), and every one
  *      answers a call correctly.
- * Usage: npm run bench:capacity [-- --suspended 1000 --active 50 --concurrency 4]
+ * Usage: npm run bench:capacity [-- --idle 16 --idle-seconds 30 --suspended 1000 --active 50 --concurrency 4]
+ *   (`--suspended 0 --active 0` measures only the idle CPU)
  */
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { startGateway } from "../src/main.js";
 import type { SandboxResumeRecord, SandboxSuspendRecord } from "../src/telemetry/events.js";
 import { createLogger } from "../src/telemetry/log.js";
-import { serversDirWith, testConfig } from "../test/helpers.js";
+import { runningVmms, serversDirWith, testConfig } from "../test/helpers.js";
 import { RawMcpClient } from "./raw-mcp-client.js";
 import { fmtMs, percentile, table } from "./stats.js";
 
@@ -25,8 +29,12 @@ const { values } = parseArgs({
     suspended: { type: "string", default: "1000" },
     active: { type: "string", default: "50" },
     concurrency: { type: "string", default: "4" },
+    idle: { type: "string", default: "16" },
+    "idle-seconds": { type: "string", default: "30" },
   },
 });
+const IDLE = Number(values.idle);
+const IDLE_SECONDS = Number(values["idle-seconds"]);
 const SUSPENDED = Number(values.suspended);
 const ACTIVE = Number(values.active);
 const CONCURRENCY = Number(values.concurrency);
@@ -57,6 +65,68 @@ async function pss(pid: number): Promise<number> {
 
 const suspends: SandboxSuspendRecord[] = [];
 const resumes: SandboxResumeRecord[] = [];
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+  } catch {
+    return 0; // ended meanwhile
+  }
+}
+
+/**
+ * Phase 0: `IDLE` sessions each make one call and then sit idle with the pool beside them; the host CPU
+ * of every QEMU process and of the gateway over `IDLE_SECONDS`, in percent of one core.
+ */
+async function idleCpu(freezeWhenIdle: boolean): Promise<{ vms: number; qemuPct: number; gatewayPct: number; frozen: number }> {
+  const serversDir = await serversDirWith({ memory: (m) => ({ guest: { ...m.guest, freezeWhenIdle }, timeouts: { ...m.timeouts, idleSuspendMs: 0 } }) });
+  const gateway = await startGateway(testConfig({ servers: ["memory"], serversDir }), createLogger("silent"), () => undefined, { pool: { prestarted: 2, warm: 1 } });
+  await gateway.settled;
+  const url = `http://127.0.0.1:${gateway.port}/servers/memory/mcp`;
+  const clients: RawMcpClient[] = [];
+  try {
+    await forEach(IDLE, 4, async () => {
+      const client = new RawMcpClient(url);
+      clients.push(client);
+      await client.initialize();
+      await client.request("tools/call", { name: "read_graph", arguments: {} });
+    });
+    const pool = () => gateway.pool.stats()[0]!;
+    while (pool().warm < 1 || pool().prestarted < 2) await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 2_000)); // pool refills and freezes settle
+    const vms = runningVmms();
+    const before = vms.map(cpuSeconds);
+    const gatewayBefore = process.cpuUsage();
+    await new Promise((r) => setTimeout(r, IDLE_SECONDS * 1000));
+    const qemu = vms.reduce((sum, pid, i) => sum + cpuSeconds(pid) - before[i]!, 0);
+    const own = process.cpuUsage(gatewayBefore);
+    const stats = pool();
+    return {
+      vms: vms.length,
+      qemuPct: (qemu / IDLE_SECONDS) * 100,
+      gatewayPct: ((own.user + own.system) / 1e6 / IDLE_SECONDS) * 100,
+      frozen: stats.warmFrozen + stats.sandboxes.filter((s) => s.frozen).length,
+    };
+  } finally {
+    await Promise.allSettled(clients.map((c) => c.close()));
+    await gateway.close();
+  }
+}
+
+if (IDLE > 0) {
+  const rows: string[][] = [];
+  for (const freeze of [false, true]) {
+    progress(`idle: ${IDLE} sessions and the pool, ${IDLE_SECONDS} s, freezeWhenIdle ${freeze}`);
+    const r = await idleCpu(freeze);
+    rows.push([freeze ? "frozen when idle" : "running when idle (before)", String(r.vms), String(r.frozen), `${r.qemuPct.toFixed(2)} %`, `${r.gatewayPct.toFixed(2)} %`, `${(r.qemuPct + r.gatewayPct).toFixed(2)} %`]);
+  }
+  console.log(`\nbench/capacity, idle CPU — ${IDLE} idle server-memory sessions + pool (2 prestarted, 1 warm), ${IDLE_SECONDS} s, ${cpus().length} cores, ${cpus()[0]?.model ?? "cpu"}`);
+  console.log(table(["idle guests", "QEMU processes", "frozen", "QEMU CPU (% of one core)", "gateway CPU", "total"], rows));
+}
+if (SUSPENDED === 0 && ACTIVE === 0) process.exit(0);
+
 const onSuspend = (r: unknown) => void suspends.push(r as SandboxSuspendRecord);
 const onResume = (r: unknown) => void resumes.push(r as SandboxResumeRecord);
 subscribe("mcpvisor:sandbox:suspend", onSuspend);

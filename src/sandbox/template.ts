@@ -70,7 +70,8 @@ export class TemplateStore {
       format: TEMPLATE_FORMAT,
       vmm: await this.driver.version(),
       spec,
-      servers: unit.members.map(({ name, command, args, env, warmup, guest }) => ({ name, command, args, env, warmup, guest })),
+      // Whether a guest is frozen when idle does not shape its memory: not part of the key.
+      servers: unit.members.map(({ name, command, args, env, warmup, guest: { freezeWhenIdle: _, ...guest } }) => ({ name, command, args, env, warmup, guest })),
     }).slice(0, 16);
   }
 

@@ -1,0 +1,41 @@
+/**
+ * Idle clones cost no CPU: a session's sandbox idle for a moment, and every warm clone in the pool, has its
+ * vCPUs stopped, and the next request runs them again with the guest's clock set right (issue 17).
+ * What it saves is measured by bench:capacity; here: it happens, and nothing a client sees changes.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { connect, eventually, sh, startReadyGateway } from "./helpers.js";
+
+describe("idle sandboxes are frozen and thawed on demand (real VMs)", { timeout: 300_000 }, () => {
+  let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
+  let client: Client;
+  before(async () => {
+    gateway = await startReadyGateway({ servers: ["exec"] }, { pool: { prestarted: 1, warm: 1 } });
+    client = await connect(gateway.url("exec"));
+  });
+  after(async () => {
+    await client?.close();
+    await gateway?.close();
+  });
+  const stats = () => gateway.pool.stats().find((s) => s.members.includes("exec"))!;
+
+  test("a warm clone waits frozen, and the session that takes it gets answers", async () => {
+    await eventually(() => stats().warm === 1, "a warm clone in the pool", 60_000);
+    assert.equal(stats().warmFrozen, 1);
+    assert.equal((await sh(client, "echo from-a-thawed-clone")).stdout, "from-a-thawed-clone\n");
+  });
+
+  test("an idle session's sandbox is frozen; after a while frozen, its clock is right again at the next call", async () => {
+    await sh(client, "echo kept > /tmp/f");
+    await eventually(() => stats().sandboxes.some((s) => s.frozen), "the idle sandbox to be frozen", 10_000);
+    // Frozen, the guest's clock stands still: 3 s later it would be 3 s behind unless thawing sets it.
+    await new Promise((r) => setTimeout(r, 3_000));
+    const before = Date.now();
+    const out = await sh(client, "python3 -c 'import time; print(int(time.time() * 1000))'; cat /tmp/f");
+    const [guestMs, kept] = out.stdout.trim().split("\n");
+    assert.equal(kept, "kept", "the sandbox's state is what it was");
+    assert.ok(Math.abs(Number(guestMs) - before) < 1_500, `guest clock ${guestMs} vs host ${before}: ${Number(guestMs) - before} ms off`);
+  });
+});
