@@ -8,7 +8,7 @@
  * Then the disk a suspended session takes: a memory session holding one entity, and a workspace session
  * holding a small git repository (two files, one commit).
  * Sessions use a minimal HTTP client (raw-mcp-client.ts), so the figures are the gateway's and the VM's.
- * Usage: npm run bench:resume [-- --sessions 20 --cold 3 --targets memory,time,workspace --suspended 5]
+ * Usage: npm run bench:resume [-- --sessions 20 --cold 3 --targets memory,time,workspace --suspended 5 --freeze on|both]
  */
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { cpus, tmpdir, totalmem } from "node:os";
@@ -33,8 +33,11 @@ const { values } = parseArgs({
     cold: { type: "string", default: "3" },
     targets: { type: "string", default: "memory,time,workspace" },
     suspended: { type: "string", default: "5" },
+    /** `both`: also the warm pool with idle guests left running, side by side (issue 17's before/after). */
+    freeze: { type: "string", default: "on" },
   },
 });
+const FREEZE_BOTH = values.freeze === "both";
 const SESSIONS = Number(values.sessions);
 const COLD = Number(values.cold);
 const SUSPENDED = Number(values.suspended);
@@ -138,8 +141,9 @@ interface SessionSample {
   next: number;
 }
 
-async function sessions(target: Target, warm: number): Promise<SessionSample[]> {
-  const config = testConfig({ servers: target.servers });
+async function sessions(target: Target, warm: number, freezeWhenIdle = true): Promise<SessionSample[]> {
+  const serversDir = await serversDirWith(Object.fromEntries(target.servers.map((s) => [s, (m) => ({ guest: { ...m.guest, freezeWhenIdle } })])));
+  const config = testConfig({ servers: target.servers, serversDir });
   const gateway = await startGateway(config, log, () => undefined, { pool: { prestarted: 2, warm } });
   await gateway.settled;
   const url = `http://127.0.0.1:${gateway.port}/${target.route}`;
@@ -210,6 +214,7 @@ for (const name of NAMES) {
   const warmPool = await sessions(target, 1);
   progress(`${name}: on demand, ${SESSIONS} sessions`);
   const onDemand = await sessions(target, 0);
+  const running = FREEZE_BOTH ? await sessions(target, 1, false) : undefined;
   const coldP50 = percentile(cold, 50);
   const row = (mode: string, s: SessionSample[]) => {
     const first = s.map((x) => x.first);
@@ -228,6 +233,7 @@ for (const name of NAMES) {
     [name, "cold boot to first tools/call", String(cold.length), fmtMs(coldP50), fmtMs(percentile(cold, 95)), "-", "1x"],
     row("session start, warm pool", warmPool),
     row("session start, resume on demand", onDemand),
+    ...(running ? [row("session start, warm pool not frozen (before)", running)] : []),
   );
   if (target.state && SUSPENDED > 0) {
     progress(`${name}: disk per suspended session, ${SUSPENDED} sessions`);
