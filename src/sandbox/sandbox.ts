@@ -262,20 +262,28 @@ export class Sandbox {
   }
 
   /** Freezes the sandbox FREEZE_AFTER_MS after it was last used, if it is idle then (held ones only). */
-  private armFreezeTimer(): void {
+  private armFreezeTimer(delayMs = FREEZE_AFTER_MS - (Date.now() - this.lastUsed)): void {
     if (!this.options.freezeWhenIdle || !this.held || this.status.state !== "idle") return;
     clearTimeout(this.freezeTimer);
-    const wait = FREEZE_AFTER_MS - (Date.now() - this.lastUsed);
     this.freezeTimer = setTimeout(() => {
-      if (Date.now() - this.lastUsed < FREEZE_AFTER_MS) this.armFreezeTimer();
-      else void this.freeze();
-    }, Math.max(wait, 0)).unref();
+      if (Date.now() - this.lastUsed < FREEZE_AFTER_MS) return this.armFreezeTimer();
+      if (this.holdsConnections()) return this.armFreezeTimer(1_000);
+      void this.freeze();
+    }, Math.max(delayMs, 0)).unref();
+  }
+
+  /**
+   * Egress connections open. Such a guest is not frozen: frozen, its timers stand still, so a pool would
+   * never close its idle connections, and the suspend that waits for them (onIdle) would reset them.
+   */
+  private holdsConnections(): boolean {
+    return (this.vm?.egress?.openConnections() ?? 0) > 0;
   }
 
   /** Stops the vCPUs of an idle sandbox (a warm clone waiting in its pool, or a held one idle long enough). */
   async freeze(): Promise<void> {
     const status = this.status;
-    if (!this.options.freezeWhenIdle || status.state !== "idle") return;
+    if (!this.options.freezeWhenIdle || status.state !== "idle" || this.holdsConnections()) return;
     await status.vm.freeze().catch(() => undefined); // a VM that cannot be stopped just keeps running
   }
 
