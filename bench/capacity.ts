@@ -9,8 +9,8 @@
  *   2. M sessions (default 50) active at once: host RAM per clone (proportional set size of its QEMU,
  *      so template pages shared through the page cache are counted once across clones), and every one
  *      answers a call correctly.
- *   0b. B sessions (default 20) opened one after another, each closed after its first call, twice in a row:
- *      first call p50/p95 with the manifest's pool fixed (burst 0) and growing with demand (burst 8).
+ *   0b. B sessions (default 20) opened one after another, each closed after its first call: first call
+ *      p50/p95 with a standing warm pool of 1, 4 and B frozen clones (2 prestarted QEMUs each time).
  * Usage: npm run bench:capacity [-- --idle 16 --idle-seconds 30 --burst 20 --suspended 1000 --active 50 --concurrency 4]
  *   (`--suspended 0 --active 0` measures only the idle CPU)
  */
@@ -129,30 +129,24 @@ if (IDLE > 0) {
   console.log(`\nbench/capacity, idle CPU — ${IDLE} idle server-memory sessions + pool (2 prestarted, 1 warm), ${IDLE_SECONDS} s, ${cpus().length} cores, ${cpus()[0]?.model ?? "cpu"}`);
   console.log(table(["idle guests", "QEMU processes", "frozen", "QEMU CPU (% of one core)", "gateway CPU", "total"], rows));
 }
-/** Phase 0b: two waves of `BURST` sessions one after another; each session's time to its first result. */
-async function bursts(burst: number): Promise<{ waves: number[][]; warmTarget: number }> {
-  const serversDir = await serversDirWith({ memory: (m) => ({ pool: { ...m.pool, burst } }) });
-  const gateway = await startGateway(testConfig({ servers: ["memory"], serversDir }), createLogger("silent"), () => undefined);
+/** Phase 0b: `BURST` sessions one after another from a full pool of `warm` clones; each one's time to its first result. */
+async function burstOf(warm: number): Promise<number[]> {
+  const gateway = await startGateway(testConfig({ servers: ["memory"], maxVms: warm + 16 }), createLogger("silent"), () => undefined, { pool: { prestarted: 2, warm } });
   await gateway.settled;
   const url = `http://127.0.0.1:${gateway.port}/servers/memory/mcp`;
   const pool = () => gateway.pool.stats()[0]!;
   try {
-    while (pool().warm < 1 || pool().prestarted < 2) await new Promise((r) => setTimeout(r, 100));
-    await new Promise((r) => setTimeout(r, 1_000));
-    const waves: number[][] = [];
-    for (let wave = 0; wave < 2; wave++) {
-      const times: number[] = [];
-      for (let i = 0; i < BURST; i++) {
-        const t0 = performance.now();
-        const client = new RawMcpClient(url);
-        await client.initialize();
-        await client.request("tools/call", { name: "read_graph", arguments: {} });
-        times.push(performance.now() - t0);
-        await client.close();
-      }
-      waves.push(times);
+    while (pool().warmFrozen < warm || pool().prestarted < 2) await new Promise((r) => setTimeout(r, 100));
+    const times: number[] = [];
+    for (let i = 0; i < BURST; i++) {
+      const t0 = performance.now();
+      const client = new RawMcpClient(url);
+      await client.initialize();
+      await client.request("tools/call", { name: "read_graph", arguments: {} });
+      times.push(performance.now() - t0);
+      await client.close();
     }
-    return { waves, warmTarget: pool().warmTarget };
+    return times;
   } finally {
     await gateway.close();
   }
@@ -160,13 +154,13 @@ async function bursts(burst: number): Promise<{ waves: number[][]; warmTarget: n
 
 if (BURST > 0) {
   const rows: string[][] = [];
-  for (const burst of [0, 8]) {
-    progress(`bursts: ${BURST} sessions one after another, twice, pool burst ${burst}`);
-    const { waves, warmTarget } = await bursts(burst);
-    waves.forEach((times, i) => rows.push([burst ? `grows with demand (burst ${burst})` : "fixed (before)", `wave ${i + 1}`, String(times.length), fmtMs(percentile(times, 50)), fmtMs(percentile(times, 95)), String(warmTarget)]));
+  for (const warm of [1, 4, BURST]) {
+    progress(`burst: ${BURST} sessions one after another, ${warm} warm clones waiting`);
+    const times = await burstOf(warm);
+    rows.push([String(warm), String(times.length), fmtMs(percentile(times, 50)), fmtMs(percentile(times, 95))]);
   }
-  console.log(`\nbench/capacity, bursts — ${BURST} server-memory sessions opened one after another (each closed after its first call), two waves; pool 2 prestarted, 1 warm`);
-  console.log(table(["warm pool", "wave", "sessions", "first result p50", "p95", "warm target at the end"], rows));
+  console.log(`\nbench/capacity, a burst — ${BURST} server-memory sessions opened one after another (each closed after its first call), 2 prestarted QEMUs`);
+  console.log(table(["warm clones waiting (frozen)", "sessions", "first result p50", "p95"], rows));
 }
 if (SUSPENDED === 0 && ACTIVE === 0) process.exit(0);
 

@@ -48,7 +48,7 @@ export interface Runtime {
 
 export interface RuntimeOptions {
   /** Overrides every manifest's pool sizes (the CLI's one-off commands need no standing pool). */
-  pool?: Partial<ServerManifest["pool"]>;
+  pool?: ServerManifest["pool"];
   /** Ports of the gateway's own, which no sandbox may reach; the HTTP face adds the one it binds. */
   gatewayPorts?: Set<number>;
 }
@@ -64,7 +64,7 @@ export async function createRuntime(
   options: RuntimeOptions = {},
 ): Promise<Runtime> {
   const loaded = await loadManifests(config.serversDir, config.servers);
-  const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: { ...m.pool, ...options.pool } })) : loaded;
+  const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
   registerManifestSecrets(manifests);
   const units = sandboxUnits(manifests, config.serversDir);
   const egress = await Egress.create({

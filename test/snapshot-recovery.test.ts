@@ -82,7 +82,7 @@ test("a call past the manifest's time limit gets a timeout error, and the sessio
 test("a pooled clone whose warm-up fails is ended, not left running", { timeout: 120_000 }, async () => {
   // With a 1 ms call limit no warm-up request of a fresh clone is answered in time: every clone the pool
   // resumes for its warm list fails its warm-up (the template, built under bootMs, is not affected).
-  const serversDir = await serversDirWith({ exec: (m) => ({ timeouts: { ...m.timeouts, callMs: 1 }, pool: { prestarted: 0, warm: 1, burst: 0 } }) });
+  const serversDir = await serversDirWith({ exec: (m) => ({ timeouts: { ...m.timeouts, callMs: 1 }, pool: { prestarted: 0, warm: 1 } }) });
   const config = testConfig({ servers: ["exec"], serversDir });
   const gateway = await startGateway(config, createLogger(config.logLevel), () => undefined);
   try {

@@ -161,16 +161,11 @@ export const ServerManifestSchema = z
       .object({
         /** QEMU processes started ahead, waiting for a snapshot to load. */
         prestarted: z.number().int().min(0).max(64).default(2),
-        /** Clones already resumed and warmed, waiting for a session (frozen: they cost memory, not CPU). */
+        /** Clones already resumed and warmed, waiting for a session. */
         warm: z.number().int().min(0).max(64).default(1),
-        /**
-         * Up to this many warm clones beyond `warm` while sessions arrive faster than the pool refills (a
-         * new session found no warm clone); they go again after a minute without a new session.
-         */
-        burst: z.number().int().min(0).max(64).default(4),
       })
       .strict()
-      .default({ prestarted: 2, warm: 1, burst: 4 }),
+      .default({ prestarted: 2, warm: 1 }),
     timeouts: z
       .object({
         /** Wall-clock limit for one request to the server. */

@@ -18,7 +18,7 @@ test("servers naming one sandbox form one unit, merged to the most any member as
   assert.deepEqual(units.map((u) => [u.name, u.members.map((m) => m.name)]), [["workspace", ["exec", "filesystem"]], ["memory", ["memory"]]]);
   const workspace = units[0]!;
   assert.deepEqual(workspace.guest, { memoryMiB: 512, vcpus: 2, python: true, workspaceMiB: 256, freezeWhenIdle: true });
-  assert.deepEqual(workspace.pool, { prestarted: 2, warm: 2, burst: 4 });
+  assert.deepEqual(workspace.pool, { prestarted: 2, warm: 2 });
   assert.equal(workspace.timeouts.idleSuspendMs, 60_000, "the shortest idle time");
 });
 

@@ -77,7 +77,7 @@ function unitOf(name: string, members: ServerManifest[], file: (m: ServerManifes
     name,
     members,
     guest,
-    pool: { prestarted: max((m) => m.pool.prestarted), warm: max((m) => m.pool.warm), burst: max((m) => m.pool.burst) },
+    pool: { prestarted: max((m) => m.pool.prestarted), warm: max((m) => m.pool.warm) },
     timeouts: {
       bootMs: max((m) => m.timeouts.bootMs),
       resumeMs: max((m) => m.timeouts.resumeMs),

@@ -29,9 +29,9 @@ export function fakeManifest(overrides: Record<string, unknown> = {}): ServerMan
  */
 export async function fakePool(
   manifests: ServerManifest[] = [fakeManifest()],
-  options: { limits?: VmBudgetLimits; arm?: (driver: FaultInjectingDriver) => void; burstKeepMs?: number } = {},
+  options: { limits?: VmBudgetLimits; arm?: (driver: FaultInjectingDriver) => void } = {},
 ) {
-  const { limits, arm, burstKeepMs } = options;
+  const { limits, arm } = options;
   const driver = new FaultInjectingDriver();
   arm?.(driver);
   /** Every VM a resume returned, newest last: what a test crashes or inspects. */
@@ -51,7 +51,6 @@ export async function fakePool(
     log,
     suspendDir: `${dir}/suspended`,
     ...(limits ? { limits } : {}),
-    ...(burstKeepMs ? { burstKeepMs } : {}),
   });
   for (const unit of sandboxUnits(manifests, dir)) pool.add(unit, Promise.resolve(FAKE_VM_SPEC));
   await Promise.all(manifests.map((m) => pool.template(m.name)));

@@ -21,8 +21,6 @@ export interface SandboxPoolOptions {
   /** Where suspended sandboxes are saved. */
   suspendDir: string;
   limits?: VmBudgetLimits;
-  /** How long a pool keeps the warm clones a burst of sessions made it add (default a minute). */
-  burstKeepMs?: number;
 }
 
 /**
@@ -64,8 +62,8 @@ export class SandboxPool {
    */
   add(unit: SandboxUnit, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
     if (this.closed) throw new PoolClosedError("The pool is closed");
-    const { driver, templates, preparation, log, burstKeepMs = 60_000 } = this.options;
-    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, log, burstKeepMs }, progress);
+    const { driver, templates, preparation, log } = this.options;
+    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, log }, progress);
     this.units.set(unit.name, pool);
     for (const member of unit.members) this.servers.set(member.name, pool);
   }

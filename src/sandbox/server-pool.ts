@@ -25,8 +25,6 @@ export interface ServerPoolStats {
   sandboxes: { id: string; pid: number | undefined; state: string; source: string; frozen: boolean }[];
   /** Warm clones waiting with their vCPUs stopped. */
   warmFrozen: number;
-  /** Warm clones the pool keeps now: the manifest's `warm`, plus what a burst of sessions added. */
-  warmTarget: number;
 }
 
 const REFILL_DELAY_MS = 250;
@@ -39,8 +37,6 @@ export interface ServerPoolContext {
   admission: SandboxAdmission;
   saved: SuspendStore;
   log: Logger;
-  /** How long extra warm clones a burst added are kept after the last new session. */
-  burstKeepMs: number;
 }
 
 /**
@@ -61,9 +57,6 @@ export class ServerPool {
   private refillTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly sandboxOptions: SandboxOptions;
-  /** Warm clones wanted beyond the manifest's: one more for each new session that found none, up to `burst`. */
-  private extraWarm = 0;
-  private burstTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly unit: SandboxUnit,
@@ -111,7 +104,6 @@ export class ServerPool {
       suspended: [...this.leased].filter((s) => s.state === "suspended").length,
       sandboxes: [...this.leased].map((s) => ({ id: s.id, pid: s.pid, state: s.state, source: s.timings.source, frozen: s.frozen })),
       warmFrozen: this.warm.filter((s) => s.frozen).length,
-      warmTarget: this.warmTarget,
     };
     if (this.status.reason) stats.reason = this.status.reason;
     return stats;
@@ -122,7 +114,6 @@ export class ServerPool {
     if (this.closed) throw new PoolClosedError("The gateway is shutting down");
     const template = await this.templateReady;
     const warm = this.warm.shift();
-    this.noteSession(warm === undefined);
     if (warm) {
       this.refillAfterTake();
       return this.lease(warm, { source: "warm-pool", resumeMs: warm.timings.resumeMs });
@@ -153,25 +144,6 @@ export class ServerPool {
     this.leased.add(sandbox);
     sandbox.on("closed", () => this.leased.delete(sandbox));
     return sandbox;
-  }
-
-  private get warmTarget(): number {
-    return this.unit.pool.warm + this.extraWarm;
-  }
-
-  /**
-   * A new session came. One that found no warm clone shows sessions arrive faster than the pool refills:
-   * the pool keeps one more (frozen, it costs memory, not CPU), up to `burst`, until sessions stop
-   * coming for `burstKeepMs`; then the extra clones go.
-   */
-  private noteSession(missed: boolean): void {
-    if (missed) this.extraWarm = Math.min(this.extraWarm + 1, this.unit.pool.burst);
-    if (this.extraWarm === 0) return;
-    clearTimeout(this.burstTimer);
-    this.burstTimer = setTimeout(() => {
-      this.extraWarm = 0;
-      for (const sandbox of this.warm.splice(this.unit.pool.warm)) void sandbox.destroy("the burst of sessions is over");
-    }, this.context.burstKeepMs).unref();
   }
 
   /** Ends one idle pooled VM (a prestarted one first) to make room for a session; false if none. */
@@ -280,11 +252,15 @@ export class ServerPool {
 
   /**
    * Refilling right away would compete for the CPU with the session that just took a clone, which is
-   * about to make its first call (measured: +25 ms on a 2-core host under TCG). So wait a moment.
+   * about to make its first call (measured: +25 ms on a 2-core host under TCG). So wait a moment, from
+   * the first take on: pushed back by every take, a burst of sessions would starve the refill.
    */
   private refillAfterTake(): void {
-    clearTimeout(this.refillTimer);
-    this.refillTimer = setTimeout(() => this.refill(), REFILL_DELAY_MS);
+    if (this.refillTimer) return;
+    this.refillTimer = setTimeout(() => {
+      this.refillTimer = undefined;
+      this.refill();
+    }, REFILL_DELAY_MS);
     this.refillTimer.unref();
   }
 
@@ -299,12 +275,12 @@ export class ServerPool {
   }
 
   private async refillLoop(): Promise<void> {
-    const wantPrestarted = this.unit.pool.prestarted;
+    const { prestarted: wantPrestarted, warm: wantWarm } = this.unit.pool;
     let failures = 0;
     while (!this.closed && this.template && failures < 3) {
       const template = this.template;
       try {
-        if (this.warm.length < this.warmTarget) {
+        if (this.warm.length < wantWarm) {
           const clone = await this.resumeClone(template, false);
           if (!clone) break; // the VM budget is spent: sessions come first
           await this.warmUp(clone, template);
@@ -357,7 +333,6 @@ export class ServerPool {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refillTimer);
-    clearTimeout(this.burstTimer);
     const ending = () => [...this.prestarted.splice(0), ...this.warm.splice(0), ...this.leased].map((s) => s.destroy("gateway shutting down"));
     const first = ending();
     await this.refilling;

@@ -38,9 +38,8 @@ const POOL: ServerPoolStats[] = [
       { id: "c", pid: 3, state: "idle", source: "prestarted", frozen: false },
     ],
     warmFrozen: 1,
-    warmTarget: 1,
   },
-  { server: "memory", members: ["memory"], status: "building", prestarted: 0, warm: 0, leased: 0, suspended: 0, sandboxes: [], warmFrozen: 0, warmTarget: 0 },
+  { server: "memory", members: ["memory"], status: "building", prestarted: 0, warm: 0, leased: 0, suspended: 0, sandboxes: [], warmFrozen: 0 },
 ];
 
 test("request records become tool call and request series; unknown tools and methods are not labels", async () => {
