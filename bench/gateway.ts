@@ -20,7 +20,7 @@
  * too, as extra rows, in a second phase of rounds with its own direct calls. Throughput: N clients, each its own session (for mcpvisor its own clone),
  * calling in a loop; calls completed in a fixed window after a warm-up.
  *
- * Usage: npm run bench:gateway [-- --calls 1000 --warmup 100 --window 5 --clients 1,8,32 --sdk on|off]
+ * Usage: npm run bench:gateway [-- --calls 1000 --warmup 100 --window 5 --load-warmup 1 --clients 1,8,32 --sdk on|off]
  */
 import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { subscribe } from "node:diagnostics_channel";
@@ -48,6 +48,8 @@ const { values } = parseArgs({
     calls: { type: "string", default: "1000" },
     warmup: { type: "string", default: "100" },
     window: { type: "string", default: "5" },
+    /** Seconds of calls before the throughput window: each new clone's first calls run code TCG has not translated yet. */
+    "load-warmup": { type: "string", default: "1" },
     clients: { type: "string", default: "1,8,32" },
     sdk: { type: "string", default: "on" },
   },
@@ -55,6 +57,7 @@ const { values } = parseArgs({
 const CALLS = Number(values.calls);
 const WARMUP = Number(values.warmup);
 const WINDOW_MS = Number(values.window) * 1000;
+const LOAD_WARMUP_MS = Number(values["load-warmup"]) * 1000;
 const CONCURRENCY = values.clients.split(",").map(Number);
 /** Also measure the official SDK Client end to end (an extra row per gateway), in a latency phase of its own. */
 const SDK = values.sdk !== "off";
@@ -375,7 +378,8 @@ try {
   progress("starting mcpvisor (memory server only)");
   // The sessions' clones must not be suspended while the bench measures calls: a phase that keeps one
   // session idle past the default 60 s (the SDK session, during the first phase) would lose its clone.
-  const noSuspend = await serversDirWith({ [SERVER]: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 0 } }) });
+  // The clone stays running: a direct call down its channel (the baseline) would wait for a frozen guest.
+  const noSuspend = await serversDirWith({ [SERVER]: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 0 }, guest: { ...m.guest, freezeWhenIdle: false } }) });
   const config = testConfig({ servers: [SERVER], serversDir: noSuspend });
   const gateway = await startGateway(config, createLogger("silent"), progress, { pool: POOL });
   cleanups.push(() => gateway.close());
@@ -530,7 +534,7 @@ try {
         progress(`  ${n} mcpvisor sessions: clones resumed and warmed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
         await poolFull(gateway, POOL.prestarted, POOL.warm);
       }
-      return await load.send<LoadResult>({ op: "load", key, n, tool, args: ARGS, warmupMs: 1_000, windowMs: WINDOW_MS });
+      return await load.send<LoadResult>({ op: "load", key, n, tool, args: ARGS, warmupMs: LOAD_WARMUP_MS, windowMs: WINDOW_MS });
     } finally {
       await load.send({ op: "close", key });
     }
@@ -615,7 +619,7 @@ try {
       ),
     );
   }
-  console.log(`\nthroughput, calls/s over ${WINDOW_MS / 1000} s after 1 s of warm-up (each client its own session; mcpvisor: its own clone):\n`);
+  console.log(`\nthroughput, calls/s over ${WINDOW_MS / 1000} s after ${LOAD_WARMUP_MS / 1000} s of warm-up (each client its own session; mcpvisor: its own clone):\n`);
   const rate = (r: LoadResult) => r.calls / (r.windowMs / 1000);
   console.log(
     table(
