@@ -35,6 +35,8 @@ export function qemuArgs(launch: QemuLaunch): string[] {
   const accel =
     spec.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", `tcg,tb-size=${launch.tcgTbSizeMiB ?? 128}`];
   return [
+    // Thread names (CPU 0/TCG, IO mon_iothread…) in /proc and top: where a VM's host CPU goes.
+    "-name", "mcpvisor,debug-threads=on",
     "-M", "microvm,acpi=on,memory-backend=mem",
     ...accel,
     "-m", `${spec.memoryMiB}M`,
