@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { connect, eventually, sh, startReadyGateway } from "./helpers.js";
 
 describe("idle sandboxes are frozen and thawed on demand (real VMs)", { timeout: 300_000 }, () => {
@@ -37,5 +38,18 @@ describe("idle sandboxes are frozen and thawed on demand (real VMs)", { timeout:
     const [guestMs, kept] = out.stdout.trim().split("\n");
     assert.equal(kept, "kept", "the sandbox's state is what it was");
     assert.ok(Math.abs(Number(guestMs) - before) < 1_500, `guest clock ${guestMs} vs host ${before}: ${Number(guestMs) - before} ms off`);
+  });
+
+  test("a background job keeps its sandbox running between calls; once it is stopped, the sandbox is frozen again", async () => {
+    const started = (await client.callTool({ name: "start", arguments: { command: "while true; do echo tick >> /tmp/ticks; sleep 0.2; done" } })) as CallToolResult;
+    const { id } = started.structuredContent as { id: number };
+    const ticks = async () => Number((await sh(client, "wc -l < /tmp/ticks")).stdout.trim());
+    const first = await ticks();
+    // Two seconds with no call: frozen, the job would stand still; running, it writes about ten lines.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const later = await ticks();
+    assert.ok(later - first >= 5, `the job wrote ${later - first} lines in 2 s between calls`);
+    await client.callTool({ name: "stop", arguments: { id } });
+    await eventually(() => stats().sandboxes.some((s) => s.frozen), "the sandbox to be frozen once its job stopped", 10_000);
   });
 });

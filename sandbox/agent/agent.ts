@@ -56,6 +56,22 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/** Processes whose parent is one of `parents` (in the guest: what the hosted servers started that still runs). */
+function childProcesses(parents: number[]): number {
+  const wanted = new Set(parents);
+  let count = 0;
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const [state, ppid] = fs.readFileSync(`/proc/${entry}/stat`, "utf8").split(") ").at(-1)!.split(" ");
+      if (state !== "Z" && wanted.has(Number(ppid))) count++; // a zombie is about to be reaped: no work
+    } catch {
+      // it ended while we looked
+    }
+  }
+  return count;
+}
+
 /** Several servers' stderr in one text: each line led by its server's name. */
 function prefixLines(name: string, text: string): string {
   return text
@@ -218,6 +234,14 @@ async function main(): Promise<void> {
         egress?.reset();
         if (result.error) void send({ t: "error", message: result.error });
         void send({ t: "resumed", id, clockMs: Date.now(), reseeded: result.reseeded });
+        return;
+      }
+      case "children": {
+        if (typeof frame.id !== "number") {
+          void send({ t: "error", message: "children frame without a numeric `id`" });
+          return;
+        }
+        void send({ t: "children", id: frame.id, count: childProcesses(allServers().flatMap((s) => (s.pid === undefined ? [] : [s.pid]))) });
         return;
       }
       case "clock": {

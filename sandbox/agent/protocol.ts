@@ -27,6 +27,8 @@
  *     pool and forces a CRNG reseed, then answers `resumed`. Until then the clone shares the template's
  *     random state, so the host sends nothing else first.
  *  4. `ping` is answered with `pong` at any time.
+ *  4b. `children` is answered with the number of processes the hosted servers started that still run
+ *     (exec's background jobs): the host does not freeze a guest that has any, so they keep running.
  *  4a. Thaw: an idle guest's vCPUs are stopped (no CPU on the host) and run again when a request comes;
  *     its clock stood still meanwhile, so the host sends `clock` (time and fresh entropy, as for
  *     `resume`) before anything else. Nothing answers it: frames are handled in order, so the clock is
@@ -56,7 +58,8 @@ export type HostFrame =
       seed: string;
     }
   | { t: "ping"; id: number }
-  | { t: "clock"; timeMs: number; seed: string };
+  | { t: "clock"; timeMs: number; seed: string }
+  | { t: "children"; id: number };
 
 export type GuestFrame =
   | {
@@ -80,6 +83,7 @@ export type GuestFrame =
     }
   /** `serverAlive`: every hosted server runs; `stderrTail`: theirs, each line led by the server's name. */
   | { t: "pong"; id: number; serverAlive: boolean; uptimeMs: number; stderrTail: string }
+  | { t: "children"; id: number; count: number }
   /** `server`: the one that exited (absent when the agent could not start any). */
   | { t: "exit"; server?: string; code: number | null; signal: string | null; stderrTail: string }
   /** Something the agent could not do (a frame it could not parse, a failed reseed); informational. */

@@ -101,6 +101,8 @@ export interface Vm {
   freeze(): Promise<void>;
   /** Its vCPUs are stopped (frozen and not thawed since). */
   readonly frozen: boolean;
+  /** Processes its servers started that still run (background jobs); a guest with any is not frozen. */
+  childProcesses(timeoutMs: number): Promise<number>;
   /** Runs its vCPUs again, and sets the guest clock (it stood still while frozen) before any message. */
   thaw(): Promise<void>;
 }

@@ -279,6 +279,12 @@ class FakeVm implements BootedVm, GuestChannel {
   frozen = false;
   private whileFrozen: (() => void)[] = [];
 
+  /** The fake guest starts no processes of its own. */
+  async childProcesses(): Promise<number> {
+    this.guest();
+    return 0;
+  }
+
   async freeze(): Promise<void> {
     this.guest();
     this.frozen = true;

@@ -265,11 +265,22 @@ export class Sandbox {
   private armFreezeTimer(delayMs = FREEZE_AFTER_MS - (Date.now() - this.lastUsed)): void {
     if (!this.options.freezeWhenIdle || !this.held || this.status.state !== "idle") return;
     clearTimeout(this.freezeTimer);
-    this.freezeTimer = setTimeout(() => {
-      if (Date.now() - this.lastUsed < FREEZE_AFTER_MS) return this.armFreezeTimer();
-      if (this.holdsConnections()) return this.armFreezeTimer(1_000);
-      void this.freeze();
-    }, Math.max(delayMs, 0)).unref();
+    this.freezeTimer = setTimeout(() => void this.freezeWhenQuiet(), Math.max(delayMs, 0)).unref();
+  }
+
+  /** Freezes a held sandbox unless it was used again meanwhile, or its guest has work of its own to go on with. */
+  private async freezeWhenQuiet(): Promise<void> {
+    if (Date.now() - this.lastUsed < FREEZE_AFTER_MS) return this.armFreezeTimer();
+    if (this.holdsConnections() || (await this.runsBackgroundJobs())) return this.armFreezeTimer(1_000);
+    if (Date.now() - this.lastUsed < FREEZE_AFTER_MS) return this.armFreezeTimer(); // used while we asked
+    await this.freeze();
+  }
+
+  /** Processes its servers started that still run (exec's `start`): frozen, they would stand still. */
+  private async runsBackgroundJobs(): Promise<boolean> {
+    const vm = this.vm;
+    if (!vm || this.status.state !== "idle") return false;
+    return (await vm.childProcesses(2_000).catch(() => 0)) > 0;
   }
 
   /**

@@ -14,6 +14,7 @@ import { AgentProtocolError, AgentTimeoutError, GuestExitedError, SandboxClosedE
 type Hello = Extract<GuestFrame, { t: "hello" }>;
 type Resumed = Extract<GuestFrame, { t: "resumed" }>;
 type Pong = Extract<GuestFrame, { t: "pong" }>;
+type Children = Extract<GuestFrame, { t: "children" }>;
 export type ServerExit = Extract<GuestFrame, { t: "exit" }>;
 
 /**
@@ -75,6 +76,7 @@ export class AgentChannel implements GuestChannel {
       }
       case "resumed":
       case "pong":
+      case "children":
         this.waiters.get(`${frame.t}:${frame.id}`)?.(frame);
         return;
       case "exit":
@@ -135,6 +137,11 @@ export class AgentChannel implements GuestChannel {
   /** After a thaw: the guest clock stood still while frozen. Unanswered; see the protocol. */
   setClock(): void {
     this.write({ t: "clock", timeMs: Date.now(), seed: randomBytes(32).toString("base64") });
+  }
+
+  async childProcesses(timeoutMs: number): Promise<number> {
+    const id = this.nextControlId++;
+    return (await this.request<Children>(`children:${id}`, timeoutMs, { t: "children", id })).count;
   }
 
   async ping(timeoutMs: number): Promise<{ serverAlive: boolean; uptimeMs: number; stderrTail: string }> {

@@ -75,6 +75,10 @@ export class QemuVm {
     });
   }
 
+  childProcesses(timeoutMs: number): Promise<number> {
+    return this.agent.childProcesses(timeoutMs);
+  }
+
   private step(work: () => Promise<void>): Promise<void> {
     const next = this.running.then(work);
     this.running = next.catch(() => undefined);
