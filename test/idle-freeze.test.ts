@@ -21,6 +21,16 @@ describe("idle sandboxes are frozen and thawed on demand (real VMs)", { timeout:
     await gateway?.close();
   });
   const stats = () => gateway.pool.stats().find((s) => s.members.includes("exec"))!;
+  const frozen = () => stats().sandboxes.some((s) => s.frozen);
+
+  /** Resolves once `check` has held for `ms` on end; fails if it breaks, or never holds that long within the deadline. */
+  async function heldFor(check: () => boolean, ms: number, what: string): Promise<void> {
+    const since = Date.now();
+    await eventually(() => {
+      assert.ok(check(), `${what}: it stopped holding after ${Date.now() - since} ms`);
+      return Date.now() - since >= ms;
+    }, what, ms + 5_000);
+  }
 
   test("a warm clone waits frozen, and the session that takes it gets answers", async () => {
     await eventually(() => stats().warm === 1, "a warm clone in the pool", 60_000);
@@ -30,9 +40,9 @@ describe("idle sandboxes are frozen and thawed on demand (real VMs)", { timeout:
 
   test("an idle session's sandbox is frozen; after a while frozen, its clock is right again at the next call", async () => {
     await sh(client, "echo kept > /tmp/f");
-    await eventually(() => stats().sandboxes.some((s) => s.frozen), "the idle sandbox to be frozen", 10_000);
+    await eventually(frozen, "the idle sandbox to be frozen", 10_000);
     // Frozen, the guest's clock stands still: 3 s later it would be 3 s behind unless thawing sets it.
-    await new Promise((r) => setTimeout(r, 3_000));
+    await heldFor(frozen, 3_000, "the sandbox stays frozen while no call comes");
     const before = Date.now();
     const out = await sh(client, "python3 -c 'import time; print(int(time.time() * 1000))'; cat /tmp/f");
     const [guestMs, kept] = out.stdout.trim().split("\n");
@@ -46,10 +56,10 @@ describe("idle sandboxes are frozen and thawed on demand (real VMs)", { timeout:
     const ticks = async () => Number((await sh(client, "wc -l < /tmp/ticks")).stdout.trim());
     const first = await ticks();
     // Two seconds with no call: frozen, the job would stand still; running, it writes about ten lines.
-    await new Promise((r) => setTimeout(r, 2_000));
+    await heldFor(() => !frozen(), 2_000, "the sandbox keeps running while its job does");
     const later = await ticks();
     assert.ok(later - first >= 5, `the job wrote ${later - first} lines in 2 s between calls`);
     await client.callTool({ name: "stop", arguments: { id } });
-    await eventually(() => stats().sandboxes.some((s) => s.frozen), "the sandbox to be frozen once its job stopped", 10_000);
+    await eventually(frozen, "the sandbox to be frozen once its job stopped", 10_000);
   });
 });
