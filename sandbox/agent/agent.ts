@@ -19,7 +19,7 @@ import * as os from "node:os";
 import { logAgent, openDeviceChannel, openStdioChannel, type Channel } from "./channel.js";
 import { startEgress, type Egress } from "./egress/index.js";
 import { HostedServer, loadGuestSpec, type GuestSpec } from "./hosted-server.js";
-import { AGENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, encodeFrame, type GuestFrame } from "./protocol.js";
+import { AGENT_PROTOCOL_VERSION, MAX_FRAME_BYTES, encodeFrame, requestKey, type GuestFrame } from "./protocol.js";
 import { ResyncingDecoder } from "./resync-decoder.js";
 import { DEFAULT_RESUME_HELPER, ResumeHelper } from "./resume.js";
 
@@ -115,14 +115,13 @@ async function main(): Promise<void> {
 
   /** When each request in flight was written to its server (by server and id), to report its time inside the guest. */
   const requestStarts = new Map<string, number>();
-  const timingKey = (server: string, id: unknown) => `${server}\0${typeof id}:${String(id)}`;
   const servers = new Map<string, HostedServer>();
   for (const serverSpec of spec.servers) {
     const name = serverSpec.name;
     const server: HostedServer = new HostedServer({
       message(msg) {
         // A response to a timed request carries the time the server took, as seen inside the guest.
-        const key = isResponse(msg) ? timingKey(name, msg.id) : undefined;
+        const key = isResponse(msg) ? requestKey(name, msg.id as string | number) : undefined;
         const started = key === undefined ? undefined : requestStarts.get(key);
         if (started !== undefined) requestStarts.delete(key!);
         void send(started === undefined ? { t: "mcp", s: name, msg } : { t: "mcp", s: name, msg, guestMs: performance.now() - started });
@@ -204,7 +203,7 @@ async function main(): Promise<void> {
         const id = frame.msg.id;
         if ((typeof id === "string" || typeof id === "number") && typeof frame.msg.method === "string") {
           if (requestStarts.size >= MAX_TIMED_REQUESTS) requestStarts.clear();
-          requestStarts.set(timingKey(frame.s as string, id), performance.now());
+          requestStarts.set(requestKey(frame.s as string, id), performance.now());
         }
         const ok = await server.send(frame.msg);
         if (!ok) void send({ t: "error", message: `server '${String(frame.s)}' is not running; mcp message dropped` });

@@ -89,6 +89,14 @@ export type GuestFrame =
   /** Something the agent could not do (a frame it could not parse, a failed reseed); informational. */
   | { t: "error"; message: string };
 
+/**
+ * One request among a guest's servers, whose ids are each their own (every client counts from 1): the
+ * key both ends track requests in flight by. A string id and a number id that print alike stay apart.
+ */
+export function requestKey(server: string, id: string | number): string {
+  return `${server}\0${typeof id}:${id}`;
+}
+
 export function encodeFrame(frame: HostFrame | GuestFrame): string {
   return JSON.stringify(frame) + "\n";
 }

@@ -1,4 +1,4 @@
-import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
+import { requestKey, type JsonRpcMessage } from "../../sandbox/agent/protocol.js";
 import type { PendingVm, Vm, VmExit } from "./driver.js";
 import { CallTimeoutError, GuestExitedError, IllegalTransitionError, ResumeError, SandboxClosedError, type SandboxError } from "./errors.js";
 import { checkTransition, type SandboxState } from "./lifecycle.js";
@@ -312,7 +312,7 @@ export class Sandbox {
   private onIdle(use: number, since: number): void {
     if (this.lastUsed !== use) return;
     const status = this.status;
-    if (status.state === "idle" && (status.vm.egress?.openConnections() ?? 0) > 0 && Date.now() - since < EGRESS_CLOSE_WAIT_MS) {
+    if (status.state === "idle" && this.holdsConnections() && Date.now() - since < EGRESS_CLOSE_WAIT_MS) {
       setTimeout(() => this.onIdle(use, since), 1_000).unref();
       return;
     }
@@ -359,7 +359,7 @@ export class Sandbox {
     this.lastUsed = Date.now();
     if (id !== undefined && typeof message.method === "string") {
       const method = message.method;
-      const key = inFlightKey(server, id);
+      const key = requestKey(server, id);
       this.inFlight.set(key, { server, id, timer: setTimeout(() => this.onTimeout(key, method), this.options.callTimeoutMs(server)) });
       if (status.state === "idle") this.moveTo({ state: "active", vm: status.vm });
       const traceparent = (message.params as { _meta?: { traceparent?: unknown } } | undefined)?._meta?.traceparent;
@@ -371,7 +371,7 @@ export class Sandbox {
   private fromGuest(server: string, message: JsonRpcMessage, guestMs?: number): void {
     const id = message.id as RequestId | undefined;
     if (id !== undefined && !("method" in message)) {
-      const key = inFlightKey(server, id);
+      const key = requestKey(server, id);
       const request = this.inFlight.get(key);
       if (!request) return; // a late answer to a request already failed (or one the host made itself)
       clearTimeout(request.timer);
@@ -442,10 +442,6 @@ export class Sandbox {
     this.keepSavedState = this.status.state === "suspended";
     await this.destroy(reason);
   }
-}
-
-function inFlightKey(server: string, id: RequestId): string {
-  return `${server}\0${typeof id}:${id}`;
 }
 
 /** Why a VM ended, in one line: the hosted server's own error when it was the server that died. */

@@ -36,7 +36,9 @@ export class QemuVm {
   get exited(): Promise<VmExit> {
     return this.process.exited.then((exit) => {
       const server = this.agent.serverExit;
-      return server ? { ...exit, serverExit: { ...(server.server ? { server: server.server } : {}), code: server.code, signal: server.signal, stderrTail: server.stderrTail } } : exit;
+      if (!server) return exit;
+      const { t: _, ...serverExit } = server;
+      return { ...exit, serverExit };
     });
   }
 
