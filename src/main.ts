@@ -87,6 +87,7 @@ export async function createRuntime(
     log,
     suspendDir: join(config.cacheDir, "suspended"),
     limits: { maxVms: config.maxVms, maxQueue: config.vmQueue, queueTimeoutMs: config.vmQueueTimeoutMs },
+    runSlots: config.guestRunSlots,
   });
   const sessionStore = new SessionStore(join(config.cacheDir, "sessions"));
   await sessionStore.index();
@@ -191,7 +192,7 @@ export async function startGateway(
     sessionCounts: (): Record<string, number> => http.sessionCounts(),
     tenantUsage: (tenant: string) => router.tenantUsage(tenant),
   };
-  const metrics = new Metrics({ poolStats: () => pool.stats(), poolTargets: () => runtime.units.map((u) => ({ server: u.name, ...u.pool })) });
+  const metrics = new Metrics({ poolStats: () => pool.stats(), runGate: () => pool.runGateStats(), poolTargets: () => runtime.units.map((u) => ({ server: u.name, ...u.pool })) });
   const http = new HttpGateway(router, readiness, log, { ...config, status, metrics, gatekeeper, audit });
   port = await http.listen();
   gatewayPorts.add(port);

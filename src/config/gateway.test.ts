@@ -15,6 +15,7 @@ const SAMPLES = {
   accel: ["tcg", "tcg"],
   sessionIdleMs: ["1000", 1000],
   maxVms: ["3", 3],
+  guestRunSlots: ["4", 4],
   vmQueue: ["0", 0],
   vmQueueTimeoutMs: ["500", 500],
   sessionRetentionMs: ["60000", 60000],

@@ -1,4 +1,4 @@
-import { homedir, tmpdir } from "node:os";
+import { availableParallelism, homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -46,6 +46,11 @@ export const GatewayConfigSchema = z
     sessionIdleMs: whole(1).default(30 * 60_000),
     /** VMs (prestarted, warm and in sessions) allowed at once; past it requests queue, then get BUSY. */
     maxVms: whole(1).default(64),
+    /**
+     * Guests that run a request at once; more wait at the gateway, in order (docs/design/run-gate.md).
+     * Default: the host's CPUs. 0: no limit.
+     */
+    guestRunSlots: whole(0).default(availableParallelism()),
     /** Requests that may wait for a free VM at once. */
     vmQueue: whole(0).default(64),
     /** How long a request may wait for a free VM. */

@@ -143,6 +143,6 @@ export interface SandboxDriver {
    * On failure the VM keeps running and the error is thrown.
    */
   suspend(vm: Vm, statePath: string): Promise<{ bytes: number; pages: number }>;
-  /** Identifies the VMM build, for snapshot invalidation. */
+  /** Identifies the VMM build and the guest machine it emulates, for snapshot invalidation. */
   version(): Promise<string>;
 }

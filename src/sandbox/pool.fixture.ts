@@ -29,9 +29,9 @@ export function fakeManifest(overrides: Record<string, unknown> = {}): ServerMan
  */
 export async function fakePool(
   manifests: ServerManifest[] = [fakeManifest()],
-  options: { limits?: VmBudgetLimits; arm?: (driver: FaultInjectingDriver) => void } = {},
+  options: { limits?: VmBudgetLimits; runSlots?: number; runSliceMs?: number; arm?: (driver: FaultInjectingDriver) => void } = {},
 ) {
-  const { limits, arm } = options;
+  const { limits, runSlots, runSliceMs, arm } = options;
   const driver = new FaultInjectingDriver();
   arm?.(driver);
   /** Every VM a resume returned, newest last: what a test crashes or inspects. */
@@ -51,6 +51,8 @@ export async function fakePool(
     log,
     suspendDir: `${dir}/suspended`,
     ...(limits ? { limits } : {}),
+    ...(runSlots !== undefined ? { runSlots } : {}),
+    ...(runSliceMs !== undefined ? { runSliceMs } : {}),
   });
   for (const unit of sandboxUnits(manifests, dir)) pool.add(unit, Promise.resolve(FAKE_VM_SPEC));
   await Promise.all(manifests.map((m) => pool.template(m.name)));

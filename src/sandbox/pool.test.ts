@@ -139,6 +139,23 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await pool.close();
   });
 
+  test("the run gate: past its slots a request waits; a call running past its slice gives its slot up", async () => {
+    const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 30_000, idleSuspendMs: 0 } })], { runSlots: 1, runSliceMs: 500 });
+    const a = leaseOn(pool, "gate-a");
+    const b = leaseOn(pool, "gate-b");
+    await Promise.all([a.call("echo", { text: "warm" }), b.call("echo", { text: "warm" })]);
+    assert.deepEqual(pool.runGateStats(), { running: 0, waiting: 0 }, "answered calls give their slots back");
+    driver.hangNextCall();
+    const stuck = a.call("echo", { text: "stuck" });
+    await eventually(() => pool.runGateStats().running === 1, "the hung call holds the slot");
+    const answered = b.call("echo", { text: "after" });
+    await eventually(() => pool.runGateStats().waiting === 1, "the second session's call waits for it");
+    assert.equal(b.text(await answered), "after", "the hung call's slice ended and gave its slot to the next");
+    assert.deepEqual(a.failures, [], "the hung call still runs: it only lost its slot");
+    void stuck;
+    await pool.close();
+  });
+
   test("a warm clone whose warm-up fails is destroyed, not left running", async () => {
     // Every clone's warm-up call hangs past timeouts.callMs (prestart is for clones only, never the template).
     const arm = (driver: FaultInjectingDriver) => {

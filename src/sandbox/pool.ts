@@ -10,6 +10,7 @@ import { SuspendStore, type SavedRef } from "./suspend-store.js";
 import type { GuestPreparation, TemplateMeta, TemplateStore } from "./template.js";
 import type { Sandbox } from "./sandbox.js";
 import type { VmBudgetLimits } from "./vm-budget.js";
+import { RunGate } from "./run-gate.js";
 
 export type { ServerPoolStats } from "./server-pool.js";
 
@@ -21,6 +22,10 @@ export interface SandboxPoolOptions {
   /** Where suspended sandboxes are saved. */
   suspendDir: string;
   limits?: VmBudgetLimits;
+  /** Guests running a request at once (RunGate); 0 or unset: no limit. */
+  runSlots?: number;
+  /** A request running longer than this in its guest gives its run slot to the next in line. */
+  runSliceMs?: number;
 }
 
 /**
@@ -37,10 +42,12 @@ export class SandboxPool {
   private readonly holds = new Map<string, SandboxHold>();
   private readonly admission: SandboxAdmission;
   private readonly saved: SuspendStore;
+  private readonly runGate: RunGate;
   private closed = false;
 
   constructor(private readonly options: SandboxPoolOptions) {
     this.saved = new SuspendStore(options.suspendDir);
+    this.runGate = new RunGate(options.runSlots ?? 0, options.runSliceMs ?? 50);
     this.admission = new SandboxAdmission(options.limits ?? { maxVms: 64, maxQueue: 64, queueTimeoutMs: 10_000 }, () =>
       [...this.units.values()].some((s) => s.dropIdle()),
     );
@@ -49,6 +56,11 @@ export class SandboxPool {
   /** VMs running now against the global cap, and acquisitions waiting for one. */
   budgetStats(): { inUse: number; queued: number } {
     return this.admission.budgetStats();
+  }
+
+  /** Guests running a request in a slot of their own, and sandboxes whose request waits for one. */
+  runGateStats(): { running: number; waiting: number } {
+    return this.runGate.stats();
   }
 
   /** Running sandboxes `tenant` holds now. */
@@ -63,7 +75,7 @@ export class SandboxPool {
   add(unit: SandboxUnit, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
     if (this.closed) throw new PoolClosedError("The pool is closed");
     const { driver, templates, preparation, log } = this.options;
-    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, log }, progress);
+    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, runGate: this.runGate, log }, progress);
     this.units.set(unit.name, pool);
     for (const member of unit.members) this.servers.set(member.name, pool);
   }

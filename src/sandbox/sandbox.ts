@@ -3,6 +3,7 @@ import type { PendingVm, Vm, VmExit } from "./driver.js";
 import { CallTimeoutError, GuestExitedError, IllegalTransitionError, ResumeError, SandboxClosedError, type SandboxError } from "./errors.js";
 import { checkTransition, type SandboxState } from "./lifecycle.js";
 import { events, publishSoon } from "../telemetry/events.js";
+import type { RunGate } from "./run-gate.js";
 
 type RequestId = string | number;
 
@@ -69,6 +70,8 @@ export interface SandboxOptions {
   idleSuspendMs: number;
   /** Stop its vCPUs when idle (FREEZE_AFTER_MS), so it costs no CPU until the next request. */
   freezeWhenIdle: boolean;
+  /** Shared by every sandbox of the gateway: how many guests run a request at once. */
+  runGate?: RunGate;
 }
 
 /**
@@ -98,6 +101,10 @@ export class Sandbox {
   lastUsed = Date.now();
   /** How it came to its holder; set by the pool when it hands the sandbox out. */
   timings: SandboxTimings = { source: "prestarted", resumeMs: 0 };
+  /** Given while it holds one of the RunGate's slots: gives it back. */
+  private leaveRunSlot: (() => void) | undefined;
+  /** Messages written while its first request waits for a run slot, in order. */
+  private awaitingRunSlot: Array<{ server: string; message: JsonRpcMessage }> | undefined;
   /** A suspend or resume under way; requests wait for it. */
   private transition: Promise<void> | undefined;
   /** Handed to a holder (not waiting in a pool): only then does idleness lead to a suspend. */
@@ -357,15 +364,41 @@ export class Sandbox {
     }
     const id = message.id as RequestId | undefined;
     this.lastUsed = Date.now();
-    if (id !== undefined && typeof message.method === "string") {
-      const method = message.method;
+    const isRequest = id !== undefined && typeof message.method === "string";
+    if (isRequest) {
+      const method = message.method as string;
       const key = requestKey(server, id);
       this.inFlight.set(key, { server, id, timer: setTimeout(() => this.onTimeout(key, method), this.options.callTimeoutMs(server)) });
       if (status.state === "idle") this.moveTo({ state: "active", vm: status.vm });
       const traceparent = (message.params as { _meta?: { traceparent?: unknown } } | undefined)?._meta?.traceparent;
       if (typeof traceparent === "string") status.vm.egress?.noteCall(traceparent);
     }
-    status.vm.channel.send(server, message);
+    this.write(status.vm, server, message, isRequest);
+  }
+
+  /**
+   * Writes to the guest, in order. A request to a sandbox that holds no run slot waits for one (RunGate),
+   * and every message after it waits behind it, so nothing overtakes what the client sent first.
+   */
+  private write(vm: Vm, server: string, message: JsonRpcMessage, isRequest: boolean): void {
+    if (this.awaitingRunSlot) return void this.awaitingRunSlot.push({ server, message });
+    if (this.leaveRunSlot || !isRequest || !this.options.runGate) return vm.channel.send(server, message);
+    this.awaitingRunSlot = [{ server, message }];
+    this.options.runGate.enter((leave) => {
+      const queued = this.awaitingRunSlot ?? [];
+      this.awaitingRunSlot = undefined;
+      const status = this.status;
+      // Ended while it waited: its requests have failed already.
+      if (status.state !== "active" && status.state !== "idle") return leave();
+      this.leaveRunSlot = leave;
+      for (const q of queued) status.vm.channel.send(q.server, q.message);
+    });
+  }
+
+  /** No request in flight any more (or the sandbox ends): its run slot goes to the next in line. */
+  private giveUpRunSlot(): void {
+    this.leaveRunSlot?.();
+    this.leaveRunSlot = undefined;
   }
 
   private fromGuest(server: string, message: JsonRpcMessage, guestMs?: number): void {
@@ -378,6 +411,7 @@ export class Sandbox {
       this.inFlight.delete(key);
       const status = this.status;
       if (this.inFlight.size === 0 && status.state === "active") this.moveTo({ state: "idle", vm: status.vm });
+      if (this.inFlight.size === 0) this.giveUpRunSlot();
     }
     this.emit("message", server, message, guestMs);
   }
@@ -421,6 +455,7 @@ export class Sandbox {
     clearTimeout(this.idleTimer);
     clearTimeout(this.freezeTimer);
     this.moveTo({ state: "destroyed", error });
+    this.giveUpRunSlot();
     const failure = error ?? new SandboxClosedError(`The sandbox of server '${this.server}' was closed (${reason})`);
     for (const { server, id, timer } of this.inFlight.values()) {
       clearTimeout(timer);

@@ -7,6 +7,7 @@ import type { SandboxAdmission } from "./admission.js";
 import { TemplateStatus } from "./lifecycle.js";
 import { Sandbox, type SandboxHost, type SandboxOptions, type SandboxTimings } from "./sandbox.js";
 import type { SuspendStore } from "./suspend-store.js";
+import type { RunGate } from "./run-gate.js";
 import { preparedFor, type GuestPreparation, type Template, type TemplateStore } from "./template.js";
 
 export interface ServerPoolStats {
@@ -36,6 +37,7 @@ export interface ServerPoolContext {
   preparation: GuestPreparation;
   admission: SandboxAdmission;
   saved: SuspendStore;
+  runGate: RunGate;
   log: Logger;
 }
 
@@ -65,7 +67,7 @@ export class ServerPool {
     private readonly progress: (line: string) => void,
   ) {
     const callMs = new Map(unit.members.map((m) => [m.name, m.timeouts.callMs]));
-    this.sandboxOptions = { callTimeoutMs: (server) => callMs.get(server) ?? 30_000, idleSuspendMs: unit.timeouts.idleSuspendMs, freezeWhenIdle: unit.guest.freezeWhenIdle };
+    this.sandboxOptions = { callTimeoutMs: (server) => callMs.get(server) ?? 30_000, idleSuspendMs: unit.timeouts.idleSuspendMs, freezeWhenIdle: unit.guest.freezeWhenIdle, runGate: context.runGate };
     this.templateReady = this.loadTemplate();
     this.templateReady.catch(() => undefined);
   }

@@ -79,6 +79,7 @@ export interface PoolTarget {
 export interface MetricsOptions {
   /** The pools as they are now; read at each scrape. */
   poolStats?: () => ServerPoolStats[];
+  runGate?: () => { running: number; waiting: number };
   /** Each server's configured pool sizes (the manifests' `pool`). */
   poolTargets?: () => PoolTarget[];
   /** Node.js process metrics (prom-client's defaults); default true. */
@@ -267,6 +268,18 @@ export class Metrics {
           this.set({ server: target.server, kind: "prestarted" }, target.prestarted);
           this.set({ server: target.server, kind: "warm" }, target.warm);
         }
+      },
+    });
+    const runGate = options.runGate;
+    new Gauge({
+      name: "mcpvisor_guest_run_slots",
+      help: "The run gate (--guest-run-slots): guests running a request in a slot (`running`), and sandboxes whose request waits for one (`waiting`).",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        const stats = runGate?.() ?? { running: 0, waiting: 0 };
+        this.set({ state: "running" }, stats.running);
+        this.set({ state: "waiting" }, stats.waiting);
       },
     });
     new Gauge({

@@ -24,6 +24,15 @@ export interface QemuLaunch {
 export const QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /**
+ * The guest CPU under TCG. QEMU's default model lacks ARAT (an APIC timer that keeps running in deep
+ * idle), and without it, or without a high-resolution clocksource (`tsc=reliable` below), Linux never
+ * leaves its periodic 250 Hz tick: every idle guest then costs the host CPU to emulate 250 timer
+ * interrupts a second. With both the guest is tickless when idle (docs/design/run-gate.md, measured).
+ * Under KVM `-cpu host` has ARAT and kvm-clock.
+ */
+export const TCG_CPU = "qemu64,+arat";
+
+/**
  * The QEMU command line for a microvm guest. The device list must be identical between the template
  * boot and every clone, since a migration stream only loads into the same machine. Nothing of the host's
  * filesystem reaches the guest: no 9p, virtiofs or shared folder, only two read-only disk images. No guest has a network device: egress, when granted, is a
@@ -31,9 +40,15 @@ export const QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,
  */
 export function qemuArgs(launch: QemuLaunch): string[] {
   const { spec } = launch;
-  const cmdline = ["console=ttyS0", "quiet", "panic=-1", spec.jitless ? "mcpvisor.jitless=1" : "", ...spec.kernelArgs, ...(launch.cmdlineExtra ?? [])].filter(Boolean);
-  const accel =
-    spec.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", `tcg,tb-size=${launch.tcgTbSizeMiB ?? 128}`];
+  const tcg = spec.accel !== "kvm";
+  const cmdline = [
+    "console=ttyS0", "quiet", "panic=-1",
+    spec.jitless ? "mcpvisor.jitless=1" : "",
+    // See TCG_CPU: TCG's TSC follows the host clock, so the watchdog that would distrust it is not needed.
+    tcg ? "tsc=reliable" : "",
+    ...spec.kernelArgs, ...(launch.cmdlineExtra ?? []),
+  ].filter(Boolean);
+  const accel = tcg ? ["-accel", `tcg,tb-size=${launch.tcgTbSizeMiB ?? 128}`, "-cpu", TCG_CPU] : ["-accel", "kvm", "-cpu", "host"];
   return [
     // Thread names (CPU 0/TCG, IO mon_iothread…) in /proc and top: where a VM's host CPU goes.
     "-name", "mcpvisor,debug-threads=on",

@@ -8,7 +8,7 @@ import { writeAtomically } from "../atomic-file.js";
 import type { BootedVm, EgressAttachment, EgressHost, PendingVm, SandboxDriver, SnapshotFiles, Vm, VmSpec } from "../driver.js";
 import { AgentTimeoutError, BootTimeoutError, ResumeError, SandboxError, SnapshotError, VmmStartError } from "../errors.js";
 import { AgentChannel } from "./agent-channel.js";
-import { qemuArgs, type QemuLaunch } from "./argv.js";
+import { qemuArgs, TCG_CPU, type QemuLaunch } from "./argv.js";
 import { endWithReport, messageOf, tail, whileAlive, withReport } from "./failure-report.js";
 import { QmpClient } from "./qmp.js";
 import { BootedQemuVm, QemuVm } from "./qemu-vm.js";
@@ -38,7 +38,8 @@ export class QemuDriver implements SandboxDriver {
   constructor(private readonly options: QemuDriverOptions) {}
 
   version(): Promise<string> {
-    this.cachedVersion ??= run(QEMU_BINARY, ["--version"]).then(({ stdout }) => stdout.split("\n")[0]!.trim());
+    // With the guest CPU model: a snapshot only loads into the CPU it was taken on.
+    this.cachedVersion ??= run(QEMU_BINARY, ["--version"]).then(({ stdout }) => `${stdout.split("\n")[0]!.trim()}; tcg cpu ${TCG_CPU}`);
     return this.cachedVersion;
   }
 
