@@ -101,6 +101,27 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await pool.close();
   });
 
+  test("the suspend gate: one save at a time; a sandbox used while it waited for its turn stays running", async () => {
+    const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })], { runSlots: 1 });
+    const a = leaseOn(pool, "sg-a");
+    const b = leaseOn(pool, "sg-b");
+    await Promise.all([a.call("remember", { key: "k", value: "a" }), b.call("remember", { key: "k", value: "b" })]);
+    const bChanges = b.savedChanges();
+    const held = driver.holdNext("suspend");
+    const savingA = a.lease.suspendIfIdle();
+    await held.reached;
+    const savingB = b.lease.suspendIfIdle();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(b.lease.running, true, "b waits for its turn, running");
+    assert.equal(b.text(await b.call("recall", { key: "k" })), "b", "and answers at once");
+    held.release();
+    await Promise.all([savingA, savingB]);
+    assert.equal(a.lease.running, false, "a was saved");
+    assert.equal(b.lease.running, true, "b was used while it waited: not saved");
+    assert.equal(b.savedChanges(), bChanges, "b was never suspended, not even for a moment");
+    await pool.close();
+  });
+
   test("a failed suspend leaves the sandbox running with its state (suspending -> idle)", async () => {
     const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
     const { lease, call, text } = leaseOn(pool, "s4");

@@ -10,7 +10,7 @@ import { SuspendStore, type SavedRef } from "./suspend-store.js";
 import type { GuestPreparation, TemplateMeta, TemplateStore } from "./template.js";
 import type { Sandbox } from "./sandbox.js";
 import type { VmBudgetLimits } from "./vm-budget.js";
-import { RunGate } from "./run-gate.js";
+import { SlotGate } from "./slot-gate.js";
 
 export type { ServerPoolStats } from "./server-pool.js";
 
@@ -22,7 +22,7 @@ export interface SandboxPoolOptions {
   /** Where suspended sandboxes are saved. */
   suspendDir: string;
   limits?: VmBudgetLimits;
-  /** Guests running a request at once (RunGate); 0 or unset: no limit. */
+  /** Guests running a request at once (the run gate); 0 or unset: no limit. */
   runSlots?: number;
   /** A request running longer than this in its guest gives its run slot to the next in line. */
   runSliceMs?: number;
@@ -42,12 +42,15 @@ export class SandboxPool {
   private readonly holds = new Map<string, SandboxHold>();
   private readonly admission: SandboxAdmission;
   private readonly saved: SuspendStore;
-  private readonly runGate: RunGate;
+  private readonly runGate: SlotGate;
+  private readonly suspendGate: SlotGate;
   private closed = false;
 
   constructor(private readonly options: SandboxPoolOptions) {
     this.saved = new SuspendStore(options.suspendDir);
-    this.runGate = new RunGate(options.runSlots ?? 0, options.runSliceMs ?? 50);
+    this.runGate = new SlotGate(options.runSlots ?? 0, options.runSliceMs ?? 50);
+    // As many saves at once as there are run slots (one when the run gate is off).
+    this.suspendGate = new SlotGate(Math.max(options.runSlots ?? 0, 1));
     this.admission = new SandboxAdmission(options.limits ?? { maxVms: 64, maxQueue: 64, queueTimeoutMs: 10_000 }, () =>
       [...this.units.values()].some((s) => s.dropIdle()),
     );
@@ -75,7 +78,7 @@ export class SandboxPool {
   add(unit: SandboxUnit, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
     if (this.closed) throw new PoolClosedError("The pool is closed");
     const { driver, templates, preparation, log } = this.options;
-    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, runGate: this.runGate, log }, progress);
+    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, runGate: this.runGate, suspendGate: this.suspendGate, log }, progress);
     this.units.set(unit.name, pool);
     for (const member of unit.members) this.servers.set(member.name, pool);
   }

@@ -3,7 +3,7 @@ import type { PendingVm, Vm, VmExit } from "./driver.js";
 import { CallTimeoutError, GuestExitedError, IllegalTransitionError, ResumeError, SandboxClosedError, type SandboxError } from "./errors.js";
 import { checkTransition, type SandboxState } from "./lifecycle.js";
 import { events, publishSoon } from "../telemetry/events.js";
-import type { RunGate } from "./run-gate.js";
+import type { SlotGate } from "./slot-gate.js";
 
 type RequestId = string | number;
 
@@ -71,7 +71,9 @@ export interface SandboxOptions {
   /** Stop its vCPUs when idle (FREEZE_AFTER_MS), so it costs no CPU until the next request. */
   freezeWhenIdle: boolean;
   /** Shared by every sandbox of the gateway: how many guests run a request at once. */
-  runGate?: RunGate;
+  runGate?: SlotGate;
+  /** Shared by every sandbox of the gateway: how many are saved to disk at once. */
+  suspendGate?: SlotGate;
 }
 
 /**
@@ -101,7 +103,7 @@ export class Sandbox {
   lastUsed = Date.now();
   /** How it came to its holder; set by the pool when it hands the sandbox out. */
   timings: SandboxTimings = { source: "prestarted", resumeMs: 0 };
-  /** Given while it holds one of the RunGate's slots: gives it back. */
+  /** Given while it holds one of the run gate's slots: gives it back. */
   private leaveRunSlot: (() => void) | undefined;
   /** Messages written while its first request waits for a run slot, in order. */
   private awaitingRunSlot: Array<{ server: string; message: JsonRpcMessage }> | undefined;
@@ -333,6 +335,18 @@ export class Sandbox {
    */
   async suspend(): Promise<void> {
     if (this.status.state !== "idle" || this.transition) return;
+    const used = this.lastUsed;
+    const leave = await this.options.suspendGate?.turn();
+    try {
+      // Used while it waited for its turn: not idle long enough any more (its idle timer runs again).
+      if (this.lastUsed === used) await this.suspendNow();
+    } finally {
+      leave?.();
+    }
+  }
+
+  private async suspendNow(): Promise<void> {
+    if (this.status.state !== "idle" || this.transition) return;
     const { vm } = this.status;
     this.moveTo({ state: "suspending", vm });
     this.transition = this.host
@@ -377,7 +391,7 @@ export class Sandbox {
   }
 
   /**
-   * Writes to the guest, in order. A request to a sandbox that holds no run slot waits for one (RunGate),
+   * Writes to the guest, in order. A request to a sandbox that holds no run slot waits for one (the run gate),
    * and every message after it waits behind it, so nothing overtakes what the client sent first.
    */
   private write(vm: Vm, server: string, message: JsonRpcMessage, isRequest: boolean): void {

@@ -7,7 +7,7 @@ import type { SandboxAdmission } from "./admission.js";
 import { TemplateStatus } from "./lifecycle.js";
 import { Sandbox, type SandboxHost, type SandboxOptions, type SandboxTimings } from "./sandbox.js";
 import type { SuspendStore } from "./suspend-store.js";
-import type { RunGate } from "./run-gate.js";
+import type { SlotGate } from "./slot-gate.js";
 import { preparedFor, type GuestPreparation, type Template, type TemplateStore } from "./template.js";
 
 export interface ServerPoolStats {
@@ -37,7 +37,8 @@ export interface ServerPoolContext {
   preparation: GuestPreparation;
   admission: SandboxAdmission;
   saved: SuspendStore;
-  runGate: RunGate;
+  runGate: SlotGate;
+  suspendGate: SlotGate;
   log: Logger;
 }
 
@@ -67,7 +68,7 @@ export class ServerPool {
     private readonly progress: (line: string) => void,
   ) {
     const callMs = new Map(unit.members.map((m) => [m.name, m.timeouts.callMs]));
-    this.sandboxOptions = { callTimeoutMs: (server) => callMs.get(server) ?? 30_000, idleSuspendMs: unit.timeouts.idleSuspendMs, freezeWhenIdle: unit.guest.freezeWhenIdle, runGate: context.runGate };
+    this.sandboxOptions = { callTimeoutMs: (server) => callMs.get(server) ?? 30_000, idleSuspendMs: unit.timeouts.idleSuspendMs, freezeWhenIdle: unit.guest.freezeWhenIdle, runGate: context.runGate, suspendGate: context.suspendGate };
     this.templateReady = this.loadTemplate();
     this.templateReady.catch(() => undefined);
   }

@@ -23,12 +23,12 @@ const SUBSECTION = 0x05;
 const CONFIGURATION = 0x07;
 const FOOTER = 0x7e;
 
-const FLAG_ZERO = 0x02n;
+const FLAG_ZERO = 0x02;
 const FLAG_MEM_SIZE = 0x04n;
-const FLAG_PAGE = 0x08n;
-const FLAG_EOS = 0x10n;
-const FLAG_CONTINUE = 0x20n;
-const FLAG_MASK = 0xfffn;
+const FLAG_PAGE = 0x08;
+const FLAG_EOS = 0x10;
+const FLAG_CONTINUE = 0x20;
+const FLAG_MASK = 0xfff;
 const PAGE_SIZE = 4096;
 
 export interface DiffStats {
@@ -120,7 +120,7 @@ export async function filterRamStream(
       const totalWord = await reader.u64();
       if (!(totalWord & FLAG_MEM_SIZE)) throw new UnsupportedStreamError("ram setup without MEM_SIZE");
       await write(u64(totalWord));
-      let remaining = totalWord & ~FLAG_MASK;
+      let remaining = totalWord & ~BigInt(FLAG_MASK);
       while (remaining > 0n) {
         const blockName = await name();
         const length = await reader.u64();
@@ -141,37 +141,48 @@ export async function filterRamStream(
     throw new UnsupportedStreamError(`unexpected section type 0x${type.toString(16)}`);
   }
 
-  /** Page records up to EOS and the section footer; pages of `block` that need no saving are dropped. */
+  /**
+   * Page records up to EOS and the section footer; pages of `block` that need no saving are dropped.
+   * The loop stays synchronous while the reader has the bytes (`take`), and reads the record word as
+   * two 32-bit halves: tens of thousands of records go by per suspend.
+   */
   async function copyRecords(pages: boolean): Promise<void> {
     for (;;) {
-      const word = await reader.u64();
-      const flags = word & FLAG_MASK;
+      const head = reader.take(8) ?? (await reader.read(8));
+      const high = head.readUInt32BE(0);
+      const low = head.readUInt32BE(4);
+      const flags = low & FLAG_MASK;
       if (flags & FLAG_EOS) {
-        await write(u64(word));
+        await write(Buffer.from(head));
         break;
       }
       if (!pages) throw new UnsupportedStreamError("page record in ram setup");
       let blockName: Buffer | undefined;
       if (!(flags & FLAG_CONTINUE)) {
-        blockName = await name();
-        current = blockName.subarray(1).toString();
+        const len = (reader.take(1) ?? (await reader.read(1)))[0]!;
+        const text = reader.take(len) ?? (await reader.read(len));
+        blockName = Buffer.concat([Buffer.from([len]), text]);
+        current = text.toString();
       }
-      let payload: Buffer;
-      if (flags & FLAG_PAGE) payload = await reader.read(PAGE_SIZE);
-      else if (flags & FLAG_ZERO) payload = await reader.read(1);
+      let size: number;
+      if (flags & FLAG_PAGE) size = PAGE_SIZE;
+      else if (flags & FLAG_ZERO) size = 1;
       else throw new UnsupportedStreamError(`unsupported page flags 0x${flags.toString(16)}`);
-      const offset = Number(word & ~FLAG_MASK);
+      const payload = reader.take(size) ?? (await reader.read(size));
+      const offset = high * 2 ** 32 + (low - flags);
       if (current === block && !keep(offset)) {
         stats.droppedPages++;
         continue;
       }
       stats.keptPages++;
       // Every kept record names its block: the record that named it may have been dropped.
+      const word = Buffer.from(head);
+      word.writeUInt32BE((low & ~FLAG_CONTINUE) >>> 0, 4);
       const nameBytes = blockName ?? Buffer.concat([Buffer.from([current.length]), Buffer.from(current)]);
-      await write(Buffer.concat([u64(word & ~FLAG_CONTINUE), nameBytes, payload]));
+      await write(Buffer.concat([word, nameBytes, payload]));
     }
     const footer = await reader.read(5);
     if (footer[0] !== FOOTER) throw new UnsupportedStreamError("missing section footer");
-    await write(footer);
+    await write(Buffer.from(footer));
   }
 }

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { eventually } from "../../test/eventually.js";
-import { RunGate } from "./run-gate.js";
+import { SlotGate } from "./slot-gate.js";
 
 test("a run gate grants its slots in arrival order, each once, and a slice's end frees its slot", async () => {
-  const gate = new RunGate(1, 60_000);
+  const gate = new SlotGate(1, 60_000);
   const order: string[] = [];
   const leaves = new Map<string, () => void>();
   for (const name of ["a", "b", "c"]) gate.enter((leave) => (order.push(name), leaves.set(name, leave)));
@@ -15,7 +15,7 @@ test("a run gate grants its slots in arrival order, each once, and a slice's end
   assert.deepEqual(order, ["a", "b"]);
   assert.deepEqual(gate.stats(), { running: 1, waiting: 1 });
 
-  const sliced = new RunGate(1, 20);
+  const sliced = new SlotGate(1, 20);
   const got: string[] = [];
   sliced.enter(() => got.push("long")); // never gives its slot back itself
   sliced.enter(() => got.push("next"));
@@ -24,7 +24,7 @@ test("a run gate grants its slots in arrival order, each once, and a slice's end
 });
 
 test("a run gate of 0 slots lets everything through", () => {
-  const gate = new RunGate(0, 50);
+  const gate = new SlotGate(0, 50);
   let granted = 0;
   for (let i = 0; i < 5; i++) gate.enter(() => granted++);
   assert.equal(granted, 5);
