@@ -405,7 +405,12 @@ export class Sandbox {
       // Ended while it waited: its requests have failed already.
       if (status.state !== "active" && status.state !== "idle") return leave();
       this.leaveRunSlot = leave;
-      for (const q of queued) status.vm.channel.send(q.server, q.message);
+      try {
+        for (const q of queued) status.vm.channel.send(q.server, q.message);
+      } catch {
+        // The guest went away while the requests waited: its exit fails every request in flight
+        // (onVmExit), as it would have had they been written.
+      }
     });
   }
 
