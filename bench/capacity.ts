@@ -129,24 +129,38 @@ if (IDLE > 0) {
   console.log(`\nbench/capacity, idle CPU — ${IDLE} idle server-memory sessions + pool (2 prestarted, 1 warm), ${IDLE_SECONDS} s, ${cpus().length} cores, ${cpus()[0]?.model ?? "cpu"}`);
   console.log(table(["idle guests", "QEMU processes", "frozen", "QEMU CPU (% of one core)", "gateway CPU", "total"], rows));
 }
-/** Phase 0b: `BURST` sessions one after another from a full pool of `warm` clones; each one's time to its first result. */
-async function burstOf(warm: number): Promise<number[]> {
+/**
+ * Phase 0b: `BURST` sessions one after another from a full pool of `warm` clones; each one's time to its
+ * first result. Then, once the pool has refilled to what the first burst grew it to, a second burst.
+ */
+async function burstOf(warm: number): Promise<{ first: number[]; second: number[]; grownTo: number }> {
   const gateway = await startGateway(testConfig({ servers: ["memory"], maxVms: warm + 16 }), createLogger("silent"), () => undefined, { pool: { prestarted: 2, warm } });
   await gateway.settled;
   const url = `http://127.0.0.1:${gateway.port}/servers/memory/mcp`;
   const pool = () => gateway.pool.stats()[0]!;
   try {
-    while (pool().warmFrozen < warm || pool().prestarted < 2) await new Promise((r) => setTimeout(r, 100));
-    const times: number[] = [];
-    for (let i = 0; i < BURST; i++) {
-      const t0 = performance.now();
-      const client = new RawMcpClient(url);
-      await client.initialize();
-      await client.request("tools/call", { name: "read_graph", arguments: {} });
-      times.push(performance.now() - t0);
-      await client.close();
-    }
-    return times;
+    const burst = async () => {
+      const times: number[] = [];
+      for (let i = 0; i < BURST; i++) {
+        const t0 = performance.now();
+        const client = new RawMcpClient(url);
+        await client.initialize();
+        await client.request("tools/call", { name: "read_graph", arguments: {} });
+        times.push(performance.now() - t0);
+        await client.close();
+      }
+      return times;
+    };
+    // The VM budget may hold a grown pool below its target: then the second burst starts after 60 s.
+    const refilled = async (want: number) => {
+      const deadline = Date.now() + 60_000;
+      while ((pool().warmFrozen < want || pool().prestarted < 2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    };
+    await refilled(warm);
+    const first = await burst();
+    const grownTo = pool().warmTarget;
+    await refilled(grownTo);
+    return { first, second: await burst(), grownTo };
   } finally {
     await gateway.close();
   }
@@ -156,8 +170,9 @@ if (BURST > 0) {
   const rows: string[][] = [];
   for (const warm of [1, 4, BURST]) {
     progress(`burst: ${BURST} sessions one after another, ${warm} warm clones waiting`);
-    const times = await burstOf(warm);
-    rows.push([String(warm), String(times.length), fmtMs(percentile(times, 50)), fmtMs(percentile(times, 95))]);
+    const { first, second, grownTo } = await burstOf(warm);
+    rows.push([`${warm}, first burst`, String(first.length), fmtMs(percentile(first, 50)), fmtMs(percentile(first, 95))]);
+    rows.push([`${grownTo} (grown by the first), second burst`, String(second.length), fmtMs(percentile(second, 50)), fmtMs(percentile(second, 95))]);
   }
   console.log(`\nbench/capacity, a burst — ${BURST} server-memory sessions opened one after another (each closed after its first call), 2 prestarted QEMUs`);
   console.log(table(["warm clones waiting (frozen)", "sessions", "first result p50", "p95"], rows));

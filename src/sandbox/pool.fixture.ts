@@ -29,9 +29,9 @@ export function fakeManifest(overrides: Record<string, unknown> = {}): ServerMan
  */
 export async function fakePool(
   manifests: ServerManifest[] = [fakeManifest()],
-  options: { limits?: VmBudgetLimits; runSlots?: number; runSliceMs?: number; arm?: (driver: FaultInjectingDriver) => void } = {},
+  options: { limits?: VmBudgetLimits; runSlots?: number; runSliceMs?: number; warmShrinkAfterMs?: number; arm?: (driver: FaultInjectingDriver) => void } = {},
 ) {
-  const { limits, runSlots, runSliceMs, arm } = options;
+  const { limits, runSlots, runSliceMs, warmShrinkAfterMs, arm } = options;
   const driver = new FaultInjectingDriver();
   arm?.(driver);
   /** Every VM a resume returned, newest last: what a test crashes or inspects. */
@@ -53,6 +53,7 @@ export async function fakePool(
     ...(limits ? { limits } : {}),
     ...(runSlots !== undefined ? { runSlots } : {}),
     ...(runSliceMs !== undefined ? { runSliceMs } : {}),
+    ...(warmShrinkAfterMs !== undefined ? { warmShrinkAfterMs } : {}),
   });
   for (const unit of sandboxUnits(manifests, dir)) pool.add(unit, Promise.resolve(FAKE_VM_SPEC));
   await Promise.all(manifests.map((m) => pool.template(m.name)));

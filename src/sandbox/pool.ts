@@ -26,6 +26,8 @@ export interface SandboxPoolOptions {
   runSlots?: number;
   /** A request running longer than this in its guest gives its run slot to the next in line. */
   runSliceMs?: number;
+  /** A warm pool grown by demand shrinks by one clone after this long without a miss (default 60 s). */
+  warmShrinkAfterMs?: number;
 }
 
 /**
@@ -78,7 +80,7 @@ export class SandboxPool {
   add(unit: SandboxUnit, spec: Promise<VmSpec>, progress: (line: string) => void = () => undefined): void {
     if (this.closed) throw new PoolClosedError("The pool is closed");
     const { driver, templates, preparation, log } = this.options;
-    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, runGate: this.runGate, suspendGate: this.suspendGate, log }, progress);
+    const pool = new ServerPool(unit, spec, { driver, templates, preparation, admission: this.admission, saved: this.saved, runGate: this.runGate, suspendGate: this.suspendGate, warmShrinkAfterMs: this.options.warmShrinkAfterMs ?? 60_000, log }, progress);
     this.units.set(unit.name, pool);
     for (const member of unit.members) this.servers.set(member.name, pool);
   }

@@ -26,9 +26,13 @@ export interface ServerPoolStats {
   sandboxes: { id: string; pid: number | undefined; state: string; source: string; frozen: boolean }[];
   /** Warm clones waiting with their vCPUs stopped. */
   warmFrozen: number;
+  /** Warm clones the pool keeps now: the manifest's `pool.warm`, more while sessions arrive faster than it refills. */
+  warmTarget: number;
 }
 
 const REFILL_DELAY_MS = 250;
+/** While sessions find the warm pool empty, it grows by one clone per miss, up to this many times the manifest's `pool.warm`. */
+const WARM_GROWTH_LIMIT = 4;
 
 /** What a server pool needs from the gateway around it. */
 export interface ServerPoolContext {
@@ -39,6 +43,8 @@ export interface ServerPoolContext {
   saved: SuspendStore;
   runGate: SlotGate;
   suspendGate: SlotGate;
+  /** A warm pool grown by demand shrinks by one clone after this long without a session finding it empty. */
+  warmShrinkAfterMs: number;
   log: Logger;
 }
 
@@ -58,6 +64,10 @@ export class ServerPool {
   /** The refill loop under way, if any: close waits for it, so no VM it starts outlives the pool. */
   private refilling: Promise<void> | undefined;
   private refillTimer: NodeJS.Timeout | undefined;
+  /** Warm clones to keep: starts at the manifest's, grows on misses, shrinks back when they stop. */
+  private warmTarget: number;
+  private lastWarmMiss = 0;
+  private shrinkTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly sandboxOptions: SandboxOptions;
 
@@ -69,6 +79,7 @@ export class ServerPool {
   ) {
     const callMs = new Map(unit.members.map((m) => [m.name, m.timeouts.callMs]));
     this.sandboxOptions = { callTimeoutMs: (server) => callMs.get(server) ?? 30_000, idleSuspendMs: unit.timeouts.idleSuspendMs, freezeWhenIdle: unit.guest.freezeWhenIdle, runGate: context.runGate, suspendGate: context.suspendGate };
+    this.warmTarget = unit.pool.warm;
     this.templateReady = this.loadTemplate();
     this.templateReady.catch(() => undefined);
   }
@@ -107,6 +118,7 @@ export class ServerPool {
       suspended: [...this.leased].filter((s) => s.state === "suspended").length,
       sandboxes: [...this.leased].map((s) => ({ id: s.id, pid: s.pid, state: s.state, source: s.timings.source, frozen: s.frozen })),
       warmFrozen: this.warm.filter((s) => s.frozen).length,
+      warmTarget: this.warmTarget,
     };
     if (this.status.reason) stats.reason = this.status.reason;
     return stats;
@@ -121,6 +133,7 @@ export class ServerPool {
       this.refillAfterTake();
       return this.lease(warm, { source: "warm-pool", resumeMs: warm.timings.resumeMs });
     }
+    this.warmMissed();
     const sandbox = (await this.resumeClone(template, true))!;
     if (this.closed) {
       // The pool closed while this clone resumed: its close never saw it.
@@ -147,6 +160,31 @@ export class ServerPool {
     this.leased.add(sandbox);
     sandbox.on("closed", () => this.leased.delete(sandbox));
     return sandbox;
+  }
+
+  /**
+   * A session found no warm clone: sessions arrive faster than the pool refills, so it keeps one more
+   * (frozen warm clones cost memory, not CPU), up to WARM_GROWTH_LIMIT times the manifest's size. The
+   * VM budget still bounds it: refills take only free slots, and sessions reclaim idle pooled VMs.
+   */
+  private warmMissed(): void {
+    this.lastWarmMiss = Date.now();
+    this.warmTarget = Math.min(this.warmTarget + 1, this.unit.pool.warm * WARM_GROWTH_LIMIT);
+    this.armWarmShrink();
+  }
+
+  /** Back toward the manifest's size, one clone per `warmShrinkAfterMs` without a miss. */
+  private armWarmShrink(): void {
+    if (this.shrinkTimer || this.closed || this.warmTarget <= this.unit.pool.warm) return;
+    const delay = this.context.warmShrinkAfterMs;
+    this.shrinkTimer = setTimeout(() => {
+      this.shrinkTimer = undefined;
+      if (Date.now() - this.lastWarmMiss >= delay) {
+        this.warmTarget--;
+        if (this.warm.length > this.warmTarget) void this.warm.pop()!.destroy("the warm pool shrinks: sessions stopped finding it empty");
+      }
+      this.armWarmShrink();
+    }, delay).unref();
   }
 
   /** Ends one idle pooled VM (a prestarted one first) to make room for a session; false if none. */
@@ -278,12 +316,12 @@ export class ServerPool {
   }
 
   private async refillLoop(): Promise<void> {
-    const { prestarted: wantPrestarted, warm: wantWarm } = this.unit.pool;
+    const wantPrestarted = this.unit.pool.prestarted;
     let failures = 0;
     while (!this.closed && this.template && failures < 3) {
       const template = this.template;
       try {
-        if (this.warm.length < wantWarm) {
+        if (this.warm.length < this.warmTarget) {
           const clone = await this.resumeClone(template, false);
           if (!clone) break; // the VM budget is spent: sessions come first
           await this.warmUp(clone, template);
@@ -336,6 +374,7 @@ export class ServerPool {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refillTimer);
+    clearTimeout(this.shrinkTimer);
     const ending = () => [...this.prestarted.splice(0), ...this.warm.splice(0), ...this.leased].map((s) => s.destroy("gateway shutting down"));
     const first = ending();
     await this.refilling;

@@ -38,8 +38,9 @@ const POOL: ServerPoolStats[] = [
       { id: "c", pid: 3, state: "idle", source: "prestarted", frozen: false },
     ],
     warmFrozen: 1,
+    warmTarget: 3,
   },
-  { server: "memory", members: ["memory"], status: "building", prestarted: 0, warm: 0, leased: 0, suspended: 0, sandboxes: [], warmFrozen: 0 },
+  { server: "memory", members: ["memory"], status: "building", prestarted: 0, warm: 0, leased: 0, suspended: 0, sandboxes: [], warmFrozen: 0, warmTarget: 1 },
 ];
 
 test("request records become tool call and request series; unknown tools and methods are not labels", async () => {
@@ -117,6 +118,7 @@ test("sandbox, template and session records become histograms and gauges", async
     assert.equal(series(text, "mcpvisor_sandboxes", { server: "memory", state: "pooled" }), 0);
     assert.equal(series(text, "mcpvisor_pool_available", { server: "exec", kind: "warm" }), 1);
     assert.equal(series(text, "mcpvisor_pool_target", { server: "exec", kind: "prestarted" }), 2);
+    assert.equal(series(text, "mcpvisor_pool_target", { server: "exec", kind: "warm" }), 3, "the manifest's 1, grown by demand");
     assert.equal(series(text, "mcpvisor_server_ready", { server: "exec" }), 1);
     assert.equal(series(text, "mcpvisor_server_ready", { server: "memory" }), 0);
   } finally {

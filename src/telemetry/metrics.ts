@@ -259,14 +259,15 @@ export class Metrics {
     });
     new Gauge({
       name: "mcpvisor_pool_target",
-      help: "Configured pool size per server and kind (the manifest's pool).",
+      help: "Pool size the refills aim for, per server and kind: prestarted (the manifest's) and warm (the manifest's, grown while sessions find the pool empty).",
       labelNames: ["server", "kind"],
       registers,
       collect() {
         this.reset();
+        const stats = new Map((poolStats?.() ?? []).map((s) => [s.server, s]));
         for (const target of poolTargets?.() ?? []) {
           this.set({ server: target.server, kind: "prestarted" }, target.prestarted);
-          this.set({ server: target.server, kind: "warm" }, target.warm);
+          this.set({ server: target.server, kind: "warm" }, stats.get(target.server)?.warmTarget ?? target.warm);
         }
       },
     });
