@@ -33,12 +33,6 @@ export interface ServerPoolStats {
 const REFILL_DELAY_MS = 250;
 /** While sessions find the warm pool empty, it grows by one clone per miss, up to this many times the manifest's `pool.warm`. */
 const WARM_GROWTH_LIMIT = 4;
-/**
- * Warm clones beyond the manifest's are added only once sessions have stopped arriving for this long:
- * added during a burst they competed with its sessions for the CPU (measured: 104-114 ms p50 became
- * 135-145 ms for a burst of 20). So a burst grows the pool for the next one.
- */
-const GROWN_REFILL_QUIET_MS = 1_000;
 
 /** What a server pool needs from the gateway around it. */
 export interface ServerPoolContext {
@@ -73,9 +67,7 @@ export class ServerPool {
   /** Warm clones to keep: starts at the manifest's, grows on misses, shrinks back when they stop. */
   private warmTarget: number;
   private lastWarmMiss = 0;
-  private lastTake = 0;
   private shrinkTimer: NodeJS.Timeout | undefined;
-  private quietRefillTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly sandboxOptions: SandboxOptions;
 
@@ -136,7 +128,6 @@ export class ServerPool {
   async acquire(): Promise<Sandbox> {
     if (this.closed) throw new PoolClosedError("The gateway is shutting down");
     const template = await this.templateReady;
-    this.lastTake = Date.now();
     const warm = this.warm.shift();
     if (warm) {
       this.refillAfterTake();
@@ -180,11 +171,6 @@ export class ServerPool {
     this.lastWarmMiss = Date.now();
     this.warmTarget = Math.min(this.warmTarget + 1, this.unit.pool.warm * WARM_GROWTH_LIMIT);
     this.armWarmShrink();
-  }
-
-  /** Warm clones to add now: the grown target only once sessions stopped arriving (GROWN_REFILL_QUIET_MS). */
-  private warmWanted(): number {
-    return Date.now() - this.lastTake >= GROWN_REFILL_QUIET_MS ? this.warmTarget : Math.min(this.warmTarget, this.unit.pool.warm);
   }
 
   /** Back toward the manifest's size, one clone per `warmShrinkAfterMs` without a miss. */
@@ -311,10 +297,6 @@ export class ServerPool {
    * the first take on: pushed back by every take, a burst of sessions would starve the refill.
    */
   private refillAfterTake(): void {
-    if (this.warmTarget > this.unit.pool.warm) {
-      clearTimeout(this.quietRefillTimer);
-      this.quietRefillTimer = setTimeout(() => this.refill(), GROWN_REFILL_QUIET_MS).unref();
-    }
     if (this.refillTimer) return;
     this.refillTimer = setTimeout(() => {
       this.refillTimer = undefined;
@@ -339,7 +321,7 @@ export class ServerPool {
     while (!this.closed && this.template && failures < 3) {
       const template = this.template;
       try {
-        if (this.warm.length < this.warmWanted()) {
+        if (this.warm.length < this.warmTarget) {
           const clone = await this.resumeClone(template, false);
           if (!clone) break; // the VM budget is spent: sessions come first
           await this.warmUp(clone, template);
@@ -393,7 +375,6 @@ export class ServerPool {
     this.closed = true;
     clearTimeout(this.refillTimer);
     clearTimeout(this.shrinkTimer);
-    clearTimeout(this.quietRefillTimer);
     const ending = () => [...this.prestarted.splice(0), ...this.warm.splice(0), ...this.leased].map((s) => s.destroy("gateway shutting down"));
     const first = ending();
     await this.refilling;
