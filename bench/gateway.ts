@@ -517,22 +517,26 @@ try {
   probe = undefined;
 
   // ---- throughput ----
-  // Each level opens its own n sessions and ends them after: an idle TCG clone still costs a few % of a
-  // core (guest timer ticks), so sessions left over from a bigger level would slow a smaller one down.
+  // Each level opens its own n sessions and ends them after, so sessions left over from a bigger level
+  // never slow a smaller one down. mcpvisor runs twice, with its run gate (the default) and without
+  // (`guestRunSlots: 0`, a second gateway on the same templates): the gate's effect, in the same run.
   progress(`throughput: ${CONCURRENCY.join(", ")} concurrent clients, each its own session (mcpvisor: its own clone)`);
-  const throughput: Array<{ n: number; mcpv: LoadResult; sg: LoadResult }> = [];
-  const level = async (target: "mcpv" | "sg", n: number): Promise<LoadResult> => {
+  const ungatedGateway = await startGateway({ ...config, guestRunSlots: 0 }, createLogger("silent"), () => undefined, { pool: POOL });
+  cleanups.push(() => ungatedGateway.close());
+  await ungatedGateway.settled;
+  const throughput: Array<{ n: number; mcpv: LoadResult; ungated: LoadResult; sg: LoadResult }> = [];
+  const level = async (target: "mcpv" | "ungated" | "sg", n: number): Promise<LoadResult> => {
     const key = `${target}-tp-${n}`;
-    const url = target === "mcpv" ? mcpvUrl : supergateway.url;
-    const tool = target === "mcpv" ? `${SERVER}__${TOOL}` : TOOL;
+    const url = target === "mcpv" ? mcpvUrl : target === "ungated" ? `http://127.0.0.1:${ungatedGateway.port}/mcp` : supergateway.url;
+    const tool = target === "sg" ? TOOL : `${SERVER}__${TOOL}`;
     await load.send({ op: "open", key, url, n, kind: "raw" });
     try {
       const t0 = performance.now();
       // Three calls per client before the clock (for mcpvisor the first one resumes the session's clone).
       await load.send({ op: "load", key, n, tool, args: ARGS, warmupMs: 0, windowMs: 1 });
-      if (target === "mcpv") {
+      if (target !== "sg") {
         progress(`  ${n} mcpvisor sessions: clones resumed and warmed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-        await poolFull(gateway, POOL.prestarted, POOL.warm);
+        await poolFull(target === "mcpv" ? gateway : ungatedGateway, POOL.prestarted, POOL.warm);
       }
       return await load.send<LoadResult>({ op: "load", key, n, tool, args: ARGS, warmupMs: LOAD_WARMUP_MS, windowMs: WINDOW_MS });
     } finally {
@@ -541,13 +545,13 @@ try {
   };
   for (const [i, n] of CONCURRENCY.entries()) {
     // Alternate which gateway goes first, so a drift in machine load does not always favour the same one.
-    const mcpvFirst = i % 2 === 0;
-    const a = await level(mcpvFirst ? "mcpv" : "sg", n);
-    const b = await level(mcpvFirst ? "sg" : "mcpv", n);
-    const mcpv = mcpvFirst ? a : b;
-    const sg = mcpvFirst ? b : a;
-    throughput.push({ n, mcpv, sg });
-    progress(`  ${n} clients: mcpvisor ${(mcpv.calls / (WINDOW_MS / 1000)).toFixed(0)} calls/s, supergateway ${(sg.calls / (WINDOW_MS / 1000)).toFixed(0)} calls/s`);
+    const order: Array<"mcpv" | "ungated" | "sg"> = i % 2 === 0 ? ["mcpv", "ungated", "sg"] : ["sg", "ungated", "mcpv"];
+    const got: Partial<Record<"mcpv" | "ungated" | "sg", LoadResult>> = {};
+    for (const target of order) got[target] = await level(target, n);
+    const { mcpv, ungated, sg } = got as Record<"mcpv" | "ungated" | "sg", LoadResult>;
+    throughput.push({ n, mcpv, ungated, sg });
+    const perSecond = (r: LoadResult) => (r.calls / (WINDOW_MS / 1000)).toFixed(0);
+    progress(`  ${n} clients: mcpvisor ${perSecond(mcpv)} calls/s (run gate off: ${perSecond(ungated)}), supergateway ${perSecond(sg)} calls/s`);
   }
 
   // ---- report ----
@@ -623,14 +627,17 @@ try {
   const rate = (r: LoadResult) => r.calls / (r.windowMs / 1000);
   console.log(
     table(
-      ["clients", "mcpvisor calls/s", "mcpvisor latency p50 / p99", "supergateway calls/s", "supergateway latency p50 / p99", "errors"],
-      throughput.map(({ n, mcpv, sg }) => [
+      ["clients", "mcpvisor calls/s", `÷ ${CONCURRENCY[0]} client(s)`, "mcpvisor latency p50 / p99", "run gate off: calls/s", `÷ ${CONCURRENCY[0]} client(s)`, "supergateway calls/s", "supergateway latency p50 / p99", "errors"],
+      throughput.map(({ n, mcpv, ungated, sg }) => [
         String(n),
         rate(mcpv).toFixed(0),
+        (rate(mcpv) / rate(throughput[0]!.mcpv)).toFixed(2),
         `${fmtMs(mcpv.p50)} / ${fmtMs(mcpv.p99)}`,
+        rate(ungated).toFixed(0),
+        (rate(ungated) / rate(throughput[0]!.ungated)).toFixed(2),
         rate(sg).toFixed(0),
         `${fmtMs(sg.p50)} / ${fmtMs(sg.p99)}`,
-        `${mcpv.errors} / ${sg.errors}`,
+        `${mcpv.errors} / ${ungated.errors} / ${sg.errors}`,
       ]),
     ),
   );
