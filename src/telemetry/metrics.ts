@@ -79,6 +79,7 @@ export interface PoolTarget {
 export interface MetricsOptions {
   /** The pools as they are now; read at each scrape. */
   poolStats?: () => ServerPoolStats[];
+  /** The run gate as it is now (guests running a request in a slot, sandboxes waiting for one). */
   runGate?: () => { running: number; waiting: number };
   /** Each server's configured pool sizes (the manifests' `pool`). */
   poolTargets?: () => PoolTarget[];

@@ -159,10 +159,8 @@ export async function filterRamStream(
       if (!pages) throw new UnsupportedStreamError("page record in ram setup");
       let blockName: Buffer | undefined;
       if (!(flags & FLAG_CONTINUE)) {
-        const len = (reader.take(1) ?? (await reader.read(1)))[0]!;
-        const text = reader.take(len) ?? (await reader.read(len));
-        blockName = Buffer.concat([Buffer.from([len]), text]);
-        current = text.toString();
+        blockName = await name();
+        current = blockName.subarray(1).toString();
       }
       let size: number;
       if (flags & FLAG_PAGE) size = PAGE_SIZE;
