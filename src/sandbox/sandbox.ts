@@ -101,6 +101,8 @@ export class Sandbox {
   private freezeTimer: NodeJS.Timeout | undefined;
   /** When the sandbox last had a request (epoch ms): least recently used ones are suspended first. */
   lastUsed = Date.now();
+  /** Counts uses: "used meanwhile?" is asked of it, since two uses can fall in the same millisecond. */
+  private uses = 0;
   /** How it came to its holder; set by the pool when it hands the sandbox out. */
   timings: SandboxTimings = { source: "prestarted", resumeMs: 0 };
   /** Given while it holds one of the run gate's slots: gives it back. */
@@ -146,7 +148,7 @@ export class Sandbox {
   hold(timings: SandboxTimings): void {
     this.held = true;
     this.timings = timings;
-    this.lastUsed = Date.now();
+    this.markUsed();
     this.armIdleTimer();
   }
 
@@ -267,7 +269,12 @@ export class Sandbox {
   private armIdleTimer(): void {
     if (!this.options.idleSuspendMs || !this.held || this.status.state !== "idle") return;
     if (this.idleTimer) this.idleTimer.refresh();
-    else this.idleTimer = setTimeout(() => this.onIdle(this.lastUsed, Date.now()), this.options.idleSuspendMs).unref();
+    else this.idleTimer = setTimeout(() => this.onIdle(this.uses, Date.now()), this.options.idleSuspendMs).unref();
+  }
+
+  private markUsed(): void {
+    this.lastUsed = Date.now();
+    this.uses++;
   }
 
   /** Freezes the sandbox FREEZE_AFTER_MS after it was last used, if it is idle then (held ones only). */
@@ -309,7 +316,7 @@ export class Sandbox {
 
   /** Makes a running sandbox's vCPUs run (a frozen one is thawed, its clock set) before a message goes to it. */
   async wake(): Promise<void> {
-    this.lastUsed = Date.now();
+    this.markUsed();
     await this.vm?.thaw();
   }
 
@@ -319,7 +326,7 @@ export class Sandbox {
    * wait: the refreshed idle timer takes over.
    */
   private onIdle(use: number, since: number): void {
-    if (this.lastUsed !== use) return;
+    if (this.uses !== use) return;
     const status = this.status;
     if (status.state === "idle" && this.holdsConnections() && Date.now() - since < EGRESS_CLOSE_WAIT_MS) {
       setTimeout(() => this.onIdle(use, since), 1_000).unref();
@@ -335,11 +342,11 @@ export class Sandbox {
    */
   async suspend(): Promise<void> {
     if (this.status.state !== "idle" || this.transition) return;
-    const used = this.lastUsed;
+    const used = this.uses;
     const leave = await this.options.suspendGate?.turn();
     try {
       // Used while it waited for its turn: not idle long enough any more (its idle timer runs again).
-      if (this.lastUsed === used) await this.suspendNow();
+      if (this.uses === used) await this.suspendNow();
     } finally {
       leave?.();
     }
@@ -377,7 +384,7 @@ export class Sandbox {
       throw new SandboxClosedError(`The sandbox of server '${this.server}' is not running (${status.state})`);
     }
     const id = message.id as RequestId | undefined;
-    this.lastUsed = Date.now();
+    this.markUsed();
     const isRequest = id !== undefined && typeof message.method === "string";
     if (isRequest) {
       const method = message.method as string;
