@@ -30,6 +30,7 @@ const FLAG_EOS = 0x10;
 const FLAG_CONTINUE = 0x20;
 const FLAG_MASK = 0xfff;
 const PAGE_SIZE = 4096;
+const OUTPUT_BATCH = 256 * 1024;
 
 export interface DiffStats {
   keptPages: number;
@@ -54,9 +55,25 @@ export async function filterRamStream(
 ): Promise<DiffStats> {
   const reader = new ByteReader(input);
   const stats: DiffStats = { keptPages: 0, droppedPages: 0, bytesOut: 0 };
-  const write = async (buf: Buffer): Promise<void> => {
-    stats.bytesOut += buf.length;
+  // Kept records go out in batches: one write per record made gzip run once per page, and that cost
+  // more CPU than parsing the whole stream.
+  let batch: Buffer[] = [];
+  let batched = 0;
+  const flush = async (): Promise<void> => {
+    if (batched === 0) return;
+    const buf = Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
     if (!output.write(buf)) await new Promise<void>((resolve) => output.once("drain", resolve));
+  };
+  const add = (buf: Buffer): void => {
+    stats.bytesOut += buf.length;
+    batch.push(buf);
+    batched += buf.length;
+  };
+  const write = async (buf: Buffer): Promise<void> => {
+    add(buf);
+    if (batched >= OUTPUT_BATCH) await flush();
   };
   const u32 = (n: number) => {
     const b = Buffer.alloc(4);
@@ -102,6 +119,7 @@ export async function filterRamStream(
   }
   while (!(await handleSection(type))) type = await reader.u8();
   for await (const chunk of reader.rest()) await write(chunk);
+  await flush();
   return stats;
 
   /** Handles one section; true at the first device section (from there on, everything is copied). */
@@ -177,7 +195,10 @@ export async function filterRamStream(
       const word = Buffer.from(head);
       word.writeUInt32BE((low & ~FLAG_CONTINUE) >>> 0, 4);
       const nameBytes = blockName ?? Buffer.concat([Buffer.from([current.length]), Buffer.from(current)]);
-      await write(Buffer.concat([word, nameBytes, payload]));
+      add(word);
+      add(nameBytes);
+      add(payload);
+      if (batched >= OUTPUT_BATCH) await flush();
     }
     const footer = await reader.read(5);
     if (footer[0] !== FOOTER) throw new UnsupportedStreamError("missing section footer");
