@@ -61,7 +61,7 @@ export class HttpGateway {
     const { gatekeeper } = options;
     const edge = new Edge(new HostPolicy(options.host, options.allowedHosts), gatekeeper, options.audit, log);
     const { sessionIdleMs: idleMs, maxJsonDepth } = options;
-    this.streamable = new StreamableHttpFace(router, log, { idleMs, maxBodyBytes: options.maxBodyBytes, maxJsonDepth, edge });
+    this.streamable = new StreamableHttpFace(router, log, { idleMs, maxBodyBytes: options.maxBodyBytes, maxJsonDepth, edge, authenticated: gatekeeper.enabled });
     // SSE streams and WebSockets of a tenant count together against its open streams.
     const streams = new TenantCounter("streams", "open streams (SSE and WebSocket)");
     this.sse = new SseFace(router, log, { idleMs, streams, maxJsonDepth, edge });

@@ -1,19 +1,26 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
+import type { Logger } from "pino";
 import type { Principal } from "../auth/principal.js";
-import type { Route } from "../router/router.js";
+import { MODERN_SESSION_PREFIX, ModernSessions } from "../router/modern-sessions.js";
+import type { JSONRPCNotification, JSONRPCRequest } from "../router/messages.js";
+import type { Route, Router } from "../router/router.js";
 import type { Session } from "../router/session.js";
 import { edgeRequest } from "./admission.js";
 import { SessionEventStore } from "./event-store.js";
 import { bodyTooLarge, noSuchServer, SessionFace, type FaceOptions } from "./face.js";
 import { jsonDeeperThan } from "./json-depth.js";
+import { serveModern, writeModernRefusal } from "./modern-http.js";
+import { eraOf, mayBeModern } from "./protocol-era.js";
 import type { FaceSession } from "./session-table.js";
 import { SESSION_NOT_FOUND, StreamableHttpServerTransport } from "./streamable-http-transport.js";
 import { isRefusal, refused, writeFailure } from "./to-wire.js";
 
 export interface StreamableHttpFaceOptions extends FaceOptions {
   maxBodyBytes: number;
+  /** Credentials are checked: results are each principal's own (a 2026 client must not cache them shared). */
+  authenticated: boolean;
 }
 
 /**
@@ -24,6 +31,21 @@ export interface StreamableHttpFaceOptions extends FaceOptions {
  */
 export class StreamableHttpFace extends SessionFace<StreamableHttpServerTransport, StreamableHttpFaceOptions> {
   readonly name = "streamable-http";
+  /** Where 2026-07-28 requests (no session, an `_meta` envelope) are served: docs/design/protocol-eras.md. */
+  private readonly modern: ModernSessions;
+
+  constructor(router: Router, log: Logger, options: StreamableHttpFaceOptions) {
+    super(router, log, options);
+    this.modern = new ModernSessions(router, log, options.idleMs, options.authenticated, this.name);
+  }
+
+  override get sessionCount(): number {
+    return super.sessionCount + this.modern.size;
+  }
+
+  override async close(): Promise<void> {
+    await Promise.all([super.close(), this.modern.close()]);
+  }
 
   /** Answers one HTTP request to `/mcp` or `/servers/<route>/mcp`. */
   async serve(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
@@ -52,6 +74,11 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
       }
     }
     if (!this.router.hasRoute(route)) return writeFailure(res, noSuchServer(route));
+    if (body !== undefined && mayBeModern(body, req.headers)) {
+      const era = eraOf(req.headers, parseOrUndefined(body));
+      if (era.era === "refused") return writeModernRefusal(res, era.status, era.id, era.error);
+      if (era.era === "modern") return this.refusingAtLimits(req, res, principal, () => this.serveModern(req, res, route, principal, era.message));
+    }
     const sessionId = req.headers["mcp-session-id"];
     if (typeof sessionId === "string" && sessionId) {
       const session = await this.find(sessionId, route, principal);
@@ -64,13 +91,23 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
     if (body === undefined) {
       return writeFailure(res, refused(400, ErrorCode.InvalidRequest, "Bad request: no Mcp-Session-Id header; send initialize first"));
     }
+    return this.refusingAtLimits(req, res, principal, () =>
+      isInitialize(body) ? this.startSession(req, res, route, body, principal) : this.stateless(req, res, route, body, principal),
+    );
+  }
+
+  /** Runs `serve`; a tenant's limit or a server it may not use, met on the way, refuses the request: nothing was started. */
+  private async refusingAtLimits(req: IncomingMessage, res: ServerResponse, principal: Principal, serve: () => Promise<void>): Promise<void> {
     try {
-      return await (isInitialize(body) ? this.startSession(req, res, route, body, principal) : this.stateless(req, res, route, body, principal));
+      return await serve();
     } catch (error) {
-      // A tenant's limit or a server it may not use, met while opening the session: nothing was started.
       if (!isRefusal(error) || res.headersSent) throw error;
       return writeFailure(res, this.options.edge.refuse(edgeRequest(this.name, req), error, principal.subject).failure);
     }
+  }
+
+  private async serveModern(req: IncomingMessage, res: ServerResponse, route: Route, principal: Principal, message: JSONRPCRequest | JSONRPCNotification): Promise<void> {
+    serveModern(req, res, message, await this.modern.transportFor(principal, route));
   }
 
   /**
@@ -79,6 +116,7 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
    * caller is checked here.
    */
   private async find(id: string, route: Route, principal: Principal): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
+    if (id.startsWith(MODERN_SESSION_PREFIX)) return undefined; // a 2026-07-28 principal's session is not a client's to name
     return this.sessions.touch(id, route, principal.tenant) ?? (this.sessions.has(id) ? undefined : await this.revive(id, route, principal));
   }
 
@@ -168,6 +206,14 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<string | unde
     // Settles nothing when the body was read: a promise settles once.
     req.once("close", () => reject(new Error("the client closed the connection before sending the whole body")));
   });
+}
+
+function parseOrUndefined(body: string): unknown {
+  try {
+    return JSON.parse(body);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether a POST body is (or, in a batch, contains) an initialize request; unreadable bodies count as one. */

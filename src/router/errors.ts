@@ -1,4 +1,5 @@
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
+import { ModernErrorCode } from "./modern-protocol.js";
 
 /**
  * Errors a client sees as they are: each carries its JSON-RPC code, a message a person can act on and
@@ -36,5 +37,19 @@ export class SessionEndedError extends WireError {
 
   constructor(message = "The session closed before this request was answered") {
     super(message, { retryable: false, reason: "SESSION_CLOSED" });
+  }
+}
+
+/**
+ * A hosted server asked a 2026-07-28 client for something (sampling, elicitation, roots) that the
+ * request did not declare it can answer (`io.modelcontextprotocol/clientCapabilities`).
+ */
+export class MissingClientCapabilityError extends WireError {
+  readonly rpcCode = ModernErrorCode.MissingRequiredClientCapability;
+
+  constructor(capability: string) {
+    super(`The server needs the client's '${capability}' capability to answer this request, and the request did not declare it in _meta`, {
+      requiredCapabilities: { [capability]: {} },
+    });
   }
 }

@@ -10,8 +10,10 @@ import type { SandboxPool } from "../sandbox/pool.js";
 import type { SavedRef } from "../sandbox/suspend-store.js";
 import { nowMs, type RequestRecord } from "../telemetry/events.js";
 import { requestTraceparent } from "../telemetry/trace-context.js";
-import { InvalidParamsError, MethodNotFoundError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
+import { InvalidParamsError, MethodNotFoundError, MissingClientCapabilityError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
 import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
+import { META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
+import { ModernTransport } from "./modern-transport.js";
 import { RequestLedger } from "./request-ledger.js";
 import type { ServerLink } from "./server-link.js";
 import { SessionPersistence } from "./session-persistence.js";
@@ -96,8 +98,15 @@ export abstract class Session {
         ...(incoming ? { incomingTraceparent: incoming } : {}),
       };
       this.ledger.open(message.id, record, meta?.progressToken);
-      if (message.method === "initialize") return this.answerInitialize(message);
-      if (message.method === "ping") return this.replyResult(message.id, {});
+      if (this.transport instanceof ModernTransport) {
+        if (message.method === "server/discover") return this.answerDiscover(message);
+        if (REMOVED_METHODS.has(message.method)) {
+          return this.fail(message.id, new MethodNotFoundError(`Method '${message.method}' does not exist in MCP ${MODERN_PROTOCOL_VERSIONS.join(", ")}`), this.serverFor(message.id));
+        }
+      } else {
+        if (message.method === "initialize") return this.answerInitialize(message);
+        if (message.method === "ping") return this.replyResult(message.id, {});
+      }
       try {
         await this.dispatch(message, record);
       } catch (error) {
@@ -121,15 +130,41 @@ export abstract class Session {
     }
   }
 
+  /** A 2026-07-28 client's `server/discover`: what initialize told a 2025 client, in the new shape. */
+  private async answerDiscover(message: JSONRPCRequest): Promise<void> {
+    try {
+      const { capabilities, serverInfo, instructions } = await this.initializeResult();
+      this.replyResult(message.id, {
+        supportedVersions: [...MODERN_PROTOCOL_VERSIONS],
+        capabilities,
+        ...(typeof instructions === "string" ? { instructions } : {}),
+        _meta: { [META.serverInfo]: serverInfo },
+      });
+    } catch (error) {
+      this.fail(message.id, error, this.serverFor(message.id));
+    }
+  }
+
   /**
    * The template's server was initialized with roots, sampling and elicitation, so it may ask a client
    * that declared none of them; such a request is refused (the reply goes back to the server) instead
-   * of waiting forever.
+   * of waiting forever. A 2026-07-28 client declares its capabilities per request: the request the
+   * server works on fails with MissingRequiredClientCapability, as the spec has it. One that did declare
+   * the capability would be asked in an input_required result (MRTR), which is not built yet: the server
+   * is refused, and says so in its answer.
    */
   protected refusedByClient(message: JSONRPCMessage): JSONRPCMessage | undefined {
     if (!isRequest(message)) return undefined;
     const capability = CLIENT_CAPABILITY_FOR[message.method];
-    if (!capability || this.clientCapabilities[capability]) return undefined;
+    if (!capability) return undefined;
+    if (this.transport instanceof ModernTransport) {
+      const related = this.ledger.relatedRequest(message);
+      const declared = related !== undefined && this.transport.metaOf(related)?.capabilities[capability];
+      if (!declared && related !== undefined) this.fail(related, new MissingClientCapabilityError(capability), this.serverFor(related));
+      const why = declared ? `Asking a ${MODERN_PROTOCOL_VERSIONS[0]} client for '${message.method}' (an input_required result) is not supported yet` : `The client did not declare the '${capability}' capability`;
+      return errorResponse(message.id, toWire(new MethodNotFoundError(why)).error);
+    }
+    if (this.clientCapabilities[capability]) return undefined;
     return errorResponse(message.id, toWire(new MethodNotFoundError(`The client did not declare the '${capability}' capability`)).error);
   }
 

@@ -1,0 +1,49 @@
+import { isObject, type JSONRPCRequest } from "./messages.js";
+
+/**
+ * MCP 2026-07-28, the stateless era (docs/design/protocol-eras.md): what the router needs to know of it.
+ * Requests carry their protocol version and the client's capabilities in `_meta`; there is no initialize,
+ * no session id, no ping.
+ */
+export const MODERN_PROTOCOL_VERSIONS: readonly string[] = ["2026-07-28"];
+
+export const ModernErrorCode = {
+  HeaderMismatch: -32020,
+  MissingRequiredClientCapability: -32021,
+  UnsupportedProtocolVersion: -32022,
+} as const;
+
+export const META = {
+  protocolVersion: "io.modelcontextprotocol/protocolVersion",
+  clientCapabilities: "io.modelcontextprotocol/clientCapabilities",
+  logLevel: "io.modelcontextprotocol/logLevel",
+  serverInfo: "io.modelcontextprotocol/serverInfo",
+} as const;
+
+/** Methods of the 2025 era the 2026-07-28 revision removed: a modern request for one is a method not found. */
+export const REMOVED_METHODS = new Set(["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"]);
+
+/** Results a client may cache (SEP-2549): they carry `ttlMs` and `cacheScope`. */
+export const CACHEABLE_METHODS = new Set(["tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read", "server/discover"]);
+
+/** Syslog order (RFC 5424), most verbose first, as MCP's logging levels are. */
+const LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+/** What one modern request declared about its client. */
+export interface ModernRequestMeta {
+  capabilities: Record<string, unknown>;
+  /** The least severe log level the client wants to hear of during this request; none without the key. */
+  logLevel: number | undefined;
+}
+
+export function modernMetaOf(request: JSONRPCRequest): ModernRequestMeta {
+  const meta = isObject(request.params?._meta) ? request.params._meta : {};
+  const capabilities = meta[META.clientCapabilities];
+  const level = LOG_LEVELS.indexOf(String(meta[META.logLevel]));
+  return { capabilities: isObject(capabilities) ? capabilities : {}, logLevel: level >= 0 ? level : undefined };
+}
+
+/** Whether a server's log line is as severe as `wanted` (a LOG_LEVELS index) or more. */
+export function logLevelAtLeast(level: unknown, wanted: number): boolean {
+  return LOG_LEVELS.indexOf(String(level)) >= wanted;
+}

@@ -1,0 +1,97 @@
+import { createHash } from "node:crypto";
+import type { Logger } from "pino";
+import type { Principal } from "../auth/principal.js";
+import type { Route, Router } from "./router.js";
+import type { Session } from "./session.js";
+import { ModernTransport, type CacheHints } from "./modern-transport.js";
+
+/** Ids of modern sessions start so: a 2025 client cannot name one as its Mcp-Session-Id. */
+export const MODERN_SESSION_PREFIX = "principal-";
+
+interface Entry {
+  session: Session;
+  transport: ModernTransport;
+  lastUsed: number;
+}
+
+/**
+ * Where a 2026-07-28 request's state lives (docs/design/protocol-eras.md): the revision has no session,
+ * so the gateway keeps one per (tenant, principal, route), and every modern request of that principal to
+ * that route is served in it, with the sandboxes it holds. Another principal or tenant names another
+ * session and never sees this one. It idles to disk like a 2025 session (its id is derived, not sent by
+ * the client, so a restart finds its saved record again) and is closed here after `idleMs` unused.
+ */
+export class ModernSessions {
+  private readonly open = new Map<string, Promise<Entry>>();
+  private readonly reaper: NodeJS.Timeout;
+
+  constructor(
+    private readonly router: Router,
+    private readonly log: Logger,
+    private readonly idleMs: number,
+    /** Whether several principals share this gateway: a result then is the caller's own to cache. */
+    private readonly authenticated: boolean,
+    private readonly transportKind = "streamable-http",
+  ) {
+    this.reaper = setInterval(() => void this.reapIdle(), Math.min(idleMs, 30_000)).unref();
+  }
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** The principal's session on `route`: open here, saved before a restart, or new. Throws a refusal at a tenant's limit. */
+  async transportFor(principal: Principal, route: Route): Promise<ModernTransport> {
+    const id = sessionIdOf(principal, route);
+    let entry = this.open.get(id);
+    if (!entry) {
+      entry = this.start(id, principal, route);
+      this.open.set(id, entry);
+      entry.catch(() => this.open.delete(id));
+    }
+    const ready = await entry;
+    ready.lastUsed = Date.now();
+    return ready.transport;
+  }
+
+  private async start(id: string, principal: Principal, route: Route): Promise<Entry> {
+    // Tenant-filtered lists (and anything behind a credential) must not land in a shared cache.
+    const cache: CacheHints = { ttlMs: 0, cacheScope: this.authenticated ? "private" : "public" };
+    const transport = new ModernTransport(id, cache);
+    const revived = await this.router.revive(id, route, transport, principal);
+    const session = revived?.session ?? (await this.router.connect(route, transport, this.transportKind, { persistent: true, principal }));
+    session.onClosed(() => this.open.delete(id));
+    this.log.info({ route, session: id, tenant: principal.tenant, revived: revived !== undefined }, "2026-07-28 session opened");
+    return { session, transport, lastUsed: Date.now() };
+  }
+
+  /** Sessions unused for `idleMs` have their sandboxes saved, then close: the next request revives them. */
+  private async reapIdle(): Promise<void> {
+    const cutoff = Date.now() - this.idleMs;
+    for (const [id, pending] of this.open) {
+      const entry = await pending.catch(() => undefined);
+      if (!entry || entry.lastUsed >= cutoff) continue;
+      this.open.delete(id);
+      this.log.info({ session: id }, "2026-07-28 session idle too long; saving and closing it");
+      await entry.session.suspendForShutdown();
+      await entry.session.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.reaper);
+    const entries = await Promise.allSettled([...this.open.values()]);
+    this.open.clear();
+    await Promise.allSettled(entries.map((e) => (e.status === "fulfilled" ? e.value.session.close() : undefined)));
+  }
+}
+
+/**
+ * The session of a principal on a route: the same for every request it makes there. Derived, so not a
+ * secret: it is never taken from a client (2025 clients' Mcp-Session-Id with this prefix is refused), and a
+ * saved one is revived only for its own tenant and route.
+ */
+function sessionIdOf(principal: Principal, route: Route): string {
+  const digest = createHash("sha256").update(JSON.stringify([principal.tenant, principal.subject, route])).digest("hex");
+  return `${MODERN_SESSION_PREFIX}${digest.slice(0, 40)}`;
+}
