@@ -1,4 +1,5 @@
 import type { Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import { isRequest, isResponse, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
 import { CACHEABLE_METHODS, logLevelAtLeast, modernMetaOf, type ModernRequestMeta } from "./modern-protocol.js";
 
@@ -14,6 +15,9 @@ export interface CacheHints {
   ttlMs: number;
   cacheScope: "public" | "private";
 }
+
+/** What 2025-era servers answer for a resource that does not exist (the 2026-07-28 revision says -32602). */
+const LEGACY_RESOURCE_NOT_FOUND = -32002;
 
 interface Exchange {
   clientId: RequestId;
@@ -77,7 +81,11 @@ export class ModernTransport implements Transport {
   }
 
   private answerOf(message: JSONRPCResponse, exchange: Exchange): JSONRPCResponse {
-    if (!("result" in message)) return { ...message, id: exchange.clientId };
+    if (!("result" in message)) {
+      // SEP-2164: a resource that does not exist is invalid params now; 2025-era servers say -32002.
+      const error = message.error.code === LEGACY_RESOURCE_NOT_FOUND ? { ...message.error, code: ErrorCode.InvalidParams } : message.error;
+      return { ...message, error, id: exchange.clientId };
+    }
     const result: Record<string, unknown> = { resultType: "complete", ...message.result };
     if (CACHEABLE_METHODS.has(exchange.method)) {
       if (!Number.isSafeInteger(result.ttlMs) || (result.ttlMs as number) < 0) result.ttlMs = this.cache.ttlMs;

@@ -1,0 +1,173 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { describe, test } from "node:test";
+import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from "@modelcontextprotocol/client";
+import { connectAs, endSession, post, tenantsFileWith } from "./auth-helpers.js";
+import { eventually, serversDirWith, startReadyGateway } from "./helpers.js";
+
+const MODERN = "2026-07-28";
+const envelope = (capabilities: Record<string, unknown> = {}) => ({
+  "io.modelcontextprotocol/protocolVersion": MODERN,
+  "io.modelcontextprotocol/clientCapabilities": capabilities,
+});
+const modernHeaders = (method: string, name?: string): Record<string, string> => ({
+  "mcp-protocol-version": MODERN,
+  "mcp-method": method,
+  ...(name ? { "mcp-name": name } : {}),
+});
+
+/** The SDK v2 client, negotiating as Claude Code does: server/discover first, initialize only as a fallback. */
+async function modernClient(url: string, key?: string): Promise<ModernClient> {
+  const client = new ModernClient({ name: "mcpvisor-modern-test", version: "0" }, { versionNegotiation: { mode: "auto" } });
+  const headers: Record<string, string> = key ? { authorization: `Bearer ${key}` } : {};
+  await client.connect(new ModernTransport(new URL(url), { requestInit: { headers } }));
+  return client;
+}
+
+async function entityNames(client: { callTool(params: { name: string; arguments: Record<string, unknown> }): Promise<unknown> }, tool = "read_graph"): Promise<string[]> {
+  const result = (await client.callTool({ name: tool, arguments: {} })) as { structuredContent?: { entities?: { name: string }[] } };
+  return (result.structuredContent?.entities ?? []).map((e) => e.name).sort();
+}
+
+test("2026-07-28 clients keep a stateful server's state per principal: across requests, idle suspend and a restart, never across tenants", { timeout: 240_000 }, async () => {
+  // Tenants of this run only: saved sessions live in the shared cache, and a principal's is found by name.
+  const run = randomBytes(4).toString("hex");
+  const [acmeName, globexName] = [`acme-${run}`, `globex-${run}`];
+  const file = await tenantsFileWith({ tenants: { [acmeName]: {}, [globexName]: {} } });
+  const keys = { acme: file.keys[acmeName]!, globex: file.keys[globexName]! };
+  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 500 } }) });
+  const config = { servers: ["memory"], serversDir, tenantsFile: file.path, auditLog: "off" };
+  let gateway = await startReadyGateway(config, { pool: { prestarted: 1, warm: 0 } });
+  const url = (path = "/servers/memory/mcp") => `http://127.0.0.1:${gateway.port}${path}`;
+  try {
+    const acme = await modernClient(url(), keys.acme);
+    assert.equal(acme.getNegotiatedProtocolVersion(), MODERN, "the v2 client found 2026-07-28 with server/discover");
+    await acme.callTool({ name: "create_entities", arguments: { entities: [{ name: "acme-fact", entityType: "t", observations: ["x"] }] } });
+    // Another connection, another client object: no session id links them, the principal does.
+    const acmeAgain = await modernClient(url(), keys.acme);
+    assert.deepEqual(await entityNames(acmeAgain), ["acme-fact"]);
+    const globex = await modernClient(url(), keys.globex);
+    assert.deepEqual(await entityNames(globex), [], "another tenant sees none of it");
+
+    // A 2025 client and a 2026 client side by side on /mcp: each in its own sandbox.
+    const legacy = await connectAs(url("/mcp"), keys.acme);
+    const modernAggregate = await modernClient(url("/mcp"), keys.acme);
+    await legacy.callTool({ name: "memory__create_entities", arguments: { entities: [{ name: "legacy-fact", entityType: "t", observations: ["x"] }] } });
+    await modernAggregate.callTool({ name: "memory__create_entities", arguments: { entities: [{ name: "modern-fact", entityType: "t", observations: ["x"] }] } });
+    assert.deepEqual(await entityNames(legacy, "memory__read_graph"), ["legacy-fact"]);
+    assert.deepEqual(await entityNames(modernAggregate, "memory__read_graph"), ["modern-fact"]);
+    await endSession(legacy);
+
+    // Idle: the principal's sandboxes go to disk, and come back with the graph.
+    await eventually(() => gateway.router.tenantUsage(acmeName).suspendedSessions >= 1, "acme's 2026 session to be suspended and saved", 30_000);
+    assert.deepEqual(await entityNames(acme), ["acme-fact"], "resumed from disk");
+
+    const allSaved = () => {
+      const usage = gateway.router.tenantUsage(acmeName);
+      return usage.runningSandboxes === 0 && usage.suspendedSessions === 2;
+    };
+    await eventually(allSaved, "both of acme's 2026 sessions (one per route) to be saved again", 30_000);
+    for (const client of [acme, acmeAgain, globex, modernAggregate]) await client.close();
+    await gateway.close();
+    gateway = await startReadyGateway(config, { pool: { prestarted: 1, warm: 0 } });
+    const afterRestart = await modernClient(url(), keys.acme);
+    assert.deepEqual(await entityNames(afterRestart), ["acme-fact"], "a restart keeps it");
+    const globexAfter = await modernClient(url(), keys.globex);
+    assert.deepEqual(await entityNames(globexAfter), [], "and still shows it to no one else");
+    await Promise.all([afterRestart.close(), globexAfter.close()]);
+
+    // Lists say they are this principal's to cache (a tenant's list may be filtered).
+    const listed = (await (await post(url(), { jsonrpc: "2.0", id: 3, method: "tools/list", params: { _meta: envelope() } }, { ...modernHeaders("tools/list"), authorization: `Bearer ${keys.acme}` })).json()) as {
+      result: { resultType: string; cacheScope: string; ttlMs: number; tools: unknown[] };
+    };
+    assert.equal(listed.result.resultType, "complete");
+    assert.equal(listed.result.cacheScope, "private");
+    assert.equal(listed.result.ttlMs, 0);
+    assert.ok(listed.result.tools.length > 0);
+  } finally {
+    await gateway.close();
+  }
+});
+
+describe("2026-07-28 requests that break the rules get a clear error, and the gateway goes on", { timeout: 180_000 }, () => {
+  let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
+  let url: string;
+  const send = async (body: Record<string, unknown>, headers: Record<string, string>) => {
+    const response = await post(url, { jsonrpc: "2.0", ...body }, headers);
+    return { status: response.status, body: (await response.json()) as { id: unknown; result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } };
+  };
+
+  test("start", async () => {
+    gateway = await startReadyGateway({ servers: ["memory", "conformance"] }, { pool: { prestarted: 1, warm: 0 } });
+    url = gateway.url("memory");
+  });
+
+  test("header and body disagree, or a header is missing: 400 with HeaderMismatch (-32020), naming the request", async () => {
+    const list = { id: 11, method: "tools/list", params: { _meta: envelope() } };
+    for (const headers of [modernHeaders("prompts/list"), { "mcp-protocol-version": MODERN }, { "mcp-method": "tools/list" }]) {
+      const { status, body } = await send(list, headers);
+      assert.equal(status, 400, JSON.stringify(headers));
+      assert.equal(body.error?.code, -32020);
+      assert.equal(body.id, 11);
+    }
+    const call = { id: 12, method: "tools/call", params: { name: "read_graph", arguments: {}, _meta: envelope() } };
+    assert.equal((await send(call, modernHeaders("tools/call", "create_entities"))).body.error?.code, -32020, "Mcp-Name names another tool");
+    assert.equal((await send(call, modernHeaders("tools/call"))).body.error?.code, -32020, "Mcp-Name missing");
+    const encoded = `=?base64?${Buffer.from("read_graph").toString("base64")}?=`;
+    assert.equal((await send(call, modernHeaders("tools/call", encoded))).status, 200, "a Base64 Mcp-Name is the name it encodes");
+  });
+
+  test("an era this gateway does not serve: 400 UnsupportedProtocolVersion (-32022) listing what it serves", async () => {
+    const { status, body } = await send(
+      { id: 13, method: "server/discover", params: { _meta: { ...envelope(), "io.modelcontextprotocol/protocolVersion": "2099-01-01" } } },
+      { ...modernHeaders("server/discover"), "mcp-protocol-version": "2099-01-01" },
+    );
+    assert.equal(status, 400);
+    assert.equal(body.error?.code, -32022);
+    assert.deepEqual(body.error?.data, { supported: [MODERN], requested: "2099-01-01" });
+  });
+
+  test("a modern header without the _meta envelope: 400 invalid params naming what is missing", async () => {
+    const { status, body } = await send({ id: 14, method: "tools/list", params: {} }, modernHeaders("tools/list"));
+    assert.equal(status, 400);
+    assert.equal(body.error?.code, -32602);
+    assert.match(body.error?.message ?? "", /_meta/);
+  });
+
+  test("methods the revision removed, and unknown ones: 404 method not found", async () => {
+    for (const method of ["ping", "initialize", "logging/setLevel", "no/such-method"]) {
+      const { status, body } = await send({ id: 15, method, params: { _meta: envelope() } }, modernHeaders(method));
+      assert.equal(status, 404, method);
+      assert.equal(body.error?.code, -32601, method);
+    }
+  });
+
+  test("server/discover answers for one server and for the aggregate, with the server's identity in _meta", async () => {
+    const one = await send({ id: 16, method: "server/discover", params: { _meta: envelope() } }, modernHeaders("server/discover"));
+    assert.deepEqual(one.body.result?.supportedVersions, [MODERN]);
+    assert.ok(one.body.result?.capabilities && typeof one.body.result.capabilities === "object");
+    assert.equal(one.body.result?.cacheScope, "public", "no authentication: one list for everyone");
+    const aggregate = await post(`http://127.0.0.1:${gateway.port}/mcp`, { jsonrpc: "2.0", id: 17, method: "server/discover", params: { _meta: envelope() } }, modernHeaders("server/discover"));
+    const body = (await aggregate.json()) as { result: { _meta: Record<string, { name: string }> } };
+    assert.equal(body.result._meta["io.modelcontextprotocol/serverInfo"]?.name, "mcpvisor");
+  });
+
+  test("a hosted server asking for sampling the request did not declare: 400 MissingRequiredClientCapability (-32021)", async () => {
+    const call = { id: 18, method: "tools/call", params: { name: "test_sampling", arguments: { prompt: "hi" }, _meta: envelope() } };
+    const response = await post(gateway.url("conformance"), { jsonrpc: "2.0", ...call }, modernHeaders("tools/call", "test_sampling"));
+    const body = (await response.json()) as { error?: { code: number; data?: { requiredCapabilities?: unknown } } };
+    assert.equal(response.status, 400);
+    assert.equal(body.error?.code, -32021);
+    assert.deepEqual(body.error?.data?.requiredCapabilities, { sampling: {} });
+  });
+
+  test("after all of it, requests are served", async () => {
+    const { status, body } = await send({ id: 19, method: "tools/call", params: { name: "read_graph", arguments: {}, _meta: envelope() } }, modernHeaders("tools/call", "read_graph"));
+    assert.equal(status, 200);
+    assert.equal(body.result?.resultType, "complete");
+  });
+
+  test("stop", async () => {
+    await gateway.close();
+  });
+});
