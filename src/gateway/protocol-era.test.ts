@@ -23,9 +23,10 @@ test("a request with the envelope and matching headers is modern", () => {
 test("header checks: whitespace is not part of a value, Base64 names decode, anything else that disagrees is -32020", () => {
   assert.equal(eraOf(headers({ "mcp-name": "  echo  " }), call("echo")).era, "modern");
   assert.equal(eraOf(headers({ "mcp-name": `=?base64?${Buffer.from("échø").toString("base64")}?=` }), call("échø")).era, "modern");
-  for (const bad of [{ "mcp-name": "other" }, { "mcp-name": "=?base64?not base64!?=" }, { "mcp-method": "TOOLS/CALL" }]) {
-    const outcome = eraOf(headers(bad), call("echo"));
-    assert.equal(outcome.era, "refused", JSON.stringify(bad));
+  const bad: Record<string, string>[] = [{ "mcp-name": "other" }, { "mcp-name": "=?base64?not base64!?=" }, { "mcp-method": "TOOLS/CALL" }];
+  for (const extra of bad) {
+    const outcome = eraOf(headers(extra), call("echo"));
+    assert.equal(outcome.era, "refused", JSON.stringify(extra));
     if (outcome.era !== "refused") continue;
     assert.equal(outcome.status, 400);
     assert.equal(outcome.error.code, -32020);
