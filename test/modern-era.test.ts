@@ -171,3 +171,98 @@ describe("2026-07-28 requests that break the rules get a clear error, and the ga
     await gateway.close();
   });
 });
+
+describe("MRTR: a hosted 2025-era server asking a 2026-07-28 client, in input_required rounds", { timeout: 240_000 }, () => {
+  let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
+  const call = (name: string, id: number, extra: Record<string, unknown> = {}, capabilities: Record<string, unknown> = { elicitation: {}, sampling: {} }) => ({
+    jsonrpc: "2.0",
+    id,
+    method: "tools/call",
+    params: { name, arguments: {}, _meta: envelope(capabilities), ...extra },
+  });
+  const send = async (url: string, body: ReturnType<typeof call>) => {
+    const response = await post(url, body, modernHeaders("tools/call", body.params.name));
+    return (await response.json()) as { result?: { resultType: string; inputRequests?: Record<string, { method: string }>; requestState?: string; content?: { text: string }[] }; error?: { code: number; message: string } };
+  };
+
+  test("start", async () => {
+    // A short call timeout: a round no one answers must end the call in its VM.
+    const serversDir = await serversDirWith({ conformance: (m) => ({ timeouts: { ...m.timeouts, callMs: 4_000 } }) });
+    gateway = await startReadyGateway({ servers: ["conformance"], serversDir }, { pool: { prestarted: 1, warm: 0 } });
+  });
+
+  test("the SDK v2 client answers the rounds with its own handlers: two elicitations, then a sampling request", async () => {
+    const client = new ModernClient({ name: "mrtr", version: "0" }, { versionNegotiation: { mode: "auto" }, capabilities: { elicitation: {}, sampling: {} } });
+    const asked: string[] = [];
+    client.setRequestHandler("elicitation/create", async (request) => {
+      asked.push(request.params.message);
+      const content: Record<string, string> = asked.length === 1 ? { name: "Ada" } : { color: "blue" };
+      return { action: "accept", content };
+    });
+    client.setRequestHandler("sampling/createMessage", async () => ({ role: "assistant", content: { type: "text", text: "Paris" }, model: "test", stopReason: "endTurn" }));
+    await client.connect(new ModernTransport(new URL(gateway.url("conformance"))));
+    assert.equal(client.getNegotiatedProtocolVersion(), MODERN);
+    const twoRounds = (await client.callTool({ name: "test_input_required_result_multi_round", arguments: {} })) as { content: { text: string }[] };
+    assert.equal(twoRounds.content[0]?.text, "Ada likes blue");
+    assert.deepEqual(asked, ["Step 1: What is your name?", "Step 2: What is your favorite color?"]);
+    const sampled = (await client.callTool({ name: "test_sampling", arguments: { prompt: "Capital of France?" } })) as { content: { text: string }[] };
+    assert.equal(sampled.content[0]?.text, "LLM response: Paris");
+    await client.close();
+  });
+
+  test("requestState: a tampered one is refused and loses nothing, one from another endpoint is refused, a used one cannot be replayed", async () => {
+    const url = gateway.url("conformance");
+    const first = await send(url, call("test_input_required_result_request_state", 1));
+    assert.equal(first.result?.resultType, "input_required");
+    const [key] = Object.keys(first.result?.inputRequests ?? {});
+    assert.equal(first.result?.inputRequests?.[key!]?.method, "elicitation/create");
+    const state = first.result!.requestState!;
+    const answer = { inputResponses: { [key!]: { action: "accept", content: { ok: true } } } };
+
+    const tampered = await send(url, call("test_input_required_result_request_state", 2, { ...answer, requestState: `${state.slice(0, -2)}xx` }));
+    assert.equal(tampered.error?.code, -32602);
+    assert.match(tampered.error?.message ?? "", /requestState/);
+    const elsewhere = await post(`http://127.0.0.1:${gateway.port}/mcp`, call("conformance__test_input_required_result_request_state", 3, { ...answer, requestState: state }), modernHeaders("tools/call", "conformance__test_input_required_result_request_state"));
+    assert.match(JSON.stringify(await elsewhere.json()), /another principal or for another endpoint/);
+
+    const done = await send(url, call("test_input_required_result_request_state", 4, { ...answer, requestState: state }));
+    assert.equal(done.result?.resultType, "complete", JSON.stringify(done));
+    assert.equal(done.result?.content?.[0]?.text, "state-ok: confirmed=true");
+    const replayed = await send(url, call("test_input_required_result_request_state", 5, { ...answer, requestState: state }));
+    assert.equal(replayed.error?.code, -32602, "a used state is spent");
+  });
+
+  test("a retry that leaves an input unanswered is asked again for it; the others are kept", async () => {
+    const url = gateway.url("conformance");
+    const first = await send(url, call("test_input_required_result_multiple_inputs", 6, {}, { elicitation: {}, sampling: {}, roots: {} }));
+    const keys = Object.keys(first.result?.inputRequests ?? {});
+    assert.deepEqual(keys.map((k) => first.result!.inputRequests![k]!.method).sort(), ["elicitation/create", "roots/list", "sampling/createMessage"], "three questions in one round");
+    const byMethod = (method: string) => keys.find((k) => first.result!.inputRequests![k]!.method === method)!;
+    const partial = await send(url, call("test_input_required_result_multiple_inputs", 7, {
+      requestState: first.result!.requestState,
+      inputResponses: { [byMethod("elicitation/create")]: { action: "accept", content: { name: "Bo" } }, [byMethod("roots/list")]: { roots: [] } },
+    }, { elicitation: {}, sampling: {}, roots: {} }));
+    assert.deepEqual(Object.values(partial.result?.inputRequests ?? {}).map((r) => r.method), ["sampling/createMessage"]);
+    const done = await send(url, call("test_input_required_result_multiple_inputs", 8, {
+      requestState: partial.result!.requestState,
+      inputResponses: { [byMethod("sampling/createMessage")]: { role: "assistant", content: { type: "text", text: "Hi" }, model: "m" } },
+    }, { elicitation: {}, sampling: {}, roots: {} }));
+    assert.equal(done.result?.content?.[0]?.text, "name=Bo, greeting=Hi, roots=0");
+  });
+
+  test("a round no one answers ends with the call's timeout, and the VM goes on serving", async () => {
+    const url = gateway.url("conformance");
+    const first = await send(url, call("test_input_required_result_elicitation", 9));
+    assert.equal(first.result?.resultType, "input_required");
+    await eventually(async () => {
+      const late = await send(url, call("test_input_required_result_elicitation", 10, { requestState: first.result!.requestState, inputResponses: {} }));
+      return late.error?.code === -32001;
+    }, "the abandoned call to end with its timeout", 20_000);
+    const next = await send(url, call("test_simple_text", 11));
+    assert.equal(next.result?.content?.[0]?.text, "This is a simple text response for testing.");
+  });
+
+  test("stop", async () => {
+    await gateway.close();
+  });
+});

@@ -1,6 +1,5 @@
 import type { CallToolResult, ClientCapabilities, ElicitRequestFormParams } from "@modelcontextprotocol/sdk/types.js";
-import { CreateMessageResultSchema, ElicitResultSchema } from "@modelcontextprotocol/sdk/types.js";
-import { type ConformanceTool, NO_ARGUMENTS, stringArgument, textResult, type ToolContext } from "./tool-kit.js";
+import { type ConformanceTool, elicitForm, NO_ARGUMENTS, sampleText, stringArgument, textResult, type ToolContext } from "./tool-kit.js";
 
 type RequestedSchema = ElicitRequestFormParams["requestedSchema"];
 
@@ -24,15 +23,7 @@ export const clientRequestTools: ConformanceTool[] = [
       const prompt = stringArgument(args, "prompt");
       const missing = missingCapability(context, "sampling");
       if (missing) return missing;
-      const result = await context.extra.sendRequest(
-        {
-          method: "sampling/createMessage",
-          params: { messages: [{ role: "user", content: { type: "text", text: prompt } }], maxTokens: 100 },
-        },
-        CreateMessageResultSchema,
-      );
-      const answer = result.content.type === "text" ? result.content.text : `[${result.content.type} content]`;
-      return textResult(`LLM response: ${answer}`);
+      return textResult(`LLM response: ${await sampleText(context.extra, prompt, 100)}`);
     },
   },
   {
@@ -133,8 +124,7 @@ function missingCapability(context: ToolContext, capability: keyof ClientCapabil
   return textResult(`The client did not declare the '${capability}' capability, so this tool cannot run.`, true);
 }
 
-/** A form-mode elicitation/create, answered as "<label>: action=..., content={...}". `mode` is left out:
- * "form" is its default and clients older than 2025-11-25 do not know the field. */
+/** A form-mode elicitation/create, answered as "<label>: action=..., content={...}". */
 async function elicit(
   context: ToolContext,
   message: string,
@@ -143,9 +133,6 @@ async function elicit(
 ): Promise<CallToolResult> {
   const missing = missingCapability(context, "elicitation");
   if (missing) return missing;
-  const result = await context.extra.sendRequest(
-    { method: "elicitation/create", params: { message, requestedSchema } },
-    ElicitResultSchema,
-  );
+  const result = await elicitForm(context.extra, message, requestedSchema);
   return textResult(`${label}: action=${result.action}, content=${JSON.stringify(result.content ?? {})}`);
 }

@@ -8,10 +8,11 @@ import {
   type Prompt,
 } from "@modelcontextprotocol/sdk/types.js";
 import { RED_PIXEL_PNG_BASE64 } from "./media.js";
+import { elicitForm, type RequestExtra } from "./tool-kit.js";
 
 interface ConformancePrompt {
   definition: Prompt;
-  render(args: Record<string, string>): GetPromptResult;
+  render(args: Record<string, string>, extra: RequestExtra): GetPromptResult | Promise<GetPromptResult>;
 }
 
 /** Candidate values for completion/complete, by prompt and argument name. */
@@ -79,6 +80,21 @@ const PROMPTS: ConformancePrompt[] = [
       ],
     }),
   },
+  {
+    definition: {
+      name: "test_input_required_result_prompt",
+      title: "Prompt that asks first",
+      description: "Asks the user for context (elicitation), then renders one user message with it.",
+    },
+    render: async (_args, extra) => {
+      const answer = await elicitForm(extra, "What context should the prompt use?", {
+        type: "object",
+        properties: { context: { type: "string" } },
+        required: ["context"],
+      });
+      return { messages: [{ role: "user", content: { type: "text", text: `Context: ${String(answer.content?.context)}` } }] };
+    },
+  },
 ];
 
 export function isKnownPrompt(name: string): boolean {
@@ -87,7 +103,7 @@ export function isKnownPrompt(name: string): boolean {
 
 export function installPrompts(server: Server): void {
   server.setRequestHandler(ListPromptsRequestSchema, () => ({ prompts: PROMPTS.map((prompt) => prompt.definition) }));
-  server.setRequestHandler(GetPromptRequestSchema, (request) => {
+  server.setRequestHandler(GetPromptRequestSchema, async (request, extra) => {
     const { name, arguments: args = {} } = request.params;
     const prompt = PROMPTS.find((candidate) => candidate.definition.name === name);
     // The spec's answer to an unknown prompt or a missing required argument is Invalid params.
@@ -96,6 +112,6 @@ export function installPrompts(server: Server): void {
     if (missing.length > 0) {
       throw new McpError(ErrorCode.InvalidParams, `Missing required arguments: ${missing.map((arg) => arg.name).join(", ")}`);
     }
-    return { description: prompt.definition.description, ...prompt.render(args) };
+    return { description: prompt.definition.description, ...(await prompt.render(args, extra)) };
   });
 }

@@ -1,11 +1,15 @@
 import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
-import type {
-  CallToolResult,
-  LoggingLevel,
-  ServerNotification,
-  ServerRequest,
-  Tool,
+import {
+  CreateMessageResultSchema,
+  ElicitResultSchema,
+  ListRootsResultSchema,
+  type CallToolResult,
+  type ElicitRequestFormParams,
+  type LoggingLevel,
+  type ServerNotification,
+  type ServerRequest,
+  type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { LogLevelGate } from "./log-level.js";
 import type { ResourceCatalog } from "./resources.js";
@@ -48,4 +52,23 @@ export function stringArgument(args: Record<string, unknown>, name: string): str
 export async function log(context: ToolContext, level: LoggingLevel, logger: string, data: unknown): Promise<void> {
   if (!context.logLevel.allows(level)) return;
   await context.extra.sendNotification({ method: "notifications/message", params: { level, logger, data } });
+}
+
+/** A form-mode elicitation/create on the request's own channel. `mode` is left out: "form" is its default
+ * and clients older than 2025-11-25 do not know the field. */
+export function elicitForm(extra: RequestExtra, message: string, requestedSchema: ElicitRequestFormParams["requestedSchema"]) {
+  return extra.sendRequest({ method: "elicitation/create", params: { message, requestedSchema } }, ElicitResultSchema);
+}
+
+/** A sampling/createMessage of one user text, answered as text (or a note of the content type). */
+export async function sampleText(extra: RequestExtra, text: string, maxTokens: number): Promise<string> {
+  const result = await extra.sendRequest(
+    { method: "sampling/createMessage", params: { messages: [{ role: "user", content: { type: "text", text } }], maxTokens } },
+    CreateMessageResultSchema,
+  );
+  return result.content.type === "text" ? result.content.text : `[${result.content.type} content]`;
+}
+
+export function listRoots(extra: RequestExtra) {
+  return extra.sendRequest({ method: "roots/list" }, ListRootsResultSchema);
 }

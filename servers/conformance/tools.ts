@@ -2,12 +2,13 @@ import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { clientRequestTools } from "./client-request-tools.js";
 import { contentTools } from "./content-tools.js";
+import { inputRequiredTools } from "./input-required-tools.js";
 import type { LogLevelGate } from "./log-level.js";
 import { notifyingTools } from "./notifying-tools.js";
 import type { ResourceCatalog } from "./resources.js";
 import { type ConformanceTool, textResult, ToolInputError } from "./tool-kit.js";
 
-export const TOOLS: readonly ConformanceTool[] = [...contentTools, ...notifyingTools, ...clientRequestTools];
+export const TOOLS: readonly ConformanceTool[] = [...contentTools, ...notifyingTools, ...clientRequestTools, ...inputRequiredTools];
 
 export function installTools(server: Server, state: { logLevel: LogLevelGate; resources: ResourceCatalog }): void {
   const byName = new Map(TOOLS.map((tool) => [tool.definition.name, tool]));

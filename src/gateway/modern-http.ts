@@ -29,9 +29,10 @@ function statusOf(answer: JSONRPCResponse): number {
  * Answers one 2026-07-28 POST from the principal's session (ModernSessions). The answer goes as one JSON
  * body when nothing comes before it; a message about the request before its answer (progress, a log line
  * the client asked for) turns the response into an SSE stream, when the client accepts one, that ends
- * with the answer. A client that goes away abandons its request (the server is told to cancel it).
+ * with the answer. An input_required round is an answer like any other. A client that goes away abandons
+ * its request (the server is told to cancel it).
  */
-export function serveModern(req: IncomingMessage, res: ServerResponse, message: JSONRPCRequest | JSONRPCNotification, transport: ModernTransport): void {
+export async function serveModern(req: IncomingMessage, res: ServerResponse, message: JSONRPCRequest | JSONRPCNotification, transport: ModernTransport): Promise<void> {
   if (!("id" in message)) {
     // Posted notifications have nothing to act on in a stateless exchange (cancellation is a closed request).
     res.writeHead(202).end();
@@ -39,7 +40,12 @@ export function serveModern(req: IncomingMessage, res: ServerResponse, message: 
   }
   const streams = req.headers.accept?.includes("text/event-stream") ?? false;
   let answered = false;
-  const abandon = transport.request(message, {
+  let gone = false;
+  res.once("close", () => {
+    gone = true;
+    if (!answered) abandon?.();
+  });
+  const abandon: (() => void) | undefined = await transport.request(message, {
     notify: (notification) => {
       if (!streams || answered) return;
       if (!res.headersSent) res.writeHead(200, SSE_HEADERS);
@@ -52,9 +58,7 @@ export function serveModern(req: IncomingMessage, res: ServerResponse, message: 
       res.writeHead(statusOf(answer), { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body);
     },
   });
-  res.once("close", () => {
-    if (!answered) abandon();
-  });
+  if (gone && !answered) abandon();
 }
 
 /** One SSE event; without an id, as the 2026-07-28 revision has no stream resumption. */

@@ -107,7 +107,7 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
   }
 
   private async serveModern(req: IncomingMessage, res: ServerResponse, route: Route, principal: Principal, message: JSONRPCRequest | JSONRPCNotification): Promise<void> {
-    serveModern(req, res, message, await this.modern.transportFor(principal, route));
+    await serveModern(req, res, message, await this.modern.transportFor(principal, route));
   }
 
   /**

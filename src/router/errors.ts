@@ -53,3 +53,12 @@ export class MissingClientCapabilityError extends WireError {
     });
   }
 }
+
+/** A 2026-07-28 request given up on: its client went away, or never retried an input_required round. */
+export class RequestAbandonedError extends WireError {
+  readonly rpcCode = ErrorCode.RequestTimeout;
+
+  constructor(why: string) {
+    super(why, { retryable: true, reason: "ABANDONED" });
+  }
+}

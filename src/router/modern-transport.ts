@@ -1,5 +1,6 @@
 import type { Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
+import { INPUT_STATE_TTL_S, InputStateCodec, inputKey, inputRequestsOf, inputResponseOf, type AskedInput } from "./input-requests.js";
 import { isRequest, isResponse, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
 import { CACHEABLE_METHODS, logLevelAtLeast, modernMetaOf, type ModernRequestMeta } from "./modern-protocol.js";
 
@@ -18,12 +19,23 @@ export interface CacheHints {
 
 /** What 2025-era servers answer for a resource that does not exist (the 2026-07-28 revision says -32602). */
 const LEGACY_RESOURCE_NOT_FOUND = -32002;
+/** A server asking several things at once (Promise.all) sends them within this; they go out in one round. */
+const ASK_BATCH_MS = 20;
 
 interface Exchange {
+  /** The id the client gave the request, or its latest retry. */
   clientId: RequestId;
   method: string;
   meta: ModernRequestMeta;
-  target: ModernReplyTarget;
+  /** Where the answer goes; undefined while the request waits for the client's retry (an input_required round). */
+  target: ModernReplyTarget | undefined;
+  /** What the server asked of the client and has not had answered, by input key. */
+  asked: Map<string, AskedInput>;
+  round: number;
+  /** The server's answer, when it came while no retry was there to take it. */
+  final?: JSONRPCResponse;
+  /** Gathers a round's questions (with a target), or ends a round no retry came for (without). */
+  timer?: NodeJS.Timeout;
 }
 
 /**
@@ -31,13 +43,23 @@ interface Exchange {
  * request comes with a reply target of its own; it gets an id unique in the session, since stateless
  * clients number their requests independently (every one of them may send id 1), and its answer goes back
  * to its target under the client's id, with the 2026 result fields (`resultType`, cache hints) added.
+ *
+ * A hosted server asking the client something while it works on a request (sampling, elicitation, roots:
+ * 2025-era requests to the client) becomes an `input_required` round (SEP-2322): the client's POST is
+ * answered with the questions and a signed `requestState`, the call waits in its VM, and the client's
+ * retry carrying `inputResponses` and that state hands the answers to the server and waits for what comes
+ * next: the result, or another round.
  */
 export class ModernTransport implements Transport {
   onmessage?: (message: JSONRPCMessage) => void;
   onclose?: () => void;
   onerror?: (error: Error) => void;
+  /** A request this transport gave up on (its client went away, or never retried): the session fails it. */
+  onabandoned?: (id: RequestId, why: string) => void;
   private readonly exchanges = new Map<RequestId, Exchange>();
+  private readonly codec = new InputStateCodec();
   private next = 0;
+  private asks = 0;
   private closed = false;
 
   constructor(
@@ -48,36 +70,126 @@ export class ModernTransport implements Transport {
 
   async start(): Promise<void> {}
 
-  /** Hands one request to the session; the function returned abandons it (its client went away). */
-  request(message: JSONRPCRequest, target: ModernReplyTarget): () => void {
+  /**
+   * Hands one request to the session, or a retry with `requestState` to the request it resumes; resolves
+   * with a function that abandons it (its client went away).
+   */
+  async request(message: JSONRPCRequest, target: ModernReplyTarget): Promise<() => void> {
+    const { inputResponses, requestState, ...params } = message.params ?? {};
+    if (typeof requestState === "string") return this.resume(message, requestState, inputResponses, target);
+    // Responses without a state answer nothing: the request starts afresh, and the server asks again.
     const id = `modern-${++this.next}`;
-    this.exchanges.set(id, { clientId: message.id, method: message.method, meta: modernMetaOf(message), target });
-    this.onmessage?.({ ...message, id });
-    return () => {
-      if (!this.exchanges.delete(id)) return;
-      this.onmessage?.({ jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: id, reason: "The client closed its connection" } });
-    };
+    this.exchanges.set(id, { clientId: message.id, method: message.method, meta: modernMetaOf(message), target, asked: new Map(), round: 0 });
+    this.onmessage?.({ ...message, id, params });
+    return this.abandoner(id, target);
   }
 
-  /** What the client of request `id` (an id of this session's) declared. */
-  metaOf(id: RequestId): ModernRequestMeta | undefined {
-    return this.exchanges.get(id)?.meta;
+  /** What request `id` (an id of this session's) is, and what its client declared. */
+  requestOf(id: RequestId): { method: string; meta: ModernRequestMeta } | undefined {
+    return this.exchanges.get(id);
   }
 
   async send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
     if (isResponse(message)) {
       const exchange = message.id === undefined ? undefined : this.exchanges.get(message.id);
       if (!exchange) return; // abandoned by its client
-      this.exchanges.delete(message.id!);
+      this.refuseAsked(exchange, ErrorCode.InvalidRequest, "The request was answered meanwhile");
+      if (!exchange.target) return void (exchange.final = message); // the next retry takes it
+      this.end(message.id!);
       return exchange.target.answer(this.answerOf(message, exchange));
     }
-    const related = options?.relatedRequestId === undefined ? undefined : this.exchanges.get(options.relatedRequestId);
-    // Messages about no request of a modern client (list changes) have no stream to go on yet.
-    if (!related || isRequest(message)) return;
+    const id = options?.relatedRequestId;
+    const related = id === undefined ? undefined : this.exchanges.get(id);
+    if (!related) return; // messages about no request of a modern client (list changes) have no stream to go on yet
+    if (isRequest(message)) return this.ask(id!, related, message);
     if (message.method === "notifications/message") {
       if (related.meta.logLevel === undefined || !logLevelAtLeast(message.params?.level, related.meta.logLevel)) return;
     }
-    related.target.notify(message);
+    related.target?.notify(message);
+  }
+
+  /** A server's question to the client; it goes out with the others asked within ASK_BATCH_MS. */
+  private ask(id: RequestId, exchange: Exchange, request: JSONRPCRequest): void {
+    exchange.asked.set(inputKey(request.method, ++this.asks), { id: request.id, method: request.method, params: request.params ?? {} });
+    if (exchange.target && !exchange.timer) exchange.timer = setTimeout(() => void this.askClient(id), ASK_BATCH_MS);
+  }
+
+  /** Answers the request's POST with an input_required round, and parks the request until the retry. */
+  private async askClient(id: RequestId): Promise<void> {
+    const exchange = this.exchanges.get(id);
+    const target = exchange?.target;
+    if (!exchange || !target || exchange.asked.size === 0) return;
+    clearTimeout(exchange.timer);
+    exchange.target = undefined;
+    const round = ++exchange.round;
+    const requestState = await this.codec.mint({ session: this.sessionId, request: id, round, keys: [...exchange.asked.keys()] });
+    target.answer({
+      jsonrpc: "2.0",
+      id: exchange.clientId,
+      result: { resultType: "input_required", inputRequests: inputRequestsOf(exchange.asked), requestState },
+    });
+    exchange.timer = setTimeout(() => this.drop(id, ErrorCode.RequestTimeout, `No retry answered its input_required result within ${INPUT_STATE_TTL_S} s`), INPUT_STATE_TTL_S * 1000).unref();
+  }
+
+  /** A retry with `requestState`: the answers go to the server, and the parked request answers this POST from now on. */
+  private async resume(message: JSONRPCRequest, token: string, responses: unknown, target: ModernReplyTarget): Promise<() => void> {
+    const refuse = (why: string) => {
+      target.answer({ jsonrpc: "2.0", id: message.id, error: { code: ErrorCode.InvalidParams, message: `Invalid requestState: ${why}` } });
+      return () => undefined;
+    };
+    const state = await this.codec.verify(token);
+    if ("refused" in state) return refuse(`it fails verification (${state.refused}): it was altered, or is older than ${INPUT_STATE_TTL_S} s; send the request again without it`);
+    if (state.session !== this.sessionId) return refuse("it was issued to another principal or for another endpoint");
+    const exchange = this.exchanges.get(state.request);
+    if (!exchange || exchange.target || exchange.round !== state.round || exchange.method !== message.method) {
+      return refuse("it no longer names a request waiting for input: it was used already, or its request ended; send the request again without it");
+    }
+    clearTimeout(exchange.timer);
+    exchange.clientId = message.id;
+    exchange.target = target;
+    if (exchange.final) {
+      this.end(state.request);
+      target.answer(this.answerOf(exchange.final, exchange));
+      return () => undefined;
+    }
+    for (const key of state.keys) {
+      const asked = exchange.asked.get(key);
+      const response = inputResponseOf(responses, key);
+      if (!asked || !response) continue;
+      exchange.asked.delete(key);
+      this.onmessage?.({ jsonrpc: "2.0", id: asked.id, result: response });
+    }
+    // What is still unanswered is asked again at once.
+    if (exchange.asked.size > 0) void this.askClient(state.request);
+    return this.abandoner(state.request, target);
+  }
+
+  private abandoner(id: RequestId, target: ModernReplyTarget): () => void {
+    return () => {
+      // Only while this POST is the request's target: after an input_required round, the retry's is.
+      if (this.exchanges.get(id)?.target === target) this.drop(id, ErrorCode.ConnectionClosed, "The client closed its connection");
+    };
+  }
+
+  /** Gives up on a request: the server's questions are refused, the request cancelled, and the session told. */
+  private drop(id: RequestId, code: number, why: string): void {
+    const exchange = this.exchanges.get(id);
+    if (!exchange) return;
+    this.end(id);
+    this.refuseAsked(exchange, code, why);
+    this.onmessage?.({ jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: id, reason: why } });
+    this.onabandoned?.(id, why);
+  }
+
+  private end(id: RequestId): void {
+    clearTimeout(this.exchanges.get(id)?.timer);
+    this.exchanges.delete(id);
+  }
+
+  /** The server's unanswered questions get an error, so its handler stops waiting and the VM's call ends. */
+  private refuseAsked(exchange: Exchange, code: number, why: string): void {
+    for (const asked of exchange.asked.values()) this.onmessage?.({ jsonrpc: "2.0", id: asked.id, error: { code, message: why } });
+    exchange.asked.clear();
   }
 
   private answerOf(message: JSONRPCResponse, exchange: Exchange): JSONRPCResponse {
@@ -97,8 +209,8 @@ export class ModernTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const exchange of this.exchanges.values()) clearTimeout(exchange.timer);
     this.exchanges.clear();
     this.onclose?.();
   }
 }
-

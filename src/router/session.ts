@@ -10,9 +10,10 @@ import type { SandboxPool } from "../sandbox/pool.js";
 import type { SavedRef } from "../sandbox/suspend-store.js";
 import { nowMs, type RequestRecord } from "../telemetry/events.js";
 import { requestTraceparent } from "../telemetry/trace-context.js";
-import { InvalidParamsError, MethodNotFoundError, MissingClientCapabilityError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
+import { InvalidParamsError, MethodNotFoundError, MissingClientCapabilityError, RequestAbandonedError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
 import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
 import { META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
+import { INPUT_METHODS } from "./input-requests.js";
 import { ModernTransport } from "./modern-transport.js";
 import { RequestLedger } from "./request-ledger.js";
 import type { ServerLink } from "./server-link.js";
@@ -61,6 +62,9 @@ export abstract class Session {
       });
     };
     transport.onclose = () => void this.close();
+    if (transport instanceof ModernTransport) {
+      transport.onabandoned = (id, why) => this.fail(id, new RequestAbandonedError(why), this.serverFor(id));
+    }
     transport.onerror = (error) => this.log.debug({ err: error.message }, "client transport error");
   }
 
@@ -149,9 +153,8 @@ export abstract class Session {
    * The template's server was initialized with roots, sampling and elicitation, so it may ask a client
    * that declared none of them; such a request is refused (the reply goes back to the server) instead
    * of waiting forever. A 2026-07-28 client declares its capabilities per request: the request the
-   * server works on fails with MissingRequiredClientCapability, as the spec has it. One that did declare
-   * the capability would be asked in an input_required result (MRTR), which is not built yet: the server
-   * is refused, and says so in its answer.
+   * server works on fails with MissingRequiredClientCapability, as the spec has it; one that declared it
+   * is asked in an input_required round (ModernTransport), if its method may be answered that way.
    */
   protected refusedByClient(message: JSONRPCMessage): JSONRPCMessage | undefined {
     if (!isRequest(message)) return undefined;
@@ -159,9 +162,14 @@ export abstract class Session {
     if (!capability) return undefined;
     if (this.transport instanceof ModernTransport) {
       const related = this.ledger.relatedRequest(message);
-      const declared = related !== undefined && this.transport.metaOf(related)?.capabilities[capability];
-      if (!declared && related !== undefined) this.fail(related, new MissingClientCapabilityError(capability), this.serverFor(related));
-      const why = declared ? `Asking a ${MODERN_PROTOCOL_VERSIONS[0]} client for '${message.method}' (an input_required result) is not supported yet` : `The client did not declare the '${capability}' capability`;
+      const request = related === undefined ? undefined : this.transport.requestOf(related);
+      let why = `'${message.method}' can be asked of a ${MODERN_PROTOCOL_VERSIONS[0]} client only while it waits for ${[...INPUT_METHODS].join(", ")}`;
+      if (request && !request.meta.capabilities[capability]) {
+        this.fail(related!, new MissingClientCapabilityError(capability), this.serverFor(related!));
+        why = `The client did not declare the '${capability}' capability`;
+      } else if (request && INPUT_METHODS.has(request.method)) {
+        return undefined;
+      }
       return errorResponse(message.id, toWire(new MethodNotFoundError(why)).error);
     }
     if (this.clientCapabilities[capability]) return undefined;
