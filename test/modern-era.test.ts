@@ -3,7 +3,8 @@ import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from "@modelcontextprotocol/client";
 import { connectAs, endSession, post, tenantsFileWith } from "./auth-helpers.js";
-import { eventually, serversDirWith, startReadyGateway } from "./helpers.js";
+import { events } from "../src/telemetry/events.js";
+import { eventually, nextEvent, serversDirWith, startReadyGateway } from "./helpers.js";
 
 const MODERN = "2026-07-28";
 const envelope = (capabilities: Record<string, unknown> = {}) => ({
@@ -252,12 +253,12 @@ describe("MRTR: a hosted 2025-era server asking a 2026-07-28 client, in input_re
 
   test("a round no one answers ends with the call's timeout, and the VM goes on serving", async () => {
     const url = gateway.url("conformance");
+    const timedOut = nextEvent<{ outcome?: string; tool?: string }>(events.requestEnd, "the abandoned call's timeout", (r) => r.outcome === "timeout", 20_000);
     const first = await send(url, call("test_input_required_result_elicitation", 9));
     assert.equal(first.result?.resultType, "input_required");
-    await eventually(async () => {
-      const late = await send(url, call("test_input_required_result_elicitation", 10, { requestState: first.result!.requestState, inputResponses: {} }));
-      return late.error?.code === -32001;
-    }, "the abandoned call to end with its timeout", 20_000);
+    await timedOut;
+    const late = await send(url, call("test_input_required_result_elicitation", 10, { requestState: first.result!.requestState, inputResponses: {} }));
+    assert.equal(late.error?.code, -32001, "a late retry gets the timeout");
     const next = await send(url, call("test_simple_text", 11));
     assert.equal(next.result?.content?.[0]?.text, "This is a simple text response for testing.");
   });

@@ -21,41 +21,45 @@ export const inputRequiredTools: ConformanceTool[] = [
   {
     definition: { name: "test_input_required_result_elicitation", description: "Asks the user's name (elicitation) and greets them.", inputSchema: NO_ARGUMENTS },
     run: async (_args, { extra }) => {
-      const answer = await elicitForm(extra, "What is your name?", NAME);
+      const answer = await elicitForm(extra, "What is your name?", NAME, "user_name");
       return textResult(`Hello, ${String(answer.content?.name ?? "(no name)")} (action=${answer.action})`);
     },
   },
   {
     definition: { name: "test_input_required_result_sampling", description: "Asks the client's LLM the capital of France.", inputSchema: NO_ARGUMENTS },
-    run: async (_args, { extra }) => textResult(`LLM says: ${await sampleText(extra, "What is the capital of France?", 100)}`),
+    run: async (_args, { extra }) => textResult(`LLM says: ${await sampleText(extra, "What is the capital of France?", 100, "capital_question")}`),
   },
   {
     definition: { name: "test_input_required_result_list_roots", description: "Lists the client's roots.", inputSchema: NO_ARGUMENTS },
-    run: async (_args, { extra }) => textResult(`Roots: ${(await listRoots(extra)).roots.map((root) => root.uri).join(", ")}`),
+    run: async (_args, { extra }) => textResult(`Roots: ${(await listRoots(extra, "client_roots")).roots.map((root) => root.uri).join(", ")}`),
   },
   {
     definition: { name: "test_input_required_result_request_state", description: "Asks for a confirmation; reports state-ok once it arrives.", inputSchema: NO_ARGUMENTS },
     run: async (_args, { extra }) => {
-      const answer = await elicitForm(extra, "Please confirm", CONFIRM);
+      const answer = await elicitForm(extra, "Please confirm", CONFIRM, "confirm");
       return textResult(`state-ok: confirmed=${String(answer.content?.ok)}`);
     },
   },
   {
     definition: { name: "test_input_required_result_tampered_state", description: "Asks for a confirmation (the state a gateway mints for it must not be forgeable).", inputSchema: NO_ARGUMENTS },
-    run: async (_args, { extra }) => textResult(`confirmed=${String((await elicitForm(extra, "Please confirm", CONFIRM)).content?.ok)}`),
+    run: async (_args, { extra }) => textResult(`confirmed=${String((await elicitForm(extra, "Please confirm", CONFIRM, "confirm")).content?.ok)}`),
   },
   {
     definition: { name: "test_input_required_result_multiple_inputs", description: "Asks for a name, a greeting and the roots at once.", inputSchema: NO_ARGUMENTS },
     run: async (_args, { extra }) => {
-      const [name, greeting, roots] = await Promise.all([elicitForm(extra, "What is your name?", NAME), sampleText(extra, "Generate a greeting", 50), listRoots(extra)]);
+      const [name, greeting, roots] = await Promise.all([
+        elicitForm(extra, "What is your name?", NAME, "user_name"),
+        sampleText(extra, "Generate a greeting", 50, "greeting"),
+        listRoots(extra, "client_roots"),
+      ]);
       return textResult(`name=${String(name.content?.name)}, greeting=${greeting}, roots=${roots.roots.length}`);
     },
   },
   {
     definition: { name: "test_input_required_result_multi_round", description: "Asks a name, then a colour: two rounds.", inputSchema: NO_ARGUMENTS },
     run: async (_args, { extra }) => {
-      const name = await elicitForm(extra, "Step 1: What is your name?", NAME);
-      const colour = await elicitForm(extra, "Step 2: What is your favorite color?", { type: "object", properties: { color: { type: "string" } }, required: ["color"] });
+      const name = await elicitForm(extra, "Step 1: What is your name?", NAME, "step1");
+      const colour = await elicitForm(extra, "Step 2: What is your favorite color?", { type: "object", properties: { color: { type: "string" } }, required: ["color"] }, "step2");
       return textResult(`${String(name.content?.name)} likes ${String(colour.content?.color)}`);
     },
   },

@@ -91,7 +91,7 @@ const PROMPTS: ConformancePrompt[] = [
         type: "object",
         properties: { context: { type: "string" } },
         required: ["context"],
-      });
+      }, "user_context");
       return { messages: [{ role: "user", content: { type: "text", text: `Context: ${String(answer.content?.context)}` } }] };
     },
   },

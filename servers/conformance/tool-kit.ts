@@ -54,21 +54,29 @@ export async function log(context: ToolContext, level: LoggingLevel, logger: str
   await context.extra.sendNotification({ method: "notifications/message", params: { level, logger, data } });
 }
 
+/**
+ * `_meta` naming the key a gateway that turns this request into an input_required round (MRTR) should
+ * file it under, as the 2026-07-28 scenarios expect fixed keys; other clients ignore it.
+ */
+function keyed(key: string | undefined): { _meta?: Record<string, string> } {
+  return key ? { _meta: { "io.mcpvisor/inputKey": key } } : {};
+}
+
 /** A form-mode elicitation/create on the request's own channel. `mode` is left out: "form" is its default
  * and clients older than 2025-11-25 do not know the field. */
-export function elicitForm(extra: RequestExtra, message: string, requestedSchema: ElicitRequestFormParams["requestedSchema"]) {
-  return extra.sendRequest({ method: "elicitation/create", params: { message, requestedSchema } }, ElicitResultSchema);
+export function elicitForm(extra: RequestExtra, message: string, requestedSchema: ElicitRequestFormParams["requestedSchema"], key?: string) {
+  return extra.sendRequest({ method: "elicitation/create", params: { message, requestedSchema, ...keyed(key) } }, ElicitResultSchema);
 }
 
 /** A sampling/createMessage of one user text, answered as text (or a note of the content type). */
-export async function sampleText(extra: RequestExtra, text: string, maxTokens: number): Promise<string> {
+export async function sampleText(extra: RequestExtra, text: string, maxTokens: number, key?: string): Promise<string> {
   const result = await extra.sendRequest(
-    { method: "sampling/createMessage", params: { messages: [{ role: "user", content: { type: "text", text } }], maxTokens } },
+    { method: "sampling/createMessage", params: { messages: [{ role: "user", content: { type: "text", text } }], maxTokens, ...keyed(key) } },
     CreateMessageResultSchema,
   );
   return result.content.type === "text" ? result.content.text : `[${result.content.type} content]`;
 }
 
-export function listRoots(extra: RequestExtra) {
-  return extra.sendRequest({ method: "roots/list" }, ListRootsResultSchema);
+export function listRoots(extra: RequestExtra, key?: string) {
+  return extra.sendRequest({ method: "roots/list", params: { ...keyed(key) } }, ListRootsResultSchema);
 }

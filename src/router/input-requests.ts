@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createRequestStateCodec, type ServerContext } from "@modelcontextprotocol/server";
-import { isObject, type RequestId } from "./messages.js";
+import { isObject, type JSONRPCRequest, type RequestId } from "./messages.js";
 
 /** Requests whose answer may be an `input_required` result (SEP-2322); a server asking during any other fails it. */
 export const INPUT_METHODS = new Set(["tools/call", "prompts/get", "resources/read"]);
@@ -58,7 +58,16 @@ export function inputResponseOf(responses: unknown, key: string): Record<string,
   return isObject(value) ? value : undefined;
 }
 
-/** A readable key for an input request: what it asks for, and a number. */
-export function inputKey(method: string, n: number): string {
-  return `${method.split("/")[0]}-${n}`;
+/** Where a server that knows of MRTR may name its question's key, in the request's `_meta`. */
+export const INPUT_KEY_META = "io.mcpvisor/inputKey";
+
+/**
+ * The key a question goes under in `inputRequests`, and its params as the client sees them: the key the
+ * server named (INPUT_KEY_META) when it is free, else what it asks for and a number (`elicitation-7`).
+ */
+export function inputKeyOf(request: JSONRPCRequest, n: number, taken: Map<string, unknown>): { key: string; params: Record<string, unknown> } {
+  const { _meta, ...params } = request.params ?? {};
+  const { [INPUT_KEY_META]: named, ...meta } = isObject(_meta) ? _meta : {};
+  const key = typeof named === "string" && named && !taken.has(named) ? named : `${request.method.split("/")[0]}-${n}`;
+  return { key, params: isObject(_meta) && Object.keys(meta).length > 0 ? { ...params, _meta: meta } : params };
 }

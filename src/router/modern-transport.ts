@@ -1,7 +1,7 @@
 import type { Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
-import { INPUT_STATE_TTL_S, InputStateCodec, inputKey, inputRequestsOf, inputResponseOf, type AskedInput } from "./input-requests.js";
-import { isRequest, isResponse, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
+import { INPUT_STATE_TTL_S, InputStateCodec, inputKeyOf, inputRequestsOf, inputResponseOf, type AskedInput } from "./input-requests.js";
+import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
 import { CACHEABLE_METHODS, logLevelAtLeast, modernMetaOf, type ModernRequestMeta } from "./modern-protocol.js";
 
 /** Where one modern request's answer goes: a face's HTTP response (or, later, a WebSocket or stdio line). */
@@ -19,6 +19,8 @@ export interface CacheHints {
 
 /** What 2025-era servers answer for a resource that does not exist (the 2026-07-28 revision says -32602). */
 const LEGACY_RESOURCE_NOT_FOUND = -32002;
+/** One key for the process: a state shown to another session must fail the session check, not the MAC. */
+const codec = new InputStateCodec();
 /** A server asking several things at once (Promise.all) sends them within this; they go out in one round. */
 const ASK_BATCH_MS = 20;
 
@@ -32,6 +34,8 @@ interface Exchange {
   /** What the server asked of the client and has not had answered, by input key. */
   asked: Map<string, AskedInput>;
   round: number;
+  /** Answers the client sent with the request itself, before any question (SEP-2322's ephemeral flow). */
+  offered?: Record<string, unknown>;
   /** The server's answer, when it came while no retry was there to take it. */
   final?: JSONRPCResponse;
   /** Gathers a round's questions (with a target), or ends a round no retry came for (without). */
@@ -57,7 +61,6 @@ export class ModernTransport implements Transport {
   /** A request this transport gave up on (its client went away, or never retried): the session fails it. */
   onabandoned?: (id: RequestId, why: string) => void;
   private readonly exchanges = new Map<RequestId, Exchange>();
-  private readonly codec = new InputStateCodec();
   private next = 0;
   private asks = 0;
   private closed = false;
@@ -77,9 +80,10 @@ export class ModernTransport implements Transport {
   async request(message: JSONRPCRequest, target: ModernReplyTarget): Promise<() => void> {
     const { inputResponses, requestState, ...params } = message.params ?? {};
     if (typeof requestState === "string") return this.resume(message, requestState, inputResponses, target);
-    // Responses without a state answer nothing: the request starts afresh, and the server asks again.
+    // Without a state it is a new request; answers it carries up front answer the questions they name.
     const id = `modern-${++this.next}`;
-    this.exchanges.set(id, { clientId: message.id, method: message.method, meta: modernMetaOf(message), target, asked: new Map(), round: 0 });
+    const offered = isObject(inputResponses) ? { ...inputResponses } : undefined;
+    this.exchanges.set(id, { clientId: message.id, method: message.method, meta: modernMetaOf(message), target, asked: new Map(), round: 0, offered });
     this.onmessage?.({ ...message, id, params });
     return this.abandoner(id, target);
   }
@@ -108,9 +112,18 @@ export class ModernTransport implements Transport {
     related.target?.notify(message);
   }
 
-  /** A server's question to the client; it goes out with the others asked within ASK_BATCH_MS. */
+  /**
+   * A server's question to the client: answered at once if the request came with an answer under its key,
+   * else it goes out with the others asked within ASK_BATCH_MS.
+   */
   private ask(id: RequestId, exchange: Exchange, request: JSONRPCRequest): void {
-    exchange.asked.set(inputKey(request.method, ++this.asks), { id: request.id, method: request.method, params: request.params ?? {} });
+    const { key, params } = inputKeyOf(request, ++this.asks, exchange.asked);
+    const offered = inputResponseOf(exchange.offered, key);
+    if (offered) {
+      delete exchange.offered![key];
+      return this.onmessage?.({ jsonrpc: "2.0", id: request.id, result: offered });
+    }
+    exchange.asked.set(key, { id: request.id, method: request.method, params });
     if (exchange.target && !exchange.timer) exchange.timer = setTimeout(() => void this.askClient(id), ASK_BATCH_MS);
   }
 
@@ -120,9 +133,10 @@ export class ModernTransport implements Transport {
     const target = exchange?.target;
     if (!exchange || !target || exchange.asked.size === 0) return;
     clearTimeout(exchange.timer);
+    exchange.timer = undefined;
     exchange.target = undefined;
     const round = ++exchange.round;
-    const requestState = await this.codec.mint({ session: this.sessionId, request: id, round, keys: [...exchange.asked.keys()] });
+    const requestState = await codec.mint({ session: this.sessionId, request: id, round, keys: [...exchange.asked.keys()] });
     target.answer({
       jsonrpc: "2.0",
       id: exchange.clientId,
@@ -137,7 +151,7 @@ export class ModernTransport implements Transport {
       target.answer({ jsonrpc: "2.0", id: message.id, error: { code: ErrorCode.InvalidParams, message: `Invalid requestState: ${why}` } });
       return () => undefined;
     };
-    const state = await this.codec.verify(token);
+    const state = await codec.verify(token);
     if ("refused" in state) return refuse(`it fails verification (${state.refused}): it was altered, or is older than ${INPUT_STATE_TTL_S} s; send the request again without it`);
     if (state.session !== this.sessionId) return refuse("it was issued to another principal or for another endpoint");
     const exchange = this.exchanges.get(state.request);
@@ -145,6 +159,7 @@ export class ModernTransport implements Transport {
       return refuse("it no longer names a request waiting for input: it was used already, or its request ended; send the request again without it");
     }
     clearTimeout(exchange.timer);
+    exchange.timer = undefined;
     exchange.clientId = message.id;
     exchange.target = target;
     if (exchange.final) {
