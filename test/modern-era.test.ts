@@ -251,6 +251,25 @@ describe("MRTR: a hosted 2025-era server asking a 2026-07-28 client, in input_re
     assert.equal(done.result?.content?.[0]?.text, "name=Bo, greeting=Hi, roots=0");
   });
 
+  test("subscriptions/listen: acknowledged first, then the updates of a subscribed resource from the VM, stamped; nothing unasked", async () => {
+    const url = gateway.url("conformance");
+    const listen = await post(url, { jsonrpc: "2.0", id: "sub-1", method: "subscriptions/listen", params: { _meta: envelope(), notifications: { resourceSubscriptions: ["test://watched-resource"], toolsListChanged: true } } }, modernHeaders("subscriptions/listen"));
+    assert.equal(listen.headers.get("content-type"), "text/event-stream");
+    const frames = sseFrames(listen);
+    const ack = await frames.next();
+    assert.equal(ack.method, "notifications/subscriptions/acknowledged");
+    assert.deepEqual(ack.params?.notifications, { resourceSubscriptions: ["test://watched-resource"], toolsListChanged: true });
+    await send(url, call("test_trigger_prompt_change", 20));
+    await send(url, call("test_update_resource", 21));
+    const updated = await frames.next();
+    assert.equal(updated.method, "notifications/resources/updated", "the prompt change was not asked for, so the update comes next");
+    assert.equal(updated.params?.uri, "test://watched-resource");
+    assert.equal((updated.params?._meta as Record<string, unknown>)["io.modelcontextprotocol/subscriptionId"], "sub-1");
+    await send(url, call("test_trigger_tool_change", 22));
+    assert.equal((await frames.next()).method, "notifications/tools/list_changed");
+    await frames.close();
+  });
+
   test("a round no one answers ends with the call's timeout, and the VM goes on serving", async () => {
     const url = gateway.url("conformance");
     const timedOut = nextEvent<{ outcome?: string; tool?: string }>(events.requestEnd, "the abandoned call's timeout", (r) => r.outcome === "timeout", 20_000);
@@ -267,3 +286,28 @@ describe("MRTR: a hosted 2025-era server asking a 2026-07-28 client, in input_re
     await gateway.close();
   });
 });
+
+/** The JSON messages of an SSE response, one at a time. */
+function sseFrames(response: Response) {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  return {
+    async next(): Promise<{ method?: string; params?: Record<string, unknown> }> {
+      for (;;) {
+        const end = buffered.indexOf("\n\n");
+        if (end >= 0) {
+          const frame = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          const data = frame.split("\n").find((line) => line.startsWith("data: "));
+          if (data) return JSON.parse(data.slice("data: ".length)) as { method?: string; params?: Record<string, unknown> };
+          continue;
+        }
+        const { value, done } = await reader.read();
+        if (done) throw new Error("the stream ended");
+        buffered += decoder.decode(value, { stream: true });
+      }
+    },
+    close: () => reader.cancel(),
+  };
+}

@@ -16,9 +16,9 @@ export function createConformanceServer(): Server {
     { name: "mcpvisor-conformance", title: "MCP conformance fixture", version: CONFORMANCE_SERVER_VERSION },
     {
       capabilities: {
-        tools: {},
+        tools: { listChanged: true },
         resources: { subscribe: true },
-        prompts: {},
+        prompts: { listChanged: true },
         logging: {},
         completions: {},
       },

@@ -87,6 +87,20 @@ export const inputRequiredTools: ConformanceTool[] = [
     },
   },
   {
+    definition: { name: "test_trigger_tool_change", description: "Says its tool list changed (notifications/tools/list_changed).", inputSchema: NO_ARGUMENTS },
+    run: async (_args, { server }) => {
+      await server.sendToolListChanged();
+      return textResult("tools/list_changed sent");
+    },
+  },
+  {
+    definition: { name: "test_trigger_prompt_change", description: "Says its prompt list changed (notifications/prompts/list_changed).", inputSchema: NO_ARGUMENTS },
+    run: async (_args, { server }) => {
+      await server.sendPromptListChanged();
+      return textResult("prompts/list_changed sent");
+    },
+  },
+  {
     definition: { name: "test_logging_tool", description: "Logs one info line while it runs.", inputSchema: NO_ARGUMENTS },
     run: async (_args, context) => {
       await log(context, "info", "test_logging_tool", "a log line");

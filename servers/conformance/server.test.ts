@@ -44,6 +44,8 @@ const EXPECTED_TOOLS = [
   "test_streaming_elicitation",
   "test_tool_with_logging",
   "test_tool_with_progress",
+  "test_trigger_prompt_change",
+  "test_trigger_tool_change",
   "test_update_resource",
 ];
 

@@ -5,6 +5,7 @@ import { ModernErrorCode } from "../router/modern-protocol.js";
 import type { ModernTransport } from "../router/modern-transport.js";
 import { errorResponse } from "./to-wire.js";
 
+const KEEP_ALIVE_MS = 15_000;
 const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache, no-transform", connection: "keep-alive", "x-accel-buffering": "no" };
 
 /**
@@ -39,20 +40,30 @@ export async function serveModern(req: IncomingMessage, res: ServerResponse, mes
     return;
   }
   const streams = req.headers.accept?.includes("text/event-stream") ?? false;
+  if (message.method === "subscriptions/listen" && !streams) {
+    return writeModernRefusal(res, 406, message.id, { code: ErrorCode.InvalidRequest, message: "Not Acceptable: subscriptions/listen answers with an SSE stream; accept text/event-stream" });
+  }
   let answered = false;
   let gone = false;
+  let keepAlive: NodeJS.Timeout | undefined;
   res.once("close", () => {
     gone = true;
+    clearInterval(keepAlive);
     if (!answered) abandon?.();
   });
   const abandon: (() => void) | undefined = await transport.request(message, {
     notify: (notification) => {
       if (!streams || answered) return;
-      if (!res.headersSent) res.writeHead(200, SSE_HEADERS);
+      if (!res.headersSent) {
+        res.writeHead(200, SSE_HEADERS);
+        // Proxies drop a silent stream (a listen stream is silent for as long as nothing changes).
+        keepAlive = setInterval(() => res.write(": keepalive\n\n"), KEEP_ALIVE_MS).unref();
+      }
       res.write(event(notification));
     },
     answer: (answer) => {
       answered = true;
+      clearInterval(keepAlive);
       if (res.headersSent) return void res.end(event(answer));
       const body = JSON.stringify(answer);
       res.writeHead(statusOf(answer), { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body);

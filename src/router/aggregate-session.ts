@@ -124,7 +124,7 @@ export class AggregateSession extends Session {
   }
 
   private async forwardByUri(message: JSONRPCRequest, uri: unknown, record?: RequestRecord): Promise<void> {
-    const link = typeof uri === "string" ? await this.ownerOf(uri) : undefined;
+    const link = typeof uri === "string" ? await this.linkOwning(uri) : undefined;
     if (!link) throw new InvalidParamsError(`Unknown resource '${String(uri)}': resources/list shows the URIs there are`);
     await this.forward(link, message, record);
   }
@@ -144,7 +144,7 @@ export class AggregateSession extends Session {
   }
 
   /** The server that listed `uri`, or whose URI template's fixed prefix it starts with. */
-  private async ownerOf(uri: string): Promise<ServerLink | undefined> {
+  protected async linkOwning(uri: string): Promise<ServerLink | undefined> {
     for (const link of this.links()) if ((await link.catalog()).resources.some((r) => r.uri === uri)) return link;
     for (const link of this.links()) {
       for (const template of (await link.catalog()).resourceTemplates) {

@@ -18,6 +18,7 @@ export const META = {
   clientCapabilities: "io.modelcontextprotocol/clientCapabilities",
   logLevel: "io.modelcontextprotocol/logLevel",
   serverInfo: "io.modelcontextprotocol/serverInfo",
+  subscriptionId: "io.modelcontextprotocol/subscriptionId",
 } as const;
 
 /** Methods of the 2025 era the 2026-07-28 revision removed: a modern request for one is a method not found. */
@@ -46,4 +47,43 @@ export function modernMetaOf(request: JSONRPCRequest): ModernRequestMeta {
 /** Whether a server's log line is as severe as `wanted` (a LOG_LEVELS index) or more. */
 export function logLevelAtLeast(level: unknown, wanted: number): boolean {
   return LOG_LEVELS.indexOf(String(level)) >= wanted;
+}
+
+/** What a `subscriptions/listen` stream carries (SEP-2575's SubscriptionFilter). */
+export interface SubscriptionFilter {
+  toolsListChanged?: boolean;
+  promptsListChanged?: boolean;
+  resourcesListChanged?: boolean;
+  resourceSubscriptions?: string[];
+}
+
+const LIST_CHANGED: Record<string, keyof SubscriptionFilter> = {
+  "notifications/tools/list_changed": "toolsListChanged",
+  "notifications/prompts/list_changed": "promptsListChanged",
+  "notifications/resources/list_changed": "resourcesListChanged",
+};
+
+/** Notifications that go to listen streams, never with a request (a 2025 server sends them wherever). */
+export function isSubscriptionNotification(method: string): boolean {
+  return method in LIST_CHANGED || method === "notifications/resources/updated";
+}
+
+/** Whether a listen stream with `filter` asked for this notification. */
+export function filterAccepts(filter: SubscriptionFilter, method: string, params: Record<string, unknown> | undefined): boolean {
+  const flag = LIST_CHANGED[method];
+  if (flag) return filter[flag] === true;
+  return method === "notifications/resources/updated" && (filter.resourceSubscriptions ?? []).includes(String(params?.uri));
+}
+
+/** The part of a requested filter the server's capabilities can deliver: nothing it does not advertise is promised. */
+export function honoredFilter(requested: unknown, capabilities: Record<string, unknown>): SubscriptionFilter {
+  const wanted = isObject(requested) ? requested : {};
+  const can = (feature: string, flag: string) => isObject(capabilities[feature]) && (capabilities[feature] as Record<string, unknown>)[flag] === true;
+  const honored: SubscriptionFilter = {};
+  if (wanted.toolsListChanged === true && can("tools", "listChanged")) honored.toolsListChanged = true;
+  if (wanted.promptsListChanged === true && can("prompts", "listChanged")) honored.promptsListChanged = true;
+  if (wanted.resourcesListChanged === true && can("resources", "listChanged")) honored.resourcesListChanged = true;
+  const uris = Array.isArray(wanted.resourceSubscriptions) ? wanted.resourceSubscriptions.filter((u): u is string => typeof u === "string") : [];
+  if (uris.length > 0 && can("resources", "subscribe")) honored.resourceSubscriptions = uris;
+  return honored;
 }

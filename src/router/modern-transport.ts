@@ -2,7 +2,16 @@ import type { Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import { INPUT_STATE_TTL_S, InputStateCodec, inputKeyOf, inputRequestsOf, inputResponseOf, type AskedInput } from "./input-requests.js";
 import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
-import { CACHEABLE_METHODS, logLevelAtLeast, modernMetaOf, type ModernRequestMeta } from "./modern-protocol.js";
+import {
+  CACHEABLE_METHODS,
+  filterAccepts,
+  isSubscriptionNotification,
+  logLevelAtLeast,
+  META,
+  modernMetaOf,
+  type ModernRequestMeta,
+  type SubscriptionFilter,
+} from "./modern-protocol.js";
 
 /** Where one modern request's answer goes: a face's HTTP response (or, later, a WebSocket or stdio line). */
 export interface ModernReplyTarget {
@@ -61,6 +70,8 @@ export class ModernTransport implements Transport {
   /** A request this transport gave up on (its client went away, or never retried): the session fails it. */
   onabandoned?: (id: RequestId, why: string) => void;
   private readonly exchanges = new Map<RequestId, Exchange>();
+  /** Open `subscriptions/listen` streams, by the session's id of their request. */
+  private readonly subscriptions = new Map<RequestId, { clientId: RequestId; filter: SubscriptionFilter; target: ModernReplyTarget }>();
   private next = 0;
   private asks = 0;
   private closed = false;
@@ -102,14 +113,34 @@ export class ModernTransport implements Transport {
       this.end(message.id!);
       return exchange.target.answer(this.answerOf(message, exchange));
     }
+    if (!isRequest(message) && isSubscriptionNotification(message.method)) return this.publish(message);
     const id = options?.relatedRequestId;
     const related = id === undefined ? undefined : this.exchanges.get(id);
-    if (!related) return; // messages about no request of a modern client (list changes) have no stream to go on yet
+    if (!related) return; // about no request of this client
     if (isRequest(message)) return this.ask(id!, related, message);
     if (message.method === "notifications/message") {
       if (related.meta.logLevel === undefined || !logLevelAtLeast(message.params?.level, related.meta.logLevel)) return;
     }
     related.target?.notify(message);
+  }
+
+  /**
+   * Turns request `id` (`subscriptions/listen`) into a listen stream: the acknowledgement with what will be
+   * delivered goes first, then every notification the filter accepts, each stamped with the stream's id.
+   */
+  listen(id: RequestId, filter: SubscriptionFilter): void {
+    const exchange = this.exchanges.get(id);
+    if (!exchange?.target) return;
+    this.end(id);
+    const subscription = { clientId: exchange.clientId, filter, target: exchange.target };
+    this.subscriptions.set(id, subscription);
+    subscription.target.notify(stamped({ jsonrpc: "2.0", method: "notifications/subscriptions/acknowledged", params: { notifications: filter } }, subscription.clientId));
+  }
+
+  private publish(notification: JSONRPCNotification): void {
+    for (const { clientId, filter, target } of this.subscriptions.values()) {
+      if (filterAccepts(filter, notification.method, notification.params)) target.notify(stamped(notification, clientId));
+    }
   }
 
   /**
@@ -183,6 +214,7 @@ export class ModernTransport implements Transport {
     return () => {
       // Only while this POST is the request's target: after an input_required round, the retry's is.
       if (this.exchanges.get(id)?.target === target) this.drop(id, ErrorCode.ConnectionClosed, "The client closed its connection");
+      if (this.subscriptions.get(id)?.target === target) this.subscriptions.delete(id);
     };
   }
 
@@ -226,6 +258,16 @@ export class ModernTransport implements Transport {
     this.closed = true;
     for (const exchange of this.exchanges.values()) clearTimeout(exchange.timer);
     this.exchanges.clear();
+    // A listen stream that ends because the session does is closed gracefully: its empty result says so.
+    for (const { clientId, target } of this.subscriptions.values()) {
+      target.answer({ jsonrpc: "2.0", id: clientId, result: { resultType: "complete", _meta: { [META.subscriptionId]: clientId } } });
+    }
+    this.subscriptions.clear();
     this.onclose?.();
   }
+}
+
+/** A notification as a listen stream delivers it: with the id of the request that opened the stream. */
+function stamped(notification: JSONRPCNotification, subscriptionId: RequestId): JSONRPCNotification {
+  return { ...notification, params: { ...notification.params, _meta: { ...(notification.params?._meta as object), [META.subscriptionId]: subscriptionId } } };
 }

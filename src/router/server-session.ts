@@ -39,6 +39,10 @@ export class ServerSession extends Session {
     return server === this.server ? this.link : undefined;
   }
 
+  protected async linkOwning(): Promise<ServerLink> {
+    return this.link;
+  }
+
   protected links(): ServerLink[] {
     return [this.link];
   }

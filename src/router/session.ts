@@ -12,7 +12,7 @@ import { nowMs, type RequestRecord } from "../telemetry/events.js";
 import { requestTraceparent } from "../telemetry/trace-context.js";
 import { InvalidParamsError, MethodNotFoundError, MissingClientCapabilityError, RequestAbandonedError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
 import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
-import { META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
+import { honoredFilter, META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
 import { INPUT_METHODS } from "./input-requests.js";
 import { ModernTransport } from "./modern-transport.js";
 import { RequestLedger } from "./request-ledger.js";
@@ -83,6 +83,8 @@ export abstract class Session {
   protected abstract initializeResult(): Promise<Record<string, unknown>>;
   protected abstract links(): ServerLink[];
   protected abstract linkFor(server: string): ServerLink | undefined;
+  /** The link to the server that has resource `uri`. */
+  protected abstract linkOwning(uri: string): Promise<ServerLink | undefined>;
   /** Which server a failure is reported for. */
   protected abstract serverFor(id: RequestId): string;
 
@@ -104,6 +106,7 @@ export abstract class Session {
       this.ledger.open(message.id, record, meta?.progressToken);
       if (this.transport instanceof ModernTransport) {
         if (message.method === "server/discover") return this.answerDiscover(message);
+        if (message.method === "subscriptions/listen") return this.answerListen(message, this.transport);
         if (REMOVED_METHODS.has(message.method)) {
           return this.fail(message.id, new MethodNotFoundError(`Method '${message.method}' does not exist in MCP ${MODERN_PROTOCOL_VERSIONS.join(", ")}`), this.serverFor(message.id));
         }
@@ -144,6 +147,26 @@ export abstract class Session {
         ...(typeof instructions === "string" ? { instructions } : {}),
         _meta: { [META.serverInfo]: serverInfo },
       });
+    } catch (error) {
+      this.fail(message.id, error, this.serverFor(message.id));
+    }
+  }
+
+  /**
+   * A 2026-07-28 `subscriptions/listen`: a stream, not a call, so it leaves the ledger at once (a server's
+   * question must never be taken for one about it). Resources it names are subscribed to in the server
+   * that has them, for every sandbox the session gets from now on.
+   */
+  private async answerListen(message: JSONRPCRequest, transport: ModernTransport): Promise<void> {
+    try {
+      const { capabilities } = await this.initializeResult();
+      const filter = honoredFilter(message.params?.notifications, isObject(capabilities) ? capabilities : {});
+      for (const uri of filter.resourceSubscriptions ?? []) {
+        const subscribe: JSONRPCRequest = { jsonrpc: "2.0", id: `subscribe ${uri}`, method: "resources/subscribe", params: { uri } };
+        await (await this.linkOwning(uri))?.setPreamble(`resources/subscribe ${uri}`, subscribe);
+      }
+      this.ledger.finish(message.id, "ok");
+      transport.listen(message.id, filter);
     } catch (error) {
       this.fail(message.id, error, this.serverFor(message.id));
     }
