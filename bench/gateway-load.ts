@@ -3,7 +3,8 @@
  * work never shares the gateway's event loop. The parent decides what to send and when; this process
  * only opens clients, makes calls and times them.
  *
- *   {op:"open", key, url, n, kind}          -> {ok}          n sessions (raw keep-alive client or SDK Client)
+ *   {op:"open", key, url, n, kind}          -> {ok}          n sessions (raw keep-alive client, the same
+ *                                                            sending 2026-07-28 stateless requests, or SDK Client)
  *   {op:"call", key, tool, args}            -> {ms, id}      one call by the key's first client, timed
  *   {op:"load", key, n, tool, args, warmupMs, windowMs}
  *                                           -> {calls, errors, windowMs, p50, p99}
@@ -17,7 +18,7 @@ import { KeepAliveMcpClient } from "./keepalive-mcp-client.js";
 import { percentile } from "./stats.js";
 
 export type LoadCommand =
-  | { op: "open"; key: string; url: string; n: number; kind: "raw" | "sdk" }
+  | { op: "open"; key: string; url: string; n: number; kind: "raw" | "raw-2026" | "sdk" }
   | { op: "call"; key: string; tool: string; args: Record<string, unknown> }
   | { op: "load"; key: string; n: number; tool: string; args: Record<string, unknown>; warmupMs: number; windowMs: number }
   | { op: "close"; key: string };
@@ -37,8 +38,8 @@ interface BenchClient {
   close(): Promise<void>;
 }
 
-async function openRaw(url: string): Promise<BenchClient> {
-  const client = new KeepAliveMcpClient(url);
+async function openRaw(url: string, era?: "2026-07-28"): Promise<BenchClient> {
+  const client = new KeepAliveMcpClient(url, era);
   await client.initialize();
   return {
     async call(tool, args) {
@@ -114,7 +115,7 @@ async function load(cmd: Extract<LoadCommand, { op: "load" }>): Promise<LoadResu
 async function handle(cmd: LoadCommand): Promise<unknown> {
   switch (cmd.op) {
     case "open": {
-      const opened = await Promise.all(Array.from({ length: cmd.n }, () => (cmd.kind === "sdk" ? openSdk(cmd.url) : openRaw(cmd.url))));
+      const opened = await Promise.all(Array.from({ length: cmd.n }, () => (cmd.kind === "sdk" ? openSdk(cmd.url) : openRaw(cmd.url, cmd.kind === "raw-2026" ? "2026-07-28" : undefined))));
       clients.set(cmd.key, [...(clients.get(cmd.key) ?? []), ...opened]);
       return { ok: true };
     }

@@ -419,6 +419,12 @@ try {
     await load.send({ op: "call", key: "mcpv-sdk", tool: `${SERVER}__${TOOL}`, args: ARGS });
     await load.send({ op: "call", key: "sg-sdk", tool: TOOL, args: ARGS });
   }
+  // The principal's 2026-07-28 session (stateless requests, no Mcp-Session-Id) has a clone of its own too.
+  await load.send({ op: "open", key: "mcpv-2026", url: mcpvUrl, n: 1, kind: "raw-2026" });
+  await load.send({ op: "call", key: "mcpv-2026", tool: `${SERVER}__${TOOL}`, args: ARGS });
+  const modernVm = leased.at(-1)?.vm;
+  if (!modernVm || leased.length < (sdk ? 3 : 2)) throw new Error("the 2026-07-28 requests have no running sandbox of their own");
+  const modernProbe = new ChannelProbe(modernVm.channel);
   const sandbox = leased[0];
   if (!sandbox) throw new Error("the gateway leased no sandbox for the session");
   const vm = sandbox.vm;
@@ -438,11 +444,10 @@ try {
   await poolFull(gateway, POOL.prestarted, POOL.warm);
 
   // ---- latency, interleaved ----
-  type Series = "floor-e2e" | "mcpv-e2e" | "mcpv-direct" | "sg-e2e" | "sg-direct" | "mcpv-sdk" | "mcpv-sdk-direct" | "sg-sdk" | "sg-sdk-direct";
-  const samples = Object.fromEntries(
-    (["floor-e2e", "mcpv-e2e", "mcpv-direct", "sg-e2e", "sg-direct", "mcpv-sdk", "mcpv-sdk-direct", "sg-sdk", "sg-sdk-direct"] as const).map((k) => [k, [] as number[]]),
-  ) as Record<Series, number[]>;
-  const paired = { mcpv: [] as number[], sg: [] as number[] };
+  const SERIES = ["floor-e2e", "mcpv-e2e", "mcpv-direct", "mcpv-2026", "mcpv-2026-direct", "sg-e2e", "sg-direct", "mcpv-sdk", "mcpv-sdk-direct", "sg-sdk", "sg-sdk-direct"] as const;
+  type Series = (typeof SERIES)[number];
+  const samples = Object.fromEntries(SERIES.map((k) => [k, [] as number[]])) as Record<Series, number[]>;
+  const paired = { mcpv: [] as number[], modern: [] as number[], sg: [] as number[] };
   const parts = { client: [] as number[], inbound: [] as number[], guest: [] as number[], outbound: [] as number[] };
   /** End to end minus the server's round trip of that very call, as stamped inside each gateway. */
   const sameCall = { mcpv: [] as number[], sg: [] as number[] };
@@ -462,6 +467,8 @@ try {
       return lastE2e.ms;
     },
     "mcpv-direct": () => p.call(TOOL, ARGS),
+    "mcpv-2026": async () => (await load.send<{ ms: number }>({ op: "call", key: "mcpv-2026", tool: `${SERVER}__${TOOL}`, args: ARGS })).ms,
+    "mcpv-2026-direct": () => modernProbe.call(TOOL, ARGS),
     "sg-e2e": async () => {
       lastE2e = await load.send<{ ms: number; id?: number }>({ op: "call", key: "sg", tool: TOOL, args: ARGS });
       return lastE2e.ms;
@@ -504,16 +511,17 @@ try {
       if (!measured) continue;
       for (const series of order) samples[series].push(got[series]!);
       if (got["mcpv-e2e"] !== undefined) paired.mcpv.push(got["mcpv-e2e"] - got["mcpv-direct"]!);
+      if (got["mcpv-2026"] !== undefined) paired.modern.push(got["mcpv-2026"] - got["mcpv-2026-direct"]!);
       if (got["sg-e2e"] !== undefined) paired.sg.push(got["sg-e2e"] - got["sg-direct"]!);
       if ((round - WARMUP + 1) % 250 === 0) progress(`  ${round - WARMUP + 1}/${CALLS} rounds`);
     }
     progress(`  took ${((performance.now() - phaseStart) / 1000).toFixed(0)} s`);
   };
-  await interleave(["floor-e2e", "mcpv-e2e", "mcpv-direct", "sg-e2e", "sg-direct"], "minimal HTTP client");
+  await interleave(["floor-e2e", "mcpv-e2e", "mcpv-direct", "mcpv-2026", "mcpv-2026-direct", "sg-e2e", "sg-direct"], "minimal HTTP client");
   // A phase of its own: the SDK Client's CPU work (schemas, a full MCP client) on this 2-core machine would
   // otherwise compete with the calls of the other paths in the same round.
   if (sdk) await interleave(["mcpv-sdk", "mcpv-sdk-direct", "sg-sdk", "sg-sdk-direct"], "SDK Client");
-  for (const key of ["floor", "mcpv", "sg", "mcpv-sdk", "sg-sdk"]) await load.send({ op: "close", key });
+  for (const key of ["floor", "mcpv", "mcpv-2026", "sg", "mcpv-sdk", "sg-sdk"]) await load.send({ op: "close", key });
   probe = undefined;
 
   // ---- throughput ----
@@ -579,6 +587,8 @@ try {
   const rows = [
     row("mcpvisor: /mcp end to end (minimal HTTP client)", samples["mcpv-e2e"], over.mcpv, paired.mcpv, sameCall.mcpv),
     row("mcpvisor: same clone, straight down the sandbox channel", samples["mcpv-direct"]),
+    row("mcpvisor: /mcp end to end, 2026-07-28 stateless requests (minimal HTTP client)", samples["mcpv-2026"], sdkOver("mcpv-2026", "mcpv-2026-direct"), paired.modern),
+    row("mcpvisor: the 2026 principal's clone, straight down its channel", samples["mcpv-2026-direct"]),
     row("reference: minimal node:http proxy down that channel (the floor)", samples["floor-e2e"], {
       p50: pct(samples["floor-e2e"], 50) - pct(samples["mcpv-direct"], 50),
       p99: pct(samples["floor-e2e"], 99) - pct(samples["mcpv-direct"], 99),

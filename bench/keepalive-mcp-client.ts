@@ -6,6 +6,12 @@
  */
 import { Agent, request } from "node:http";
 
+/** The 2026-07-28 envelope every request of a stateless client carries. */
+const MODERN_META = {
+  "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+  "io.modelcontextprotocol/clientCapabilities": {},
+};
+
 export class KeepAliveMcpClient {
   private sessionId: string | undefined;
   private nextId = 1;
@@ -14,11 +20,13 @@ export class KeepAliveMcpClient {
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 1, keepAliveMsecs: 60_000 });
   private readonly target: URL;
 
-  constructor(url: string) {
+  /** `2026-07-28`: no initialize, no session; every request carries `_meta` and the SEP-2243 headers. */
+  constructor(url: string, private readonly era: "2025-11-25" | "2026-07-28" = "2025-11-25") {
     this.target = new URL(url);
   }
 
   async initialize(): Promise<void> {
+    if (this.era === "2026-07-28") return void (await this.request("server/discover", {}));
     await this.request("initialize", {
       protocolVersion: "2025-11-25",
       capabilities: {},
@@ -30,7 +38,10 @@ export class KeepAliveMcpClient {
   async request(method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> {
     const id = this.nextId++;
     this.lastId = id;
-    const { status, body, contentType } = await this.post(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
+    const modern = this.era === "2026-07-28";
+    const sent = modern ? { ...params, _meta: MODERN_META } : params;
+    const headers = modern ? { "mcp-method": method, ...(typeof params.name === "string" ? { "mcp-name": params.name } : {}) } : {};
+    const { status, body, contentType } = await this.send("POST", JSON.stringify({ jsonrpc: "2.0", id, method, params: sent }), headers);
     if (status !== 200) throw new Error(`${method}: HTTP ${status}: ${body.slice(0, 300)}`);
     const message = parseReply(body, contentType, id);
     if (message.error) throw new Error(`${method}: ${JSON.stringify(message.error)}`);
@@ -50,11 +61,12 @@ export class KeepAliveMcpClient {
     return this.send("POST", body);
   }
 
-  private send(method: string, body: string | undefined): Promise<{ status: number; body: string; contentType: string }> {
+  private send(method: string, body: string | undefined, extra: Record<string, string> = {}): Promise<{ status: number; body: string; contentType: string }> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string | number> = {
         accept: "application/json, text/event-stream",
-        "mcp-protocol-version": "2025-11-25",
+        "mcp-protocol-version": this.era,
+        ...extra,
       };
       if (body !== undefined) {
         headers["content-type"] = "application/json";

