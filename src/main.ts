@@ -16,6 +16,7 @@ import { AuditLog } from "./telemetry/audit-log.js";
 import { flushTelemetry } from "./telemetry/events.js";
 import { Readiness } from "./gateway/readiness.js";
 import { mcpPreparation } from "./router/catalog.js";
+import { ModernSessions } from "./router/modern-sessions.js";
 import { Router } from "./router/router.js";
 import { SessionStore } from "./router/session-store.js";
 import type { VmSpec } from "./sandbox/driver.js";
@@ -37,6 +38,8 @@ export interface Runtime {
   units: SandboxUnit[];
   pool: SandboxPool;
   router: Router;
+  /** Where 2026-07-28 requests are served, on every face: one session per principal and route. */
+  modern: ModernSessions;
   readiness: Readiness;
   /** Request traces (in memory, and OTLP when configured) and recent activity, for the status page. */
   tracing: Tracing;
@@ -92,6 +95,7 @@ export async function createRuntime(
   const sessionStore = new SessionStore(join(config.cacheDir, "sessions"));
   await sessionStore.index();
   const router = new Router(pool, log, sessionStore);
+  const modern = new ModernSessions(router, log, config.sessionIdleMs);
   // Saved sessions nobody came back to are deleted after the retention time, checked hourly.
   const expire = () =>
     void router.expireSaved(config.sessionRetentionMs).then((n) => n && log.info({ expired: n }, "expired saved sessions"));
@@ -126,12 +130,14 @@ export async function createRuntime(
     units,
     pool,
     router,
+    modern,
     readiness,
     tracing,
     activity,
     settled,
     async close() {
       clearInterval(expiry);
+      await modern.close();
       await router.close();
       await pool.close();
       // What the last calls published is recorded before anything stops listening.
@@ -193,7 +199,7 @@ export async function startGateway(
     tenantUsage: (tenant: string) => router.tenantUsage(tenant),
   };
   const metrics = new Metrics({ poolStats: () => pool.stats(), runGate: () => pool.runGateStats(), poolTargets: () => runtime.units.map((u) => ({ server: u.name, ...u.pool })) });
-  const http = new HttpGateway(router, readiness, log, { ...config, status, metrics, gatekeeper, audit });
+  const http = new HttpGateway(router, runtime.modern, readiness, log, { ...config, status, metrics, gatekeeper, audit });
   port = await http.listen();
   gatewayPorts.add(port);
   log.info({ host: config.host, port, servers: runtime.manifests.map((m) => m.name) }, "gateway listening");

@@ -14,8 +14,11 @@ import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
 import { WebSocket } from "ws";
 import { StdioFace } from "../src/gateway/stdio.js";
 import { REPO_ROOT } from "../src/main.js";
+import { createLogger } from "../src/telemetry/log.js";
 import { runFaceSuite } from "./face.case.js";
 import { alive, childPids, eventually, sh, startReadyGateway } from "./helpers.js";
+
+const quietLog = createLogger("silent");
 
 // The SDK's WebSocket client needs a global WebSocket, which Node 20 has only behind
 // --experimental-websocket; the `ws` package implements the same API, so this file runs with plain node.
@@ -103,11 +106,11 @@ describe("client faces: Streamable HTTP, legacy SSE, WebSocket and stdio, with r
     transport: (route) => {
       const toFace = new PassThrough();
       const fromFace = new PassThrough();
-      void new StdioFace(gateway.router, route).serve(toFace, fromFace);
+      void new StdioFace(gateway.router, route, gateway.modern, quietLog).serve(toFace, fromFace);
       return new PipeClientTransport(fromFace, toFace);
     },
     openUnknown: async (server) => {
-      const error = await new StdioFace(gateway.router, server).serve(new PassThrough(), new PassThrough()).then(
+      const error = await new StdioFace(gateway.router, server, gateway.modern, quietLog).serve(new PassThrough(), new PassThrough()).then(
         () => assert.fail("a session opened on a server not hosted"),
         (e: Error) => e,
       );

@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { PassThrough } from "node:stream";
 import { describe, test } from "node:test";
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from "@modelcontextprotocol/client";
 import { connectAs, endSession, post, tenantsFileWith } from "./auth-helpers.js";
+import { WebSocket } from "ws";
+import { StdioFace } from "../src/gateway/stdio.js";
 import { events } from "../src/telemetry/events.js";
+import { createLogger } from "../src/telemetry/log.js";
 import { eventually, nextEvent, serversDirWith, startReadyGateway } from "./helpers.js";
 
 const MODERN = "2026-07-28";
@@ -160,6 +165,47 @@ describe("2026-07-28 requests that break the rules get a clear error, and the ga
     assert.equal(response.status, 400);
     assert.equal(body.error?.code, -32021);
     assert.deepEqual(body.error?.data?.requiredCapabilities, { sampling: {} });
+  });
+
+  test("WebSocket and stdio carry 2026-07-28 requests beside 2025 ones, into the same principal session as HTTP", async () => {
+    const entity = `ws-${randomBytes(3).toString("hex")}`;
+    const socket = new WebSocket(`ws://127.0.0.1:${gateway.port}/servers/memory/ws`, "mcp");
+    await once(socket, "open");
+    const replies = new Map<unknown, Record<string, unknown>>();
+    const waiting = new Map<unknown, () => void>();
+    socket.on("message", (data) => {
+      const message = JSON.parse(String(data)) as Record<string, unknown>;
+      replies.set(message.id, message);
+      waiting.get(message.id)?.();
+    });
+    const ask = (message: Record<string, unknown>) =>
+      new Promise<Record<string, unknown>>((resolve) => {
+        waiting.set(message.id, () => resolve(replies.get(message.id)!));
+        socket.send(JSON.stringify({ jsonrpc: "2.0", ...message }));
+      });
+    const created = await ask({ id: "w1", method: "tools/call", params: { name: "create_entities", arguments: { entities: [{ name: entity, entityType: "t", observations: [] }] }, _meta: envelope() } });
+    assert.equal((created.result as { resultType?: string }).resultType, "complete");
+    const legacy = await ask({ id: "w2", method: "initialize", params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "ws", version: "0" } } });
+    assert.equal((legacy.result as { protocolVersion?: string }).protocolVersion, "2025-11-25", "the socket's 2025 session answers too");
+    const unknown = await ask({ id: "w3", method: "tools/list", params: { _meta: { ...envelope(), "io.modelcontextprotocol/protocolVersion": "2099-01-01" } } });
+    assert.equal((unknown.error as { code?: number }).code, -32022);
+    socket.close();
+
+    // The same principal (the local user) over HTTP sees what the socket wrote.
+    const graph = await send({ id: 30, method: "tools/call", params: { name: "read_graph", arguments: {}, _meta: envelope() } }, modernHeaders("tools/call", "read_graph"));
+    assert.match(JSON.stringify(graph.body.result), new RegExp(entity));
+
+    // stdio: one line in, one line out.
+    const toFace = new PassThrough();
+    const fromFace = new PassThrough();
+    const served = new StdioFace(gateway.router, "memory", gateway.modern, createLogger("silent")).serve(toFace, fromFace);
+    const line = once(fromFace, "data");
+    toFace.write(`${JSON.stringify({ jsonrpc: "2.0", id: 31, method: "tools/call", params: { name: "read_graph", arguments: {}, _meta: envelope() } })}\n`);
+    const answer = JSON.parse(String((await line)[0])) as { id: number; result: unknown };
+    assert.equal(answer.id, 31);
+    assert.match(JSON.stringify(answer.result), new RegExp(entity));
+    toFace.end();
+    await served;
   });
 
   test("after all of it, requests are served", async () => {

@@ -14,7 +14,8 @@ export async function stdioCommand(argv: string[]): Promise<void> {
   const route = values.server ?? AGGREGATE;
   const config = configFrom(values, values.server ? { servers: [values.server] } : {});
   const progress = progressPrinter();
-  const runtime = await createRuntime(config, loggerFor(config), progress);
+  const log = loggerFor(config);
+  const runtime = await createRuntime(config, log, progress);
   let stopping = false;
   const stop = async (code: number) => {
     if (stopping) return;
@@ -33,6 +34,6 @@ export async function stdioCommand(argv: string[]): Promise<void> {
   }
   const served = values.server ? `'${values.server}'` : `${runtime.manifests.map((m) => m.name).join(", ")} aggregated`;
   progress(`serving ${served} on stdio`);
-  await serveStdio(runtime.router, route);
+  await serveStdio(runtime.router, route, runtime.modern, log);
   await stop(0);
 }

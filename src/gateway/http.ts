@@ -7,6 +7,7 @@ import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
 import type { Gatekeeper } from "../auth/gatekeeper.js";
 import { PROTECTED_RESOURCE_METADATA, resourcePathFor } from "../auth/resource-paths.js";
+import type { ModernSessions } from "../router/modern-sessions.js";
 import { AGGREGATE, type Router } from "../router/router.js";
 import { faceRoute } from "./face-route.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
@@ -54,6 +55,7 @@ export class HttpGateway {
 
   constructor(
     router: Router,
+    modern: ModernSessions,
     private readonly readiness: Readiness,
     private readonly log: Logger,
     private readonly options: HttpGatewayOptions,
@@ -61,11 +63,11 @@ export class HttpGateway {
     const { gatekeeper } = options;
     const edge = new Edge(new HostPolicy(options.host, options.allowedHosts), gatekeeper, options.audit, log);
     const { sessionIdleMs: idleMs, maxJsonDepth } = options;
-    this.streamable = new StreamableHttpFace(router, log, { idleMs, maxBodyBytes: options.maxBodyBytes, maxJsonDepth, edge, authenticated: gatekeeper.enabled });
+    this.streamable = new StreamableHttpFace(router, log, { idleMs, maxBodyBytes: options.maxBodyBytes, maxJsonDepth, edge, modern });
     // SSE streams and WebSockets of a tenant count together against its open streams.
     const streams = new TenantCounter("streams", "open streams (SSE and WebSocket)");
     this.sse = new SseFace(router, log, { idleMs, streams, maxJsonDepth, edge });
-    this.ws = new WebSocketFace(router, log, { idleMs, maxMessageBytes: options.maxBodyBytes, maxJsonDepth, edge, streams });
+    this.ws = new WebSocketFace(router, log, { idleMs, maxMessageBytes: options.maxBodyBytes, maxJsonDepth, edge, streams, modern });
     const app = this.app;
     app.get("/healthz", (c) => c.json({ ok: true }));
     app.get("/readyz", (c) => {

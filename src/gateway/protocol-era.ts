@@ -34,13 +34,20 @@ export function mayBeModern(body: string, headers: IncomingHttpHeaders): boolean
  * `Mcp-Method` and, for a named call, an `Mcp-Name` that matches the body. Refusals carry the request's id.
  */
 export function eraOf(headers: IncomingHttpHeaders, body: unknown): EraOutcome {
-  const request = {
-    httpMethod: "POST",
+  return classify(body, {
     protocolVersionHeader: header(headers, "mcp-protocol-version"),
     mcpMethodHeader: header(headers, "mcp-method"),
     mcpNameHeader: header(headers, "mcp-name"),
-    body,
-  };
+  });
+}
+
+/** The era of one message on a face without HTTP headers (WebSocket, stdio): the body alone decides. */
+export function messageEraOf(message: unknown): EraOutcome {
+  return classify(message, undefined);
+}
+
+function classify(body: unknown, headers: { protocolVersionHeader?: string; mcpMethodHeader?: string; mcpNameHeader?: string } | undefined): EraOutcome {
+  const request = { httpMethod: "POST", ...headers, body };
   const id = idOf(body);
   const outcome = classifyInboundRequest(request);
   if (outcome.kind === "legacy") return { era: "legacy" };
@@ -56,8 +63,8 @@ export function eraOf(headers: IncomingHttpHeaders, body: unknown): EraOutcome {
       data: { supported: [...MODERN_PROTOCOL_VERSIONS], requested },
     });
   }
-  if (outcome.messageKind === "notification") return { era: "modern", message };
-  const mismatch = headerMismatch(request.protocolVersionHeader, request.mcpMethodHeader, request.mcpNameHeader, outcome.message);
+  if (outcome.messageKind === "notification" || !headers) return { era: "modern", message };
+  const mismatch = headerMismatch(headers.protocolVersionHeader, headers.mcpMethodHeader, headers.mcpNameHeader, outcome.message);
   if (mismatch) return refusedWith(400, id, { code: ModernErrorCode.HeaderMismatch, message: `Bad Request: ${mismatch}`, data: {} });
   return { era: "modern", message };
 }

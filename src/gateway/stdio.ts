@@ -1,9 +1,13 @@
 import type { Readable, Writable } from "node:stream";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import type { Logger } from "pino";
+import { LOCAL_PRINCIPAL } from "../auth/principal.js";
+import type { ModernSessions } from "../router/modern-sessions.js";
 import type { Route, Router } from "../router/router.js";
 import type { Session } from "../router/session.js";
 import { UnknownServerError } from "../sandbox/errors.js";
 import type { Face } from "./face.js";
+import { acceptModernMessages } from "./message-eras.js";
 
 /**
  * The stdio face: one MCP session over a pair of streams (this process's stdin and stdout, for clients
@@ -16,6 +20,9 @@ export class StdioFace implements Face {
   constructor(
     private readonly router: Router,
     private readonly route: Route,
+    /** Where 2026-07-28 requests on stdin are served (the local user's session on the route). */
+    private readonly modern: ModernSessions,
+    private readonly log: Logger,
   ) {}
 
   get sessionCount(): number {
@@ -32,7 +39,9 @@ export class StdioFace implements Face {
       stdin.once("close", resolve);
       stdout.once("error", () => resolve());
     });
-    this.session = await this.router.connect(this.route, new StdioServerTransport(stdin, stdout), this.name);
+    const transport = new StdioServerTransport(stdin, stdout);
+    this.session = await this.router.connect(this.route, transport, this.name);
+    acceptModernMessages(transport, LOCAL_PRINCIPAL, this.route, this.modern, this.name, this.log);
     await gone;
     await this.close();
   }
@@ -45,6 +54,6 @@ export class StdioFace implements Face {
 }
 
 /** Serves one MCP session on `route` over stdin and stdout (see StdioFace). */
-export function serveStdio(router: Router, route: Route, stdin?: Readable, stdout?: Writable): Promise<void> {
-  return new StdioFace(router, route).serve(stdin, stdout);
+export function serveStdio(router: Router, route: Route, modern: ModernSessions, log: Logger, stdin?: Readable, stdout?: Writable): Promise<void> {
+  return new StdioFace(router, route, modern, log).serve(stdin, stdout);
 }

@@ -1,11 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
-import type { Logger } from "pino";
 import type { Principal } from "../auth/principal.js";
-import { MODERN_SESSION_PREFIX, ModernSessions } from "../router/modern-sessions.js";
+import { MODERN_SESSION_PREFIX, type ModernSessions } from "../router/modern-sessions.js";
 import type { JSONRPCNotification, JSONRPCRequest } from "../router/messages.js";
-import type { Route, Router } from "../router/router.js";
+import type { Route } from "../router/router.js";
 import type { Session } from "../router/session.js";
 import { edgeRequest } from "./admission.js";
 import { SessionEventStore } from "./event-store.js";
@@ -19,8 +18,8 @@ import { isRefusal, refused, writeFailure } from "./to-wire.js";
 
 export interface StreamableHttpFaceOptions extends FaceOptions {
   maxBodyBytes: number;
-  /** Credentials are checked: results are each principal's own (a 2026 client must not cache them shared). */
-  authenticated: boolean;
+  /** Where 2026-07-28 requests (no session, an `_meta` envelope) are served: docs/design/protocol-eras.md. */
+  modern: ModernSessions;
 }
 
 /**
@@ -31,21 +30,6 @@ export interface StreamableHttpFaceOptions extends FaceOptions {
  */
 export class StreamableHttpFace extends SessionFace<StreamableHttpServerTransport, StreamableHttpFaceOptions> {
   readonly name = "streamable-http";
-  /** Where 2026-07-28 requests (no session, an `_meta` envelope) are served: docs/design/protocol-eras.md. */
-  private readonly modern: ModernSessions;
-
-  constructor(router: Router, log: Logger, options: StreamableHttpFaceOptions) {
-    super(router, log, options);
-    this.modern = new ModernSessions(router, log, options.idleMs, options.authenticated, this.name);
-  }
-
-  override get sessionCount(): number {
-    return super.sessionCount + this.modern.size;
-  }
-
-  override async close(): Promise<void> {
-    await Promise.all([super.close(), this.modern.close()]);
-  }
 
   /** Answers one HTTP request to `/mcp` or `/servers/<route>/mcp`. */
   async serve(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
@@ -107,7 +91,7 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
   }
 
   private async serveModern(req: IncomingMessage, res: ServerResponse, route: Route, principal: Principal, message: JSONRPCRequest | JSONRPCNotification): Promise<void> {
-    await serveModern(req, res, message, await this.modern.transportFor(principal, route));
+    await serveModern(req, res, message, await this.options.modern.transportFor(principal, route, this.name));
   }
 
   /**

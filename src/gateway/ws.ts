@@ -5,10 +5,12 @@ import type { Logger } from "pino";
 import { WebSocketServer, type WebSocket } from "ws";
 import { AccessError } from "../auth/access-error.js";
 import { mayUseServer, type Principal } from "../auth/principal.js";
+import type { ModernSessions } from "../router/modern-sessions.js";
 import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import type { TenantCounter } from "../tenancy/tenant-counter.js";
 import { edgeRequest, type EdgeRequest } from "./admission.js";
 import { noSuchServer, SessionFace, type FaceOptions } from "./face.js";
+import { acceptModernMessages } from "./message-eras.js";
 import { failureBody, isRefusal, refused, type WireFailure } from "./to-wire.js";
 import { WebSocketServerTransport } from "./websocket-transport.js";
 
@@ -21,6 +23,8 @@ export interface WebSocketFaceOptions extends FaceOptions {
   maxMessageBytes: number;
   /** Each socket counts against its tenant's open streams. */
   streams: TenantCounter;
+  /** Where the socket's 2026-07-28 requests are served. */
+  modern: ModernSessions;
 }
 
 /**
@@ -84,7 +88,8 @@ export class WebSocketFace extends SessionFace<WebSocketServerTransport, WebSock
     const id = transport.sessionId;
     ws.on("message", () => this.sessions.touch(id, route, principal.tenant));
     try {
-      await this.sessions.open(id, route, transport, principal, () => this.router.connect(route, transport, "websocket", { principal }));
+      await this.sessions.open(id, route, transport, principal, () => this.router.connect(route, transport, this.name, { principal }));
+      acceptModernMessages(transport, principal, route, this.options.modern, this.name, this.log);
     } catch (error) {
       this.log.error({ route, err: (error as Error).message }, "could not open a WebSocket session");
       const reason = `could not open a session: ${(error as Error).message}`.replace(/[^\x20-\x7e]/g, "?").slice(0, 123);

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
-import type { Principal } from "../auth/principal.js";
+import { LOCAL_PRINCIPAL, type Principal } from "../auth/principal.js";
 import type { Route, Router } from "./router.js";
 import type { Session } from "./session.js";
 import { ModernTransport, type CacheHints } from "./modern-transport.js";
@@ -29,9 +29,6 @@ export class ModernSessions {
     private readonly router: Router,
     private readonly log: Logger,
     private readonly idleMs: number,
-    /** Whether several principals share this gateway: a result then is the caller's own to cache. */
-    private readonly authenticated: boolean,
-    private readonly transportKind = "streamable-http",
   ) {
     this.reaper = setInterval(() => void this.reapIdle(), Math.min(idleMs, 30_000)).unref();
   }
@@ -41,11 +38,11 @@ export class ModernSessions {
   }
 
   /** The principal's session on `route`: open here, saved before a restart, or new. Throws a refusal at a tenant's limit. */
-  async transportFor(principal: Principal, route: Route): Promise<ModernTransport> {
+  async transportFor(principal: Principal, route: Route, transportKind: string): Promise<ModernTransport> {
     const id = sessionIdOf(principal, route);
     let entry = this.open.get(id);
     if (!entry) {
-      entry = this.start(id, principal, route);
+      entry = this.start(id, principal, route, transportKind);
       this.open.set(id, entry);
       entry.catch(() => this.open.delete(id));
     }
@@ -54,12 +51,13 @@ export class ModernSessions {
     return ready.transport;
   }
 
-  private async start(id: string, principal: Principal, route: Route): Promise<Entry> {
-    // Tenant-filtered lists (and anything behind a credential) must not land in a shared cache.
-    const cache: CacheHints = { ttlMs: 0, cacheScope: this.authenticated ? "private" : "public" };
+  private async start(id: string, principal: Principal, route: Route, transportKind: string): Promise<Entry> {
+    // Behind a credential a list may be filtered for the tenant: it must not land in a shared cache. Only
+    // the local user (authentication off) gets the same answers as everyone.
+    const cache: CacheHints = { ttlMs: 0, cacheScope: principal === LOCAL_PRINCIPAL ? "public" : "private" };
     const transport = new ModernTransport(id, cache);
     const revived = await this.router.revive(id, route, transport, principal);
-    const session = revived?.session ?? (await this.router.connect(route, transport, this.transportKind, { persistent: true, principal }));
+    const session = revived?.session ?? (await this.router.connect(route, transport, transportKind, { persistent: true, principal }));
     session.onClosed(() => this.open.delete(id));
     this.log.info({ route, session: id, tenant: principal.tenant, revived: revived !== undefined }, "2026-07-28 session opened");
     return { session, transport, lastUsed: Date.now() };
