@@ -357,3 +357,76 @@ function sseFrames(response: Response) {
     close: () => reader.cancel(),
   };
 }
+
+describe("tasks (SEP-2663): a call past its server's taskAfterMs becomes a task its client polls", { timeout: 180_000 }, () => {
+  let gateway: Awaited<ReturnType<typeof startReadyGateway>>;
+  const TASKS = { extensions: { "io.modelcontextprotocol/tasks": {} } };
+  const rpc = async (body: Record<string, unknown>, name?: string) => {
+    const method = String(body.method);
+    const response = await post(gateway.url("conformance"), { jsonrpc: "2.0", ...body }, modernHeaders(method, name));
+    return { status: response.status, body: (await response.json()) as { result?: Record<string, unknown> & { content?: { text: string }[] }; error?: { code: number; data?: Record<string, unknown> } } };
+  };
+  const callTool = (id: number, name: string, capabilities: Record<string, unknown> = TASKS) =>
+    rpc({ id, method: "tools/call", params: { name, arguments: {}, _meta: envelope(capabilities) } }, name);
+  const task = (id: number, method: string, taskId: string, extra: Record<string, unknown> = {}, capabilities: Record<string, unknown> = TASKS) =>
+    rpc({ id, method, params: { taskId, _meta: envelope(capabilities), ...extra } }, taskId);
+
+  test("start", async () => {
+    const serversDir = await serversDirWith({ conformance: (m) => ({ timeouts: { ...m.timeouts, taskAfterMs: 1 } }) });
+    gateway = await startReadyGateway({ servers: ["conformance"], serversDir }, { pool: { prestarted: 1, warm: 0 } });
+  });
+
+  test("server/discover advertises the extension; a client that did not declare it gets its answer directly", async () => {
+    const discover = await rpc({ id: 1, method: "server/discover", params: { _meta: envelope() } });
+    assert.deepEqual((discover.body.result?.capabilities as { extensions?: unknown }).extensions, { "io.modelcontextprotocol/tasks": {} });
+    const plain = await callTool(2, "test_reconnection", {});
+    assert.equal(plain.body.result?.resultType, "complete");
+    assert.equal(plain.body.result?.content?.[0]?.text, "Reconnection test completed");
+    const gated = await task(3, "tasks/get", "any", {}, {});
+    assert.equal(gated.status, 400);
+    assert.equal(gated.body.error?.code, -32021);
+  });
+
+  test("a long call: CreateTaskResult at once, working, then completed with the tool's result inlined", async () => {
+    const created = await callTool(4, "test_reconnection");
+    assert.equal(created.body.result?.resultType, "task");
+    const taskId = String(created.body.result?.taskId);
+    assert.equal(created.body.result?.status, "working");
+    await eventually(async () => (await task(5, "tasks/get", taskId)).body.result?.status === "completed", "the task to complete", 20_000);
+    const done = await task(6, "tasks/get", taskId);
+    assert.equal(done.body.result?.resultType, "complete");
+    assert.deepEqual((done.body.result?.result as { content: unknown }).content, [{ type: "text", text: "Reconnection test completed" }]);
+    assert.equal((await task(7, "tasks/result", taskId)).body.error?.code, -32601, "tasks/result is gone: tasks/get inlines the result");
+    assert.equal((await task(8, "tasks/get", "no-such-task")).body.error?.code, -32602);
+  });
+
+  test("a task that needs input waits in input_required; tasks/update answers it", async () => {
+    const created = await callTool(9, "test_input_required_result_elicitation", { ...TASKS, elicitation: {} });
+    const taskId = String(created.body.result?.taskId);
+    await eventually(async () => (await task(10, "tasks/get", taskId, {}, { ...TASKS, elicitation: {} })).body.result?.status === "input_required", "the task to ask for input", 20_000);
+    const waiting = await task(11, "tasks/get", taskId);
+    const [key] = Object.keys(waiting.body.result?.inputRequests as object);
+    assert.equal(key, "user_name");
+    const updated = await task(12, "tasks/update", taskId, { inputResponses: { user_name: { action: "accept", content: { name: "Cy" } } } });
+    assert.deepEqual(updated.body.result, { resultType: "complete" });
+    await eventually(async () => (await task(13, "tasks/get", taskId)).body.result?.status === "completed", "the task to complete after its input", 20_000);
+    const done = await task(14, "tasks/get", taskId);
+    assert.match(JSON.stringify(done.body.result?.result), /Hello, Cy/);
+  });
+
+  test("tasks/cancel ends a running task (cancelled, the server told); another principal's session knows no such task", async () => {
+    const created = await callTool(15, "test_input_required_result_elicitation", { ...TASKS, elicitation: {} });
+    const taskId = String(created.body.result?.taskId);
+    const elsewhere = await post(`http://127.0.0.1:${gateway.port}/mcp`, { jsonrpc: "2.0", id: 16, method: "tasks/get", params: { taskId, _meta: envelope(TASKS) } }, modernHeaders("tasks/get", taskId));
+    assert.equal(((await elsewhere.json()) as { error?: { code: number } }).error?.code, -32602, "tasks belong to the session that made them");
+    assert.deepEqual((await task(17, "tasks/cancel", taskId)).body.result, { resultType: "complete" });
+    assert.equal((await task(18, "tasks/get", taskId)).body.result?.status, "cancelled");
+    assert.deepEqual((await task(19, "tasks/cancel", taskId)).body.result, { resultType: "complete" }, "cancelling a finished task is a no-op");
+    const next = await callTool(20, "test_simple_text", {});
+    assert.equal(next.body.result?.content?.[0]?.text, "This is a simple text response for testing.", "the VM goes on serving");
+  });
+
+  test("stop", async () => {
+    await gateway.close();
+  });
+});

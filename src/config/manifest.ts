@@ -176,9 +176,14 @@ export const ServerManifestSchema = z
         resumeMs: z.number().int().positive().default(10_000),
         /** A session's sandbox idle this long is suspended to disk (no CPU, no RAM); 0 never. */
         idleSuspendMs: z.number().int().min(0).default(60_000),
+        /**
+         * A tools/call of a 2026-07-28 client that declared the tasks extension, still running after this
+         * long, becomes a task the client polls (`tasks/get`); 0 never. The call keeps its `callMs` limit.
+         */
+        taskAfterMs: z.number().int().min(0).default(0),
       })
       .strict()
-      .default({ callMs: 30_000, bootMs: 120_000, resumeMs: 10_000, idleSuspendMs: 60_000 }),
+      .default({ callMs: 30_000, bootMs: 120_000, resumeMs: 10_000, idleSuspendMs: 60_000, taskAfterMs: 0 }),
     warmup: z.array(WarmupRequestSchema).default([]),
     /**
      * `session`: one client session = one clone, kept across calls. `call`: every request gets a fresh

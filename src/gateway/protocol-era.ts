@@ -15,7 +15,14 @@ export type EraOutcome =
 const VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion";
 
 /** Methods whose `Mcp-Name` header mirrors a body field (SEP-2243). */
-const NAME_SOURCE: Record<string, "name" | "uri"> = { "tools/call": "name", "prompts/get": "name", "resources/read": "uri" };
+const NAME_SOURCE: Record<string, "name" | "uri" | "taskId"> = {
+  "tools/call": "name",
+  "prompts/get": "name",
+  "resources/read": "uri",
+  "tasks/get": "taskId",
+  "tasks/update": "taskId",
+  "tasks/cancel": "taskId",
+};
 
 /**
  * Whether a POST may belong to the 2026-07-28 era, without parsing it: its body names the envelope key,

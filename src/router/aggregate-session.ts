@@ -49,6 +49,11 @@ export class AggregateSession extends Session {
     return [...this.serverLinks.values()];
   }
 
+  protected serverCalled(request: JSONRPCRequest): string | undefined {
+    const name = nameParam(request);
+    return name === undefined ? undefined : splitQualified(name)?.server;
+  }
+
   protected serverFor(id: RequestId): string {
     return this.routes.get(id) ?? "mcpvisor";
   }

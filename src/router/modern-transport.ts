@@ -1,6 +1,6 @@
 import type { Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
-import { INPUT_STATE_TTL_S, InputStateCodec, inputKeyOf, inputRequestsOf, inputResponseOf, type AskedInput } from "./input-requests.js";
+import { INPUT_STATE_TTL_S, InputStateCodec, inputKeyOf, inputRequestsOf, inputResponseOf, type AskedInput, type InputState } from "./input-requests.js";
 import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
 import {
   CACHEABLE_METHODS,
@@ -8,10 +8,12 @@ import {
   isSubscriptionNotification,
   logLevelAtLeast,
   META,
+  ModernErrorCode,
   modernMetaOf,
   type ModernRequestMeta,
   type SubscriptionFilter,
 } from "./modern-protocol.js";
+import { declaresTasks, newTask, setStatus, settle, TASK_TTL_MS, TASKS_EXTENSION, taskView, type Task } from "./tasks.js";
 
 /** Where one modern request's answer goes: a face's HTTP response (or, later, a WebSocket or stdio line). */
 export interface ModernReplyTarget {
@@ -49,6 +51,10 @@ interface Exchange {
   final?: JSONRPCResponse;
   /** Gathers a round's questions (with a target), or ends a round no retry came for (without). */
   timer?: NodeJS.Timeout;
+  /** Turns the call into a task once it has run past its server's `timeouts.taskAfterMs`. */
+  taskTimer?: NodeJS.Timeout;
+  /** The task the call became: its answers go there, for `tasks/get`. */
+  task?: Task;
 }
 
 /**
@@ -69,6 +75,9 @@ export class ModernTransport implements Transport {
   onerror?: (error: Error) => void;
   /** A request this transport gave up on (its client went away, or never retried): the session fails it. */
   onabandoned?: (id: RequestId, why: string) => void;
+  /** After how long a tools/call becomes a task, for a client that declared the extension (0: never). */
+  taskAfterMs?: (request: JSONRPCRequest) => number;
+  private readonly tasks = new Map<string, Task>();
   private readonly exchanges = new Map<RequestId, Exchange>();
   /** Open `subscriptions/listen` streams, by the session's id of their request. */
   private readonly subscriptions = new Map<RequestId, { clientId: RequestId; filter: SubscriptionFilter; target: ModernReplyTarget }>();
@@ -89,12 +98,18 @@ export class ModernTransport implements Transport {
    * with a function that abandons it (its client went away).
    */
   async request(message: JSONRPCRequest, target: ModernReplyTarget): Promise<() => void> {
-    const { inputResponses, requestState, ...params } = message.params ?? {};
+    if (message.method.startsWith("tasks/")) return this.taskRequest(message, target);
+    const { inputResponses, requestState, task: _hint, ...params } = message.params ?? {};
     if (typeof requestState === "string") return this.resume(message, requestState, inputResponses, target);
     // Without a state it is a new request; answers it carries up front answer the questions they name.
     const id = `modern-${++this.next}`;
     const offered = isObject(inputResponses) ? { ...inputResponses } : undefined;
-    this.exchanges.set(id, { clientId: message.id, method: message.method, meta: modernMetaOf(message), target, asked: new Map(), round: 0, offered });
+    const meta = modernMetaOf(message);
+    const exchange: Exchange = { clientId: message.id, method: message.method, meta, target, asked: new Map(), round: 0, offered };
+    // The gateway decides what becomes a task (a client's `task` hint is tolerated, and ignored).
+    const taskAfter = message.method === "tools/call" && declaresTasks(meta.capabilities) ? (this.taskAfterMs?.(message) ?? 0) : 0;
+    if (taskAfter > 0) exchange.taskTimer = setTimeout(() => this.toTask(id), taskAfter).unref();
+    this.exchanges.set(id, exchange);
     this.onmessage?.({ ...message, id, params });
     return this.abandoner(id, target);
   }
@@ -186,12 +201,17 @@ export class ModernTransport implements Transport {
     if ("refused" in state) return refuse(`it fails verification (${state.refused}): it was altered, or is older than ${INPUT_STATE_TTL_S} s; send the request again without it`);
     if (state.session !== this.sessionId) return refuse("it was issued to another principal or for another endpoint");
     const exchange = this.exchanges.get(state.request);
-    if (!exchange || exchange.target || exchange.round !== state.round || exchange.method !== message.method) {
+    if (!exchange || exchange.target || exchange.task || exchange.round !== state.round || exchange.method !== message.method) {
       return refuse("it no longer names a request waiting for input: it was used already, or its request ended; send the request again without it");
     }
+    exchange.clientId = message.id;
+    return this.continueRound(state, exchange, responses, target);
+  }
+
+  /** Hands a round's answers to the server; `target` takes the request over from here. */
+  private continueRound(state: InputState, exchange: Exchange, responses: unknown, target: ModernReplyTarget): () => void {
     clearTimeout(exchange.timer);
     exchange.timer = undefined;
-    exchange.clientId = message.id;
     exchange.target = target;
     if (exchange.final) {
       this.end(state.request);
@@ -219,18 +239,102 @@ export class ModernTransport implements Transport {
   }
 
   /** Gives up on a request: the server's questions are refused, the request cancelled, and the session told. */
-  private drop(id: RequestId, code: number, why: string): void {
+  private drop(id: RequestId, code: number, why: string, taskStatus: "cancelled" | "failed" = "failed"): void {
     const exchange = this.exchanges.get(id);
     if (!exchange) return;
     this.end(id);
+    if (exchange.task) {
+      if (taskStatus === "failed") exchange.task.outcome = { error: { code, message: why } };
+      setStatus(exchange.task, taskStatus);
+      this.forgetLater(exchange.task);
+    }
     this.refuseAsked(exchange, code, why);
     this.onmessage?.({ jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: id, reason: why } });
     this.onabandoned?.(id, why);
   }
 
   private end(id: RequestId): void {
-    clearTimeout(this.exchanges.get(id)?.timer);
+    const exchange = this.exchanges.get(id);
+    clearTimeout(exchange?.timer);
+    clearTimeout(exchange?.taskTimer);
     this.exchanges.delete(id);
+  }
+
+  /**
+   * The call has run past its threshold: its client gets a CreateTaskResult now, and everything the call
+   * answers from here on (a result, an error, an input_required round) goes to the task.
+   */
+  private toTask(id: RequestId): void {
+    const exchange = this.exchanges.get(id);
+    const client = exchange?.target;
+    if (!exchange || !client || exchange.task) return; // answered, or waiting for an input_required retry
+    const task = newTask(id);
+    exchange.task = task;
+    exchange.target = this.taskTarget(task);
+    this.tasks.set(task.taskId, task);
+    client.answer({ jsonrpc: "2.0", id: exchange.clientId, result: { resultType: "task", ...taskView(task) } });
+  }
+
+  private taskTarget(task: Task): ModernReplyTarget {
+    return {
+      notify: () => undefined, // a task's progress has no stream to go on
+      answer: (answer) => {
+        const result = "result" in answer ? (answer.result as Record<string, unknown>) : undefined;
+        if (result?.resultType === "input_required") {
+          task.input = { inputRequests: result.inputRequests, requestState: String(result.requestState) };
+          return setStatus(task, "input_required");
+        }
+        settle(task, answer);
+        this.forgetLater(task);
+      },
+    };
+  }
+
+  /** A finished task stays readable for TASK_TTL_MS. */
+  private forgetLater(task: Task): void {
+    task.expiry = setTimeout(() => this.tasks.delete(task.taskId), TASK_TTL_MS).unref();
+  }
+
+  /** `tasks/get`, `tasks/update`, `tasks/cancel` (SEP-2663), answered here: a task is this session's own. */
+  private async taskRequest(message: JSONRPCRequest, target: ModernReplyTarget): Promise<() => void> {
+    const reply = (result: Record<string, unknown>) => target.answer({ jsonrpc: "2.0", id: message.id, result: { resultType: "complete", ...result } });
+    const refuse = (code: number, text: string, data?: Record<string, unknown>) =>
+      target.answer({ jsonrpc: "2.0", id: message.id, error: { code, message: text, ...(data ? { data } : {}) } });
+    const done = () => undefined;
+    if (!["tasks/get", "tasks/update", "tasks/cancel"].includes(message.method)) {
+      refuse(ErrorCode.MethodNotFound, `Method '${message.method}' does not exist with the tasks extension (tasks/get carries a task's result)`);
+      return done;
+    }
+    if (!declaresTasks(modernMetaOf(message).capabilities)) {
+      refuse(ModernErrorCode.MissingRequiredClientCapability, `${message.method} needs the '${TASKS_EXTENSION}' extension declared in the request's client capabilities`, {
+        requiredCapabilities: { extensions: { [TASKS_EXTENSION]: {} } },
+      });
+      return done;
+    }
+    const taskId = message.params?.taskId;
+    const task = typeof taskId === "string" ? this.tasks.get(taskId) : undefined;
+    if (!task) {
+      refuse(ErrorCode.InvalidParams, `Unknown task '${String(taskId)}': it never existed here, or finished more than ${TASK_TTL_MS / 1000} s ago`);
+      return done;
+    }
+    if (message.method === "tasks/get") {
+      reply(taskView(task));
+    } else if (message.method === "tasks/cancel") {
+      if (task.status === "working" || task.status === "input_required") this.drop(task.request, ErrorCode.ConnectionClosed, "The task was cancelled by its client", "cancelled");
+      reply({});
+    } else {
+      const exchange = this.exchanges.get(task.request);
+      const state = task.input ? await codec.verify(task.input.requestState) : undefined;
+      if (!exchange || task.status !== "input_required" || !state || "refused" in state) {
+        refuse(ErrorCode.InvalidParams, `Task '${task.taskId}' is not waiting for input (it is ${task.status})`);
+        return done;
+      }
+      task.input = undefined;
+      setStatus(task, "working");
+      this.continueRound(state, exchange, message.params?.inputResponses, this.taskTarget(task));
+      reply({});
+    }
+    return done;
   }
 
   /** The server's unanswered questions get an error, so its handler stops waiting and the VM's call ends. */
@@ -256,8 +360,13 @@ export class ModernTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const exchange of this.exchanges.values()) clearTimeout(exchange.timer);
+    for (const exchange of this.exchanges.values()) {
+      clearTimeout(exchange.timer);
+      clearTimeout(exchange.taskTimer);
+    }
     this.exchanges.clear();
+    for (const task of this.tasks.values()) clearTimeout(task.expiry);
+    this.tasks.clear();
     // A listen stream that ends because the session does is closed gracefully: its empty result says so.
     for (const { clientId, target } of this.subscriptions.values()) {
       target.answer({ jsonrpc: "2.0", id: clientId, result: { resultType: "complete", _meta: { [META.subscriptionId]: clientId } } });

@@ -39,6 +39,10 @@ export class ServerSession extends Session {
     return server === this.server ? this.link : undefined;
   }
 
+  protected serverCalled(): string {
+    return this.server;
+  }
+
   protected async linkOwning(): Promise<ServerLink> {
     return this.link;
   }

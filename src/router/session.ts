@@ -15,6 +15,7 @@ import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCReque
 import { honoredFilter, META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
 import { INPUT_METHODS } from "./input-requests.js";
 import { ModernTransport } from "./modern-transport.js";
+import { TASKS_EXTENSION } from "./tasks.js";
 import { RequestLedger } from "./request-ledger.js";
 import type { ServerLink } from "./server-link.js";
 import { SessionPersistence } from "./session-persistence.js";
@@ -64,6 +65,7 @@ export abstract class Session {
     transport.onclose = () => void this.close();
     if (transport instanceof ModernTransport) {
       transport.onabandoned = (id, why) => this.fail(id, new RequestAbandonedError(why), this.serverFor(id));
+      transport.taskAfterMs = (request) => this.pool.manifest(this.serverCalled(request) ?? "")?.timeouts.taskAfterMs ?? 0;
     }
     transport.onerror = (error) => this.log.debug({ err: error.message }, "client transport error");
   }
@@ -83,6 +85,8 @@ export abstract class Session {
   protected abstract initializeResult(): Promise<Record<string, unknown>>;
   protected abstract links(): ServerLink[];
   protected abstract linkFor(server: string): ServerLink | undefined;
+  /** The hosted server a tools/call or prompts/get names, if any. */
+  protected abstract serverCalled(request: JSONRPCRequest): string | undefined;
   /** The link to the server that has resource `uri`. */
   protected abstract linkOwning(uri: string): Promise<ServerLink | undefined>;
   /** Which server a failure is reported for. */
@@ -141,9 +145,11 @@ export abstract class Session {
   private async answerDiscover(message: JSONRPCRequest): Promise<void> {
     try {
       const { capabilities, serverInfo, instructions } = await this.initializeResult();
+      // Calls to a server with a task threshold may become tasks (SEP-2663): the extension is advertised.
+      const tasks = this.links().some((link) => (this.pool.manifest(link.server)?.timeouts.taskAfterMs ?? 0) > 0);
       this.replyResult(message.id, {
         supportedVersions: [...MODERN_PROTOCOL_VERSIONS],
-        capabilities,
+        capabilities: tasks && isObject(capabilities) ? { ...capabilities, extensions: { ...(isObject(capabilities.extensions) ? capabilities.extensions : {}), [TASKS_EXTENSION]: {} } } : capabilities,
         ...(typeof instructions === "string" ? { instructions } : {}),
         _meta: { [META.serverInfo]: serverInfo },
       });

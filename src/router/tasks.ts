@@ -1,0 +1,72 @@
+import { randomUUID } from "node:crypto";
+import type { JSONRPCResponse, RequestId } from "./messages.js";
+
+/** The tasks extension (SEP-2663): a client declares it in `_meta` clientCapabilities.extensions. */
+export const TASKS_EXTENSION = "io.modelcontextprotocol/tasks";
+
+/** How long a finished task's outcome stays readable with `tasks/get`. */
+export const TASK_TTL_MS = 600_000;
+/** How often a client is told to poll. */
+export const TASK_POLL_INTERVAL_MS = 1_000;
+
+export type TaskStatus = "working" | "input_required" | "completed" | "failed" | "cancelled";
+
+/**
+ * A long `tools/call` turned into a task: the call goes on in its VM (the session's request `request`),
+ * and its outcome is kept here for `tasks/get`.
+ */
+export interface Task {
+  taskId: string;
+  /** The session's id of the request the task is. */
+  request: RequestId;
+  status: TaskStatus;
+  createdAt: string;
+  lastUpdatedAt: string;
+  /** The tool's result (completed; a tool error too) or the protocol error (failed). */
+  outcome?: { result: Record<string, unknown> } | { error: Record<string, unknown> };
+  /** The open input_required round, while status is input_required. */
+  input?: { inputRequests: unknown; requestState: string };
+  expiry?: NodeJS.Timeout;
+}
+
+export function newTask(request: RequestId): Task {
+  const now = new Date().toISOString();
+  return { taskId: randomUUID(), request, status: "working", createdAt: now, lastUpdatedAt: now };
+}
+
+export function setStatus(task: Task, status: TaskStatus): void {
+  task.status = status;
+  task.lastUpdatedAt = new Date().toISOString();
+}
+
+/** What a task is, as `tools/call` (CreateTaskResult, flat) and `tasks/get` (with the outcome inlined) show it. */
+export function taskView(task: Task): Record<string, unknown> {
+  return {
+    taskId: task.taskId,
+    status: task.status,
+    createdAt: task.createdAt,
+    lastUpdatedAt: task.lastUpdatedAt,
+    ttlMs: TASK_TTL_MS,
+    pollIntervalMs: TASK_POLL_INTERVAL_MS,
+    ...(task.status === "input_required" && task.input ? { inputRequests: task.input.inputRequests } : {}),
+    ...task.outcome,
+  };
+}
+
+/** Files a response to the task's call: a result completes it (a tool error too), an error fails it. */
+export function settle(task: Task, answer: JSONRPCResponse): void {
+  if ("result" in answer) {
+    const { resultType: _complete, ...result } = answer.result as Record<string, unknown>;
+    task.outcome = { result };
+    setStatus(task, "completed");
+  } else {
+    task.outcome = { error: { ...answer.error } };
+    setStatus(task, "failed");
+  }
+}
+
+/** Whether the client of a request declared the tasks extension. */
+export function declaresTasks(capabilities: Record<string, unknown>): boolean {
+  const extensions = capabilities.extensions;
+  return typeof extensions === "object" && extensions !== null && TASKS_EXTENSION in extensions;
+}
