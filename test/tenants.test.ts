@@ -202,10 +202,14 @@ describe("API keys and tenants", { timeout: 240_000 }, () => {
     await acme.callTool({ name: "run", arguments: { command: "true" } });
     await acme.close();
     await post(`${base}/mcp`, INITIALIZE, { authorization: "Bearer mcpv_wrong" });
+    // A 2026-07-28 request refused at the edge is audited with what it was for, read from its headers.
+    const modern = { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "exec__run", arguments: {}, _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {} } } };
+    await post(`${base}/mcp`, modern, { authorization: "Bearer mcpv_wrong2", "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "exec__run" });
     // The audit stream is written asynchronously: wait for both lines to land.
     let text = "";
     let lines: Array<Record<string, unknown>> = [];
-    const landed = () => lines.some((l) => l.event === "refused" && l.reason === "The API key is not valid") && lines.some((l) => l.event === "tools/call" && l.tool === "run");
+    const landed = () =>
+      lines.filter((l) => l.event === "refused" && l.reason === "The API key is not valid").length >= 2 && lines.some((l) => l.event === "tools/call" && l.tool === "run");
     for (let i = 0; i < 100 && !landed(); i++) {
       await new Promise((r) => setTimeout(r, 50));
       text = await readFile(auditPath, "utf8").catch(() => "");
@@ -218,6 +222,7 @@ describe("API keys and tenants", { timeout: 240_000 }, () => {
     assert.match(String(call.traceId), /^[0-9a-f]{32}$/);
     assert.match(String(call.time), /^\d{4}-\d\d-\d\dT/);
     assert.ok(lines.some((l) => l.event === "refused" && l.status === 401 && l.path === "/mcp"));
+    assert.ok(lines.some((l) => l.event === "refused" && l.status === 401 && l.method === "tools/call" && l.name === "exec__run"), "the 2026 refusal names its method and tool");
     for (const key of Object.values(keys)) assert.ok(!text.includes(key), "no key in the audit log");
     assert.ok(!text.includes("mcpv_wrong"), "not even a wrong one");
   });

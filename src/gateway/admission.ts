@@ -21,6 +21,9 @@ export interface EdgeRequest {
   origin: string | undefined;
   authorization: string | undefined;
   remoteAddress: string | undefined;
+  /** SEP-2243's Mcp-Method and Mcp-Name (2026-07-28 POSTs carry them): what a refusal was of, without the body. */
+  mcpMethod?: string;
+  mcpName?: string;
 }
 
 /** An admitted request's principal, or the reply that refuses it (already audited). */
@@ -42,6 +45,14 @@ export function edgeRequest(face: string, req: IncomingMessage): EdgeRequest {
     origin: req.headers.origin,
     authorization: req.headers.authorization,
     remoteAddress: req.socket.remoteAddress,
+    ...mcpHeaders(req.headers["mcp-method"], req.headers["mcp-name"]),
+  };
+}
+
+function mcpHeaders(method: string | string[] | undefined, name: string | string[] | undefined): Pick<EdgeRequest, "mcpMethod" | "mcpName"> {
+  return {
+    ...(typeof method === "string" ? { mcpMethod: method.trim() } : {}),
+    ...(typeof name === "string" ? { mcpName: name.trim() } : {}),
   };
 }
 
@@ -54,6 +65,7 @@ export function edgeRequestOf(c: Context<GatewayEnv>): EdgeRequest {
     origin: c.req.header("origin"),
     authorization: c.req.header("authorization"),
     remoteAddress: c.env?.incoming?.socket.remoteAddress,
+    ...mcpHeaders(c.req.header("mcp-method"), c.req.header("mcp-name")),
   };
 }
 
@@ -133,8 +145,9 @@ export class Edge {
   }
 
   private refused(request: EdgeRequest, failure: WireFailure, subject?: string): { ok: false; failure: WireFailure } {
-    const { face, path, remoteAddress } = request;
-    this.audit.refused({ face, path, status: failure.status, reason: failure.error.message, subject, remoteAddress });
+    const { face, path, remoteAddress, mcpMethod, mcpName } = request;
+    const what = { ...(mcpMethod ? { method: mcpMethod } : {}), ...(mcpName ? { name: mcpName } : {}) };
+    this.audit.refused({ face, path, status: failure.status, reason: failure.error.message, subject, remoteAddress, ...what });
     return { ok: false, failure };
   }
 }

@@ -14,6 +14,9 @@ export interface RefusedRequest {
   tenant?: string;
   subject?: string;
   remoteAddress?: string;
+  /** What a 2026-07-28 request was for, from its Mcp-Method and Mcp-Name headers (the body is never read to refuse). */
+  method?: string;
+  name?: string;
 }
 
 /**
