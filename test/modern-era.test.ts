@@ -123,6 +123,21 @@ describe("2026-07-28 requests that break the rules get a clear error, and the ga
     assert.equal((await send(call, modernHeaders("tools/call", encoded))).status, 200, "a Base64 Mcp-Name is the name it encodes");
   });
 
+  test("a tool's x-mcp-header argument must come in its Mcp-Param-* header too, saying the same (SEP-2243)", async () => {
+    const url = gateway.url("conformance");
+    const call = { jsonrpc: "2.0", id: 21, method: "tools/call", params: { name: "test_header_param", arguments: { region: "eu-west" }, _meta: envelope() } };
+    const headers = modernHeaders("tools/call", "test_header_param");
+    const statusWith = async (extra: Record<string, string>) => {
+      const response = await post(url, call, { ...headers, ...extra });
+      return [response.status, ((await response.json()) as { error?: { code: number } }).error?.code];
+    };
+    assert.deepEqual(await statusWith({}), [400, -32020], "missing");
+    assert.deepEqual(await statusWith({ "mcp-param-region": "us-east" }), [400, -32020], "different");
+    assert.deepEqual(await statusWith({ "mcp-param-region": "=?base64?not!base64?=" }), [400, -32020], "invalid Base64");
+    assert.deepEqual(await statusWith({ "mcp-param-region": "eu-west" }), [200, undefined]);
+    assert.deepEqual(await statusWith({ "mcp-param-region": `=?base64?${Buffer.from("eu-west").toString("base64")}?=` }), [200, undefined]);
+  });
+
   test("an era this gateway does not serve: 400 UnsupportedProtocolVersion (-32022) listing what it serves", async () => {
     const { status, body } = await send(
       { id: 13, method: "server/discover", params: { _meta: { ...envelope(), "io.modelcontextprotocol/protocolVersion": "2099-01-01" } } },

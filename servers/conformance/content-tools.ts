@@ -84,13 +84,14 @@ export const contentTools: ConformanceTool[] = [
   {
     definition: {
       name: "json_schema_2020_12_tool",
-      description: "Tool with JSON Schema 2020-12 features ($schema, $defs, $ref, additionalProperties); echoes its arguments.",
+      description: "Tool with JSON Schema 2020-12 features ($schema, $defs, $anchor, $ref, allOf/anyOf, if/then/else, additionalProperties); echoes its arguments.",
       // Listed verbatim: the scenario checks that $schema, $defs and additionalProperties survive the trip.
       inputSchema: {
         $schema: "https://json-schema.org/draft/2020-12/schema",
         type: "object",
         $defs: {
           address: {
+            $anchor: "address",
             type: "object",
             properties: { street: { type: "string" }, city: { type: "string" } },
           },
@@ -99,10 +100,28 @@ export const contentTools: ConformanceTool[] = [
           name: { type: "string" },
           address: { $ref: "#/$defs/address" },
         },
+        // SEP-2106's broader vocabulary: composition and conditionals, none of which narrows what is valid.
+        allOf: [{ anyOf: [{ type: "object" }, { required: ["name"] }] }],
+        if: { required: ["name"] },
+        then: { properties: { name: { type: "string" } } },
+        else: { properties: { address: { $ref: "#/$defs/address" } } },
         additionalProperties: false,
       },
       annotations: { readOnlyHint: true },
     },
     run: async (args) => textResult(`Received arguments: ${JSON.stringify(args)}`),
+  },
+  {
+    definition: {
+      name: "test_header_param",
+      description: "Echoes `region`, which clients also send as the Mcp-Param-Region header (SEP-2243 x-mcp-header).",
+      inputSchema: {
+        type: "object",
+        properties: { region: { type: "string", "x-mcp-header": "Region" } },
+        required: ["region"],
+      },
+      annotations: { readOnlyHint: true },
+    },
+    run: async (args) => textResult(`region=${String(args.region)}`),
   },
 ];

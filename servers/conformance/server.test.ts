@@ -19,13 +19,20 @@ import {
 const serverPath = fileURLToPath(new URL("./server.ts", import.meta.url));
 
 const EXPECTED_TOOLS = [
+  "confirm_delete",
+  "failing_job",
+  "greet",
   "json_schema_2020_12_tool",
+  "multi_input",
+  "protocol_error_job",
+  "slow_compute",
   "test_audio_content",
   "test_elicitation",
   "test_elicitation_sep1034_defaults",
   "test_elicitation_sep1330_enums",
   "test_embedded_resource",
   "test_error_handling",
+  "test_header_param",
   "test_image_content",
   "test_input_required_result_capabilities",
   "test_input_required_result_elicitation",
@@ -44,6 +51,7 @@ const EXPECTED_TOOLS = [
   "test_streaming_elicitation",
   "test_tool_with_logging",
   "test_tool_with_progress",
+  "test_tool_with_task",
   "test_trigger_prompt_change",
   "test_trigger_tool_change",
   "test_update_resource",

@@ -36,6 +36,9 @@ export interface ConformanceTool {
 /** Bad arguments are a tool execution error (isError), not a protocol error, so the model can see them. */
 export class ToolInputError extends Error {}
 
+/** A failure the call answers with a JSON-RPC error rather than a tool error (a "crash"). */
+export class ProtocolFault extends Error {}
+
 export const NO_ARGUMENTS: Tool["inputSchema"] = { type: "object", properties: {} };
 
 export function textResult(text: string, isError = false): CallToolResult {

@@ -6,9 +6,10 @@ import { inputRequiredTools } from "./input-required-tools.js";
 import type { LogLevelGate } from "./log-level.js";
 import { notifyingTools } from "./notifying-tools.js";
 import type { ResourceCatalog } from "./resources.js";
-import { type ConformanceTool, textResult, ToolInputError } from "./tool-kit.js";
+import { taskTools } from "./task-tools.js";
+import { type ConformanceTool, ProtocolFault, textResult, ToolInputError } from "./tool-kit.js";
 
-export const TOOLS: readonly ConformanceTool[] = [...contentTools, ...notifyingTools, ...clientRequestTools, ...inputRequiredTools];
+export const TOOLS: readonly ConformanceTool[] = [...contentTools, ...notifyingTools, ...clientRequestTools, ...inputRequiredTools, ...taskTools];
 
 export function installTools(server: Server, state: { logLevel: LogLevelGate; resources: ResourceCatalog }): void {
   const byName = new Map(TOOLS.map((tool) => [tool.definition.name, tool]));
@@ -22,6 +23,7 @@ export function installTools(server: Server, state: { logLevel: LogLevelGate; re
     try {
       return await tool.run(request.params.arguments ?? {}, { server, extra, ...state });
     } catch (error) {
+      if (error instanceof ProtocolFault) throw new McpError(ErrorCode.InternalError, error.message);
       // Bad arguments and a refused or failed client request (sampling, elicitation) are tool errors the
       // caller should see as a result, so the call is answered with isError rather than a JSON-RPC error.
       const reason = error instanceof Error ? error.message : String(error);

@@ -51,6 +51,10 @@ export async function serveModern(req: IncomingMessage, res: ServerResponse, mes
     clearInterval(keepAlive);
     if (!answered) abandon?.();
   });
+  const header = (name: string) => {
+    const value = req.headers[name];
+    return Array.isArray(value) ? value.join(", ") : value;
+  };
   const abandon: (() => void) | undefined = await transport.request(message, {
     notify: (notification) => {
       if (!streams || answered) return;
@@ -68,7 +72,7 @@ export async function serveModern(req: IncomingMessage, res: ServerResponse, mes
       const body = JSON.stringify(answer);
       res.writeHead(statusOf(answer), { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body);
     },
-  });
+  }, header);
   if (gone && !answered) abandon();
 }
 

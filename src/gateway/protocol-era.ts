@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from "node:http";
 import { classifyInboundRequest } from "@modelcontextprotocol/server";
 import type { JSONRPCNotification, JSONRPCRequest, RequestId } from "../router/messages.js";
 import { isObject } from "../router/messages.js";
-import { MODERN_PROTOCOL_VERSIONS, ModernErrorCode } from "../router/modern-protocol.js";
+import { decodeHeaderValue, MODERN_PROTOCOL_VERSIONS, ModernErrorCode } from "../router/modern-protocol.js";
 import type { JsonRpcErrorObject } from "./to-wire.js";
 
 /** Where one HTTP POST goes: the 2025 era's handling, the 2026-07-28 era's, or a 400/404 refusal. */
@@ -88,17 +88,6 @@ function headerMismatch(version: string | undefined, method: string | undefined,
   if (decoded === undefined) return "the Mcp-Name header carries an invalid =?base64?…?= value";
   if (decoded !== value) return `the Mcp-Name header names "${decoded}" but params.${field} is "${value}"`;
   return undefined;
-}
-
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-/** A header value as the client meant it: `=?base64?…?=` carries UTF-8 in Base64 (SEP-2243), anything else is literal. */
-function decodeHeaderValue(value: string): string | undefined {
-  if (!value.startsWith("=?base64?") || !value.endsWith("?=")) return value;
-  const encoded = value.slice("=?base64?".length, -"?=".length);
-  if (!BASE64.test(encoded)) return undefined;
-  const text = Buffer.from(encoded, "base64").toString("utf8");
-  return text.includes("\uFFFD") ? undefined : text;
 }
 
 function refusedWith(status: number, id: RequestId | null, error: JsonRpcErrorObject): EraOutcome {

@@ -87,3 +87,37 @@ export function honoredFilter(requested: unknown, capabilities: Record<string, u
   if (uris.length > 0 && can("resources", "subscribe")) honored.resourceSubscriptions = uris;
   return honored;
 }
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** A header value as the client meant it: `=?base64?…?=` carries UTF-8 in Base64 (SEP-2243), anything else is literal. */
+export function decodeHeaderValue(value: string): string | undefined {
+  if (!value.startsWith("=?base64?") || !value.endsWith("?=")) return value;
+  const encoded = value.slice("=?base64?".length, -"?=".length);
+  if (!BASE64.test(encoded)) return undefined;
+  const text = Buffer.from(encoded, "base64").toString("utf8");
+  return text.includes("\uFFFD") ? undefined : text;
+}
+
+/**
+ * SEP-2243's custom headers: a tool's argument whose schema names `x-mcp-header: "Region"` travels in an
+ * `Mcp-Param-Region` header too, so routers can read it. When the body carries the argument, the header
+ * must be there and say the same (numbers compare as numbers). Top-level arguments only. Returns what
+ * disagrees, or undefined.
+ */
+export function paramHeaderMismatch(inputSchema: unknown, args: unknown, header: (name: string) => string | undefined): string | undefined {
+  const properties = isObject(inputSchema) && isObject(inputSchema.properties) ? inputSchema.properties : {};
+  for (const [argument, schema] of Object.entries(properties)) {
+    if (!isObject(schema) || typeof schema["x-mcp-header"] !== "string") continue;
+    const value = isObject(args) ? args[argument] : undefined;
+    if (value === undefined || value === null || typeof value === "object") continue;
+    const name = `mcp-param-${schema["x-mcp-header"].toLowerCase()}`;
+    const sent = header(name);
+    if (sent === undefined) return `the body carries ${argument}=${JSON.stringify(value)} but the Mcp-Param-${schema["x-mcp-header"]} header is absent`;
+    const decoded = decodeHeaderValue(sent.trim());
+    if (decoded === undefined) return `the Mcp-Param-${schema["x-mcp-header"]} header carries an invalid =?base64?…?= value`;
+    const same = typeof value === "number" && /^-?\d+(\.\d+)?$/.test(decoded) ? Number(decoded) === value : decoded === String(value);
+    if (!same) return `the Mcp-Param-${schema["x-mcp-header"]} header says ${JSON.stringify(decoded)} but the body carries ${argument}=${JSON.stringify(value)}`;
+  }
+  return undefined;
+}

@@ -10,10 +10,11 @@ import {
   META,
   ModernErrorCode,
   modernMetaOf,
+  paramHeaderMismatch,
   type ModernRequestMeta,
   type SubscriptionFilter,
 } from "./modern-protocol.js";
-import { declaresTasks, newTask, setStatus, settle, TASK_TTL_MS, TASKS_EXTENSION, taskView, type Task } from "./tasks.js";
+import { declaresTasks, newTask, setStatus, settle, TASK_TTL_MS, TASKS_EXTENSION, taskView, type Task, type TaskPolicy } from "./tasks.js";
 
 /** Where one modern request's answer goes: a face's HTTP response (or, later, a WebSocket or stdio line). */
 export interface ModernReplyTarget {
@@ -51,8 +52,9 @@ interface Exchange {
   final?: JSONRPCResponse;
   /** Gathers a round's questions (with a target), or ends a round no retry came for (without). */
   timer?: NodeJS.Timeout;
-  /** Turns the call into a task once it has run past its server's `timeouts.taskAfterMs`. */
+  /** Turns the call into a task once it has run past its threshold (`taskAfter` ms, see TaskPolicy). */
   taskTimer?: NodeJS.Timeout;
+  taskAfter?: number;
   /** The task the call became: its answers go there, for `tasks/get`. */
   task?: Task;
 }
@@ -75,8 +77,8 @@ export class ModernTransport implements Transport {
   onerror?: (error: Error) => void;
   /** A request this transport gave up on (its client went away, or never retried): the session fails it. */
   onabandoned?: (id: RequestId, why: string) => void;
-  /** After how long a tools/call becomes a task, for a client that declared the extension (0: never). */
-  taskAfterMs?: (request: JSONRPCRequest) => number;
+  /** What the session knows of a tools/call's tool: whether, and when, it becomes a task, and its inputSchema. */
+  toolFacts?: (request: JSONRPCRequest) => Promise<{ policy: TaskPolicy; inputSchema: unknown }>;
   private readonly tasks = new Map<string, Task>();
   private readonly exchanges = new Map<RequestId, Exchange>();
   /** Open `subscriptions/listen` streams, by the session's id of their request. */
@@ -95,9 +97,10 @@ export class ModernTransport implements Transport {
 
   /**
    * Hands one request to the session, or a retry with `requestState` to the request it resumes; resolves
-   * with a function that abandons it (its client went away).
+   * with a function that abandons it (its client went away). `header` reads the HTTP request's headers
+   * (faces without them pass none): a tools/call's `Mcp-Param-*` headers are checked against its arguments.
    */
-  async request(message: JSONRPCRequest, target: ModernReplyTarget): Promise<() => void> {
+  async request(message: JSONRPCRequest, target: ModernReplyTarget, header?: (name: string) => string | undefined): Promise<() => void> {
     if (message.method.startsWith("tasks/")) return this.taskRequest(message, target);
     const { inputResponses, requestState, task: _hint, ...params } = message.params ?? {};
     if (typeof requestState === "string") return this.resume(message, requestState, inputResponses, target);
@@ -107,8 +110,21 @@ export class ModernTransport implements Transport {
     const meta = modernMetaOf(message);
     const exchange: Exchange = { clientId: message.id, method: message.method, meta, target, asked: new Map(), round: 0, offered };
     // The gateway decides what becomes a task (a client's `task` hint is tolerated, and ignored).
-    const taskAfter = message.method === "tools/call" && declaresTasks(meta.capabilities) ? (this.taskAfterMs?.(message) ?? 0) : 0;
-    if (taskAfter > 0) exchange.taskTimer = setTimeout(() => this.toTask(id), taskAfter).unref();
+    const facts = message.method === "tools/call" && this.toolFacts ? await this.toolFacts(message) : undefined;
+    const mismatch = facts && header ? paramHeaderMismatch(facts.inputSchema, params.arguments, header) : undefined;
+    if (mismatch) {
+      target.answer({ jsonrpc: "2.0", id: message.id, error: { code: ModernErrorCode.HeaderMismatch, message: `Bad Request: ${mismatch}` } });
+      return () => undefined;
+    }
+    const policy: TaskPolicy = facts?.policy ?? { kind: "never" };
+    if (policy.kind === "after") {
+      if (!declaresTasks(meta.capabilities)) {
+        if (policy.required) return this.refuseUndeclaredTasks(message, target, `Tool '${String(message.params?.name)}' runs only as a task`);
+      } else {
+        exchange.taskAfter = policy.ms;
+        this.armTask(id, exchange);
+      }
+    }
     this.exchanges.set(id, exchange);
     this.onmessage?.({ ...message, id, params });
     return this.abandoner(id, target);
@@ -213,6 +229,7 @@ export class ModernTransport implements Transport {
     clearTimeout(exchange.timer);
     exchange.timer = undefined;
     exchange.target = target;
+    this.armTask(state.request, exchange); // its threshold counts again from this retry
     if (exchange.final) {
       this.end(state.request);
       target.answer(this.answerOf(exchange.final, exchange));
@@ -260,6 +277,25 @@ export class ModernTransport implements Transport {
     this.exchanges.delete(id);
   }
 
+  private armTask(id: RequestId, exchange: Exchange): void {
+    if (exchange.taskAfter === undefined || exchange.task) return;
+    clearTimeout(exchange.taskTimer);
+    exchange.taskTimer = setTimeout(() => this.toTask(id), exchange.taskAfter).unref();
+  }
+
+  private refuseUndeclaredTasks(message: JSONRPCRequest, target: ModernReplyTarget, what: string): () => void {
+    target.answer({
+      jsonrpc: "2.0",
+      id: message.id,
+      error: {
+        code: ModernErrorCode.MissingRequiredClientCapability,
+        message: `${what}: declare the '${TASKS_EXTENSION}' extension in the request's client capabilities`,
+        data: { requiredCapabilities: { extensions: { [TASKS_EXTENSION]: {} } } },
+      },
+    });
+    return () => undefined;
+  }
+
   /**
    * The call has run past its threshold: its client gets a CreateTaskResult now, and everything the call
    * answers from here on (a result, an error, an input_required round) goes to the task.
@@ -305,12 +341,7 @@ export class ModernTransport implements Transport {
       refuse(ErrorCode.MethodNotFound, `Method '${message.method}' does not exist with the tasks extension (tasks/get carries a task's result)`);
       return done;
     }
-    if (!declaresTasks(modernMetaOf(message).capabilities)) {
-      refuse(ModernErrorCode.MissingRequiredClientCapability, `${message.method} needs the '${TASKS_EXTENSION}' extension declared in the request's client capabilities`, {
-        requiredCapabilities: { extensions: { [TASKS_EXTENSION]: {} } },
-      });
-      return done;
-    }
+    if (!declaresTasks(modernMetaOf(message).capabilities)) return this.refuseUndeclaredTasks(message, target, message.method);
     const taskId = message.params?.taskId;
     const task = typeof taskId === "string" ? this.tasks.get(taskId) : undefined;
     if (!task) {
@@ -329,9 +360,13 @@ export class ModernTransport implements Transport {
         refuse(ErrorCode.InvalidParams, `Task '${task.taskId}' is not waiting for input (it is ${task.status})`);
         return done;
       }
-      task.input = undefined;
-      setStatus(task, "working");
       this.continueRound(state, exchange, message.params?.inputResponses, this.taskTarget(task));
+      // Answered in part, it stays input_required with what is still open; answered in full, it works on.
+      if (exchange.asked.size > 0) task.input = { ...task.input!, inputRequests: inputRequestsOf(exchange.asked) };
+      else {
+        task.input = undefined;
+        setStatus(task, "working");
+      }
       reply({});
     }
     return done;

@@ -15,7 +15,8 @@ import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCReque
 import { honoredFilter, META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
 import { INPUT_METHODS } from "./input-requests.js";
 import { ModernTransport } from "./modern-transport.js";
-import { TASKS_EXTENSION } from "./tasks.js";
+import { qualify } from "./names.js";
+import { TASKS_EXTENSION, taskPolicyOf, type TaskPolicy } from "./tasks.js";
 import { RequestLedger } from "./request-ledger.js";
 import type { ServerLink } from "./server-link.js";
 import { SessionPersistence } from "./session-persistence.js";
@@ -65,7 +66,7 @@ export abstract class Session {
     transport.onclose = () => void this.close();
     if (transport instanceof ModernTransport) {
       transport.onabandoned = (id, why) => this.fail(id, new RequestAbandonedError(why), this.serverFor(id));
-      transport.taskAfterMs = (request) => this.pool.manifest(this.serverCalled(request) ?? "")?.timeouts.taskAfterMs ?? 0;
+      transport.toolFacts = (request) => this.toolFacts(request);
     }
     transport.onerror = (error) => this.log.debug({ err: error.message }, "client transport error");
   }
@@ -145,8 +146,8 @@ export abstract class Session {
   private async answerDiscover(message: JSONRPCRequest): Promise<void> {
     try {
       const { capabilities, serverInfo, instructions } = await this.initializeResult();
-      // Calls to a server with a task threshold may become tasks (SEP-2663): the extension is advertised.
-      const tasks = this.links().some((link) => (this.pool.manifest(link.server)?.timeouts.taskAfterMs ?? 0) > 0);
+      // When a call here may become a task (SEP-2663), the extension is advertised.
+      const tasks = (await Promise.all(this.links().map((link) => this.mayRunTasks(link)))).some(Boolean);
       this.replyResult(message.id, {
         supportedVersions: [...MODERN_PROTOCOL_VERSIONS],
         capabilities: tasks && isObject(capabilities) ? { ...capabilities, extensions: { ...(isObject(capabilities.extensions) ? capabilities.extensions : {}), [TASKS_EXTENSION]: {} } } : capabilities,
@@ -156,6 +157,26 @@ export abstract class Session {
     } catch (error) {
       this.fail(message.id, error, this.serverFor(message.id));
     }
+  }
+
+  /**
+   * A tools/call's tool as its server listed it: whether, and when, the call becomes a task (its tool's
+   * declaration, or its server's threshold), and its inputSchema.
+   */
+  private async toolFacts(request: JSONRPCRequest): Promise<{ policy: TaskPolicy; inputSchema: unknown }> {
+    const server = this.serverCalled(request);
+    const link = server === undefined ? undefined : this.linkFor(server);
+    if (!link) return { policy: { kind: "never" }, inputSchema: undefined };
+    const name = String(request.params?.name);
+    const tool = (await link.catalog().catch(() => undefined))?.tools.find((t) => t.name === name || qualify(link.server, String(t.name)) === name);
+    const execution = isObject(tool?.execution) ? tool.execution : {};
+    return { policy: taskPolicyOf(execution.taskSupport, this.pool.manifest(link.server)?.timeouts.taskAfterMs ?? 0), inputSchema: tool?.inputSchema };
+  }
+
+  private async mayRunTasks(link: ServerLink): Promise<boolean> {
+    if ((this.pool.manifest(link.server)?.timeouts.taskAfterMs ?? 0) > 0) return true;
+    const tools = (await link.catalog().catch(() => undefined))?.tools ?? [];
+    return tools.some((t) => isObject(t.execution) && (t.execution.taskSupport === "optional" || t.execution.taskSupport === "required"));
   }
 
   /**

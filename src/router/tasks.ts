@@ -65,6 +65,21 @@ export function settle(task: Task, answer: JSONRPCResponse): void {
   }
 }
 
+/**
+ * Whether, and when, a tools/call becomes a task for a client that declared the extension: the tool's own
+ * `execution.taskSupport` (2025-11-25 tools may declare it) decides; an undeclared tool follows its
+ * server's `timeouts.taskAfterMs` (0: never). `required`: at once, and a client without the extension is
+ * refused; `optional`: after `taskAfterMs` (0: at once); `forbidden`: never.
+ */
+export type TaskPolicy = { kind: "never" } | { kind: "after"; ms: number; required: boolean };
+
+export function taskPolicyOf(taskSupport: unknown, taskAfterMs: number): TaskPolicy {
+  if (taskSupport === "required") return { kind: "after", ms: 0, required: true };
+  if (taskSupport === "optional") return { kind: "after", ms: taskAfterMs, required: false };
+  if (taskSupport === "forbidden" || taskAfterMs <= 0) return { kind: "never" };
+  return { kind: "after", ms: taskAfterMs, required: false };
+}
+
 /** Whether the client of a request declared the tasks extension. */
 export function declaresTasks(capabilities: Record<string, unknown>): boolean {
   const extensions = capabilities.extensions;
