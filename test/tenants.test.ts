@@ -209,7 +209,7 @@ describe("API keys and tenants", { timeout: 240_000 }, () => {
     let text = "";
     let lines: Array<Record<string, unknown>> = [];
     const landed = () =>
-      lines.filter((l) => l.event === "refused" && l.reason === "The API key is not valid").length >= 2 && lines.some((l) => l.event === "tools/call" && l.tool === "run");
+      lines.some((l) => l.event === "refused" && l.method === "tools/call") && lines.some((l) => l.event === "tools/call" && l.tool === "run");
     for (let i = 0; i < 100 && !landed(); i++) {
       await new Promise((r) => setTimeout(r, 50));
       text = await readFile(auditPath, "utf8").catch(() => "");
