@@ -6,10 +6,11 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { exportJWK, generateKeyPair, SignJWT, type JWTPayload } from "jose";
 import { generateKey } from "../src/auth/api-keys.js";
+import type { AccessRulesText } from "../src/auth/access-rules.js";
 import type { TenantsFile } from "../src/auth/tenants-file.js";
 import { scratchDir } from "./scratch-dir.js";
 
-type TenantsInput = { defaults?: Partial<TenantsFile["defaults"]>; tenants: Record<string, { servers?: string[]; admin?: boolean; limits?: Partial<TenantsFile["defaults"]> }> };
+type TenantsInput = { defaults?: Partial<TenantsFile["defaults"]>; tenants: Record<string, { servers?: string[]; admin?: boolean; limits?: Partial<TenantsFile["defaults"]>; access?: AccessRulesText }> };
 
 /**
  * A tenants file in a fresh directory, with one API key per tenant (named after it); the keys are

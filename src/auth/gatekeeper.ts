@@ -1,3 +1,4 @@
+import { AccessRules } from "./access-rules.js";
 import type { OAuthVerifier } from "./oauth.js";
 import { ApiKeys, KEY_PREFIX } from "./api-keys.js";
 import { CredentialWatch } from "./credential-watch.js";
@@ -98,7 +99,7 @@ export class Gatekeeper {
     const token = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "")?.[1];
     if (!token) return this.unauthorized(path, "Authentication required: send Authorization: Bearer <API key or access token>");
     const key = this.keys.find(token);
-    if (key) return { ok: true, principal: { ...this.tenantPrincipal(key.tenant, `key:${key.id}`), credential: { keySha256: key.sha256 } } };
+    if (key) return { ok: true, principal: { ...this.tenantPrincipal(key.tenant, `key:${key.id}`, undefined), credential: { keySha256: key.sha256 } } };
     const oauth = this.options.oauth;
     if (!oauth || token.startsWith(KEY_PREFIX)) return this.unauthorized(path, "The API key is not valid", "invalid_token");
     return this.verifyAccessToken(oauth, token, path);
@@ -116,7 +117,7 @@ export class Gatekeeper {
     const missing = oauth.requiredScopes.filter((s) => !check.scopes.has(s));
     const subject = `oauth:${check.payload.sub ?? "?"}`;
     if (missing.length) return this.insufficientScope(path, oauth.requiredScopes, `The access token lacks the scope(s) ${missing.join(", ")}`, subject);
-    const principal = { ...this.tenantPrincipal(check.tenant, subject), credential: { expiresAt: check.acceptedUntil } };
+    const principal = { ...this.tenantPrincipal(check.tenant, subject, toolScopes(check.scopes)), credential: { expiresAt: check.acceptedUntil } };
     return { ok: true, principal: check.scopes.has(oauth.adminScope) ? { ...principal, admin: true } : principal };
   }
 
@@ -139,7 +140,8 @@ export class Gatekeeper {
     };
   }
 
-  private tenantPrincipal(tenant: string, subject: string): Principal {
+  /** `scopeTools`: a token's `tools:<pattern>` scopes, when it has any. */
+  private tenantPrincipal(tenant: string, subject: string, scopeTools: string[] | undefined): Principal {
     const entry = this.tenants?.tenants[tenant];
     return {
       tenant,
@@ -147,8 +149,26 @@ export class Gatekeeper {
       admin: entry?.admin ?? false,
       servers: entry?.servers ?? "*",
       limits: limitsOf(this.tenants, tenant),
+      rules: () => this.rulesOf(tenant, scopeTools),
     };
   }
+
+  /** The tenant's access rules in the tenants file now (it may have been reloaded since the session opened). */
+  private rulesOf(tenant: string, scopeTools: string[] | undefined): AccessRules | undefined {
+    const file = this.tenants;
+    const access = file?.tenants[tenant]?.access;
+    if (!access && !scopeTools) return undefined;
+    if (!file) return new AccessRules({}, scopeTools);
+    let cached = this.rulesCache.get(file);
+    if (!cached) this.rulesCache.set(file, (cached = new Map()));
+    const key = `${tenant}\0${scopeTools?.join(" ") ?? ""}`;
+    let rules = cached.get(key);
+    if (!rules) cached.set(key, (rules = new AccessRules(access ?? {}, scopeTools)));
+    return rules;
+  }
+
+  /** Compiled rules by tenants file version: a reload makes new ones, the old go with the old file. */
+  private readonly rulesCache = new WeakMap<TenantsFile, Map<string, AccessRules>>();
 
   private challenge(path: string, extra: string): string {
     const params = [`realm="mcpvisor"`];
@@ -169,4 +189,10 @@ export class Gatekeeper {
 
 function quoteSafe(text: string): string {
   return text.replace(/["\\\r\n]/g, "'");
+}
+
+/** A token's scopes of the form `tools:<server>/<glob>`: when it has any, only those tools. */
+function toolScopes(scopes: Set<string>): string[] | undefined {
+  const patterns = [...scopes].filter((s) => s.startsWith("tools:")).map((s) => s.slice("tools:".length));
+  return patterns.length > 0 ? patterns : undefined;
 }

@@ -1,3 +1,5 @@
+import type { AccessRules } from "./access-rules.js";
+
 /** What a tenant may use at once, and how fast; every face and the router enforce the same numbers. */
 export interface TenantLimits {
   /** Sustained MCP requests per second (a token bucket); past it, 429 with Retry-After. */
@@ -34,6 +36,11 @@ export interface Principal {
   /** The hosted servers this tenant may use; `"*"` is all of them. */
   servers: readonly string[] | "*";
   limits: TenantLimits;
+  /**
+   * What the tenant may see and call (tools, prompts, resources), read when it is needed so a reloaded
+   * tenants file applies to open sessions too; absent: everything.
+   */
+  rules?: () => AccessRules | undefined;
   /**
    * What the credential was, for connections that outlive the request that admitted them
    * (credential-watch.ts): the API key's hash, or when the access token stops being accepted (epoch ms).

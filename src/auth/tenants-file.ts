@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { ConfigError } from "../config/gateway.js";
 import { parseJsonFile } from "../config/json-file.js";
+import { AccessRulesSchema } from "./access-rules.js";
 import { LOCAL_PRINCIPAL, type TenantLimits } from "./principal.js";
 
 const LimitsSchema = z
@@ -31,6 +32,8 @@ const TenantSchema = z
     servers: z.array(z.string().min(1)).optional(),
     admin: z.boolean().default(false),
     limits: LimitsSchema.partial().default({}),
+    /** Which tools, prompts and resources the tenant may see and call (docs/design/tool-governance.md). */
+    access: AccessRulesSchema.optional(),
   })
   .strict();
 

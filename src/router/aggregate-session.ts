@@ -105,7 +105,7 @@ export class AggregateSession extends Session {
       this.links().map(async (link) => {
         try {
           const live = link.live ? (await link.request(method))[key] : undefined;
-          const items = Array.isArray(live) ? live.filter(isObject) : (await link.catalog())[key];
+          const items = this.visibleItems(method, link.server, Array.isArray(live) ? live.filter(isObject) : (await link.catalog())[key]);
           return named ? items.map((item) => ({ ...item, name: qualify(link.server, String(item.name)) })) : items;
         } catch (err) {
           this.log.warn({ server: link.server, method, err: (err as Error).message }, "server left out of an aggregated list");
@@ -120,7 +120,8 @@ export class AggregateSession extends Session {
     const name = nameParam(message);
     const target = name === undefined ? undefined : splitQualified(name);
     const link = target && this.serverLinks.get(target.server);
-    if (!target || !link) {
+    const hidden = message.method === "prompts/get" && target && !this.permits("prompt", target.server, target.name);
+    if (!target || !link || hidden) {
       const kind = message.method === "tools/call" ? "tool" : "prompt";
       throw new InvalidParamsError(`Unknown ${kind} '${String(name)}': names here are <server>__<name>, servers: ${[...this.serverLinks.keys()].join(", ")}`);
     }
@@ -130,7 +131,7 @@ export class AggregateSession extends Session {
 
   private async forwardByUri(message: JSONRPCRequest, uri: unknown, record?: RequestRecord): Promise<void> {
     const link = typeof uri === "string" ? await this.linkOwning(uri) : undefined;
-    if (!link) throw new InvalidParamsError(`Unknown resource '${String(uri)}': resources/list shows the URIs there are`);
+    if (!link || !this.permits("resource", link.server, String(uri))) throw new InvalidParamsError(`Unknown resource '${String(uri)}': resources/list shows the URIs there are`);
     await this.forward(link, message, record);
   }
 

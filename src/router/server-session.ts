@@ -66,6 +66,13 @@ export class ServerSession extends Session {
       if (name === undefined) throw new InvalidParamsError("tools/call needs params.name, the tool's name (a string)");
       await this.checkToolCall(this.link, name, name, message.params?.arguments, record);
     }
+    // Prompts and resources the tenant may not see are, to it, prompts and resources that do not exist.
+    if (isRequest(message) && message.method === "prompts/get" && !this.permits("prompt", this.server, String(nameParam(message)))) {
+      throw new InvalidParamsError(`Unknown prompt '${String(nameParam(message))}': prompts/list shows the prompts there are`);
+    }
+    if (isRequest(message) && message.method === "resources/read" && !this.permits("resource", this.server, String(message.params?.uri))) {
+      throw new InvalidParamsError(`Unknown resource '${String(message.params?.uri)}': resources/list shows the URIs there are`);
+    }
     await this.link.send(message, record);
   }
 }

@@ -11,12 +11,13 @@ import type { SavedRef } from "../sandbox/suspend-store.js";
 import { nowMs, type RequestRecord } from "../telemetry/events.js";
 import { requestTraceparent } from "../telemetry/trace-context.js";
 import { InvalidParamsError, MethodNotFoundError, MissingClientCapabilityError, RequestAbandonedError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
-import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
+import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
 import { honoredFilter, META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
 import { INPUT_METHODS } from "./input-requests.js";
 import { ModernTransport } from "./modern-transport.js";
 import { qualify } from "./names.js";
 import { TASKS_EXTENSION, taskPolicyOf, type TaskPolicy } from "./tasks.js";
+import { isListMethod, LISTS, type Item, type ListMethod } from "./catalog.js";
 import { RequestLedger } from "./request-ledger.js";
 import type { ServerLink } from "./server-link.js";
 import { SessionPersistence } from "./session-persistence.js";
@@ -226,12 +227,45 @@ export abstract class Session {
     return errorResponse(message.id, toWire(new MethodNotFoundError(`The client did not declare the '${capability}' capability`)).error);
   }
 
+  /** The items of a list the tenant may see (its access rules, docs/design/tool-governance.md). */
+  protected visibleItems(method: ListMethod, server: string, items: Item[]): Item[] {
+    const rules = this.owner.principal.rules?.();
+    if (!rules) return items;
+    switch (method) {
+      case "tools/list":
+        return items.filter((item) => rules.tool(server, item));
+      case "prompts/list":
+        return items.filter((item) => rules.prompt(server, String(item.name)));
+      case "resources/list":
+        return items.filter((item) => rules.resource(server, String(item.uri)));
+      case "resources/templates/list":
+        return items.filter((item) => rules.resource(server, String(item.uriTemplate)));
+    }
+  }
+
+  /** Whether the tenant may get prompt `name` or read resource `uri` of `server`. */
+  protected permits(kind: "prompt" | "resource", server: string, name: string): boolean {
+    const rules = this.owner.principal.rules?.();
+    return !rules || (kind === "prompt" ? rules.prompt(server, name) : rules.resource(server, name));
+  }
+
+  /** A list a server answered, with what the tenant may not see taken out. */
+  private visibleAnswer(message: JSONRPCResponse): JSONRPCResponse {
+    const method = message.id === undefined ? undefined : this.ledger.record(message.id)?.method;
+    if (!("result" in message) || !method || !isListMethod(method)) return message;
+    const { key } = LISTS[method];
+    const items = message.result[key];
+    if (!Array.isArray(items)) return message;
+    return { ...message, result: { ...message.result, [key]: this.visibleItems(method, this.serverFor(message.id!), items.filter(isObject)) } };
+  }
+
   /**
    * Delivers a server message; a response ends its request's bookkeeping, after it is on its way to
    * the client (telemetry is not on the answer's path).
    */
-  protected async deliver(message: JSONRPCMessage, guestMs?: number): Promise<void> {
-    if (!isResponse(message)) return this.reply(message, this.ledger.relatedRequest(message));
+  protected async deliver(incoming: JSONRPCMessage, guestMs?: number): Promise<void> {
+    if (!isResponse(incoming)) return this.reply(incoming, this.ledger.relatedRequest(incoming));
+    const message = this.visibleAnswer(incoming);
     const sent = this.reply(message, message.id);
     this.ledger.finishWith(message, guestMs);
     await sent;
@@ -267,6 +301,15 @@ export abstract class Session {
    * fail the tool's inputSchema. `shown` is the name as the client wrote it.
    */
   protected async checkToolCall(link: ServerLink, tool: string, shown: string, args: unknown, record: RequestRecord | undefined): Promise<void> {
+    const rules = this.owner.principal.rules?.();
+    if (rules) {
+      const listed = (await link.catalog()).tools.find((t) => t.name === tool);
+      if (!rules.tool(link.server, listed ?? { name: tool })) {
+        // The same answer as for a tool that does not exist; only the audit line says it was denied.
+        if (record) Object.assign(record, { server: link.server, denied: true, ...(listed ? { tool } : {}) } satisfies Partial<RequestRecord>);
+        throw new UnknownToolError(`Unknown tool '${shown}' on server '${link.server}'; tools/list shows the tools there are`);
+      }
+    }
     const verdict = await link.checkToolCall(tool, args);
     if (verdict.ok) {
       if (record && !verdict.unlisted) record.tool = tool; // only listed tools become metric labels

@@ -84,6 +84,7 @@ export class AuditLog {
         session: record.sessionId,
         outcome: record.outcome ?? "error",
         ...(record.errorType ? { errorType: record.errorType } : {}),
+        ...(record.denied ? { denied: true } : {}),
         durationMs: Math.round(((record.endedAt ?? record.startedAt) - record.startedAt) * 1000) / 1000,
         traceId: traceIdOf(record.traceparent ?? record.incomingTraceparent),
       },

@@ -22,6 +22,8 @@ export interface RequestRecord {
   server?: string;
   /** The tool's name as the server knows it; only set for a tool that exists (bounded label values). */
   tool?: string;
+  /** Refused by the tenant's access rules (its client was told the tool does not exist). */
+  denied?: boolean;
   startedAt: number;
   /** A sandbox had to be acquired for this request: when, and where it came from. */
   acquire?: { start: number; end: number; source: string };
