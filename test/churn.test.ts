@@ -17,6 +17,7 @@ const CLIENTS = 6;
 const STEPS = 6;
 /** Far beyond any answer here (a resume from disk takes well under a second): past it, a request hung. */
 const ANSWER_WITHIN_MS = 30_000;
+const CALL_MS = 10_000;
 const IDLE_SUSPEND_MS = 300;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -36,7 +37,9 @@ function plans(random: () => number): Step[][] {
 }
 
 test("churn: sessions come and go while sandboxes suspend, resume and are killed; nothing hangs, leaks or loses a write", { timeout: 300_000 }, async () => {
-  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: IDLE_SUSPEND_MS } }) });
+  // A call's own deadline well inside ANSWER_WITHIN_MS: a call that runs into it is answered (with a
+  // timeout error), which the test must tell apart from a call never answered at all.
+  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: IDLE_SUSPEND_MS, callMs: CALL_MS } }) });
   const gateway = await startReadyGateway({ servers: ["memory"], serversDir }, { pool: { prestarted: 1, warm: 1 } });
   const url = gateway.url("memory");
   const stats = () => gateway.pool.stats().find((s) => s.server === "memory")!;
