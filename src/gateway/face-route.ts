@@ -13,3 +13,8 @@ export function faceRoute(url: string | undefined, endpoint: string): Route | un
   const name = path.slice(prefix.length, -suffix.length);
   return name && !name.includes("/") ? name : undefined;
 }
+
+/** Whether a face's URL asks for tool search mode (`?tools=search`: search_tools and call_tool only). */
+export function searchesTools(url: string | undefined): boolean {
+  return new URLSearchParams(url?.split("?")[1] ?? "").get("tools") === "search";
+}

@@ -14,7 +14,7 @@ import { errorResponse, toWire } from "./to-wire.js";
  * come back on the same connection under the client's ids. Everything else reaches the 2025 session as
  * before. A 2026 notification has nothing to act on here (cancellation needs the connection to close).
  */
-export function acceptModernMessages(transport: Transport, principal: Principal, route: Route, modern: ModernSessions, kind: string, log: Logger): void {
+export function acceptModernMessages(transport: Transport, principal: Principal, route: Route, modern: ModernSessions, kind: string, log: Logger, toolSearch = false): void {
   const legacy = transport.onmessage;
   const reply = (message: JSONRPCMessage) => {
     transport.send(message).catch((err: Error) => log.debug({ err: err.message }, "could not deliver a 2026-07-28 answer"));
@@ -26,7 +26,7 @@ export function acceptModernMessages(transport: Transport, principal: Principal,
     const request = era.message;
     if (!("id" in request)) return;
     modern.transportFor(principal, route, kind).then(
-      (target) => target.request(request, { notify: reply, answer: reply }),
+      (target) => target.request(request, { notify: reply, answer: reply }, undefined, toolSearch),
       (error: unknown) => reply(errorResponse(request.id, toWire(error).error) as JSONRPCMessage),
     );
   };

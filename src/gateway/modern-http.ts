@@ -33,7 +33,7 @@ function statusOf(answer: JSONRPCResponse): number {
  * with the answer. An input_required round is an answer like any other. A client that goes away abandons
  * its request (the server is told to cancel it).
  */
-export async function serveModern(req: IncomingMessage, res: ServerResponse, message: JSONRPCRequest | JSONRPCNotification, transport: ModernTransport): Promise<void> {
+export async function serveModern(req: IncomingMessage, res: ServerResponse, message: JSONRPCRequest | JSONRPCNotification, transport: ModernTransport, toolSearch: boolean): Promise<void> {
   if (!("id" in message)) {
     // Posted notifications have nothing to act on in a stateless exchange (cancellation is a closed request).
     res.writeHead(202).end();
@@ -72,7 +72,7 @@ export async function serveModern(req: IncomingMessage, res: ServerResponse, mes
       const body = JSON.stringify(answer);
       res.writeHead(statusOf(answer), { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body);
     },
-  }, header);
+  }, header, toolSearch);
   if (gone && !answered) abandon();
 }
 

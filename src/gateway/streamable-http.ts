@@ -7,6 +7,7 @@ import type { JSONRPCNotification, JSONRPCRequest } from "../router/messages.js"
 import type { Route } from "../router/router.js";
 import type { Session } from "../router/session.js";
 import { edgeRequest } from "./admission.js";
+import { searchesTools } from "./face-route.js";
 import { SessionEventStore } from "./event-store.js";
 import { bodyTooLarge, noSuchServer, SessionFace, type FaceOptions } from "./face.js";
 import { jsonDeeperThan } from "./json-depth.js";
@@ -65,7 +66,7 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
     }
     const sessionId = req.headers["mcp-session-id"];
     if (typeof sessionId === "string" && sessionId) {
-      const session = await this.find(sessionId, route, principal);
+      const session = await this.find(sessionId, route, principal, req.url);
       if (!session) return writeFailure(res, refused(404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND));
       // A session's GET stream lives on; it ends when its credential is revoked or expires. Destroyed,
       // not ended: the transport may still write to it (a keep-alive), which on an ended response is an error.
@@ -91,7 +92,7 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
   }
 
   private async serveModern(req: IncomingMessage, res: ServerResponse, route: Route, principal: Principal, message: JSONRPCRequest | JSONRPCNotification): Promise<void> {
-    await serveModern(req, res, message, await this.options.modern.transportFor(principal, route, this.name));
+    await serveModern(req, res, message, await this.options.modern.transportFor(principal, route, this.name), searchesTools(req.url));
   }
 
   /**
@@ -99,9 +100,9 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
    * restart. The one place sessions are looked up by id, so whatever must hold between a session and its
    * caller is checked here.
    */
-  private async find(id: string, route: Route, principal: Principal): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
+  private async find(id: string, route: Route, principal: Principal, url: string | undefined): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
     if (id.startsWith(MODERN_SESSION_PREFIX)) return undefined; // a 2026-07-28 principal's session is not a client's to name
-    return this.sessions.touch(id, route, principal.tenant) ?? (this.sessions.has(id) ? undefined : await this.revive(id, route, principal));
+    return this.sessions.touch(id, route, principal.tenant) ?? (this.sessions.has(id) ? undefined : await this.revive(id, route, principal, searchesTools(url)));
   }
 
   /**
@@ -110,7 +111,7 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
    */
   private async stateless(req: IncomingMessage, res: ServerResponse, route: Route, body: string, principal: Principal): Promise<void> {
     const transport = new StreamableHttpServerTransport();
-    await this.router.connect(route, transport, "streamable-http", { stateless: true, principal });
+    await this.router.connect(route, transport, "streamable-http", { stateless: true, principal, toolSearch: searchesTools(req.url) });
     res.once("close", () => void transport.close());
     await transport.handleRequest(req, res, body);
   }
@@ -118,7 +119,7 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
   private async startSession(req: IncomingMessage, res: ServerResponse, route: Route, body: string, principal: Principal): Promise<void> {
     let session: Session | undefined;
     const transport = this.newTransport(route, randomUUID(), principal, () => session?.end() ?? Promise.resolve());
-    session = await this.router.connect(route, transport, "streamable-http", { persistent: true, principal });
+    session = await this.router.connect(route, transport, "streamable-http", { persistent: true, principal, toolSearch: searchesTools(req.url) });
     session.onClosed(() => transport.sessionId && this.sessions.delete(transport.sessionId, "session ended"));
     await transport.handleRequest(req, res, body);
     // Anything but a valid initialize leaves the transport without a session: it has nothing to keep.
@@ -143,10 +144,10 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
    * A session id this process does not know may belong to a session saved before a restart. It is
    * initialized again here, with what its client declared the first time; the client sees nothing of it.
    */
-  private async revive(id: string, route: Route, principal: Principal): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
+  private async revive(id: string, route: Route, principal: Principal, toolSearch: boolean): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
     let session: Session | undefined;
     const transport = this.newTransport(route, id, principal, () => session?.end() ?? Promise.resolve());
-    const revived = await this.router.revive(id, route, transport, principal);
+    const revived = await this.router.revive(id, route, transport, principal, toolSearch);
     if (!revived) return undefined;
     session = revived.session;
     session.onClosed(() => this.sessions.delete(id, "session ended"));

@@ -10,6 +10,7 @@ import { AGGREGATE, type Route, type Router } from "../router/router.js";
 import type { TenantCounter } from "../tenancy/tenant-counter.js";
 import { edgeRequest, type EdgeRequest } from "./admission.js";
 import { noSuchServer, SessionFace, type FaceOptions } from "./face.js";
+import { searchesTools } from "./face-route.js";
 import { acceptModernMessages } from "./message-eras.js";
 import { failureBody, isRefusal, refused, type WireFailure } from "./to-wire.js";
 import { WebSocketServerTransport } from "./websocket-transport.js";
@@ -65,7 +66,7 @@ export class WebSocketFace extends SessionFace<WebSocketServerTransport, WebSock
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       ws.once("close", held.release);
       this.options.edge.watch(this.name, principal, ws, (why) => ws.close(POLICY_VIOLATION, why));
-      void this.open(ws, route, principal);
+      void this.open(ws, route, principal, searchesTools(req.url));
     });
   }
 
@@ -80,7 +81,7 @@ export class WebSocketFace extends SessionFace<WebSocketServerTransport, WebSock
     }
   }
 
-  private async open(ws: WebSocket, route: Route, principal: Principal): Promise<void> {
+  private async open(ws: WebSocket, route: Route, principal: Principal, toolSearch: boolean): Promise<void> {
     const transport = new WebSocketServerTransport(ws, {
       maxJsonDepth: this.options.maxJsonDepth,
       charge: () => this.options.edge.charge(principal),
@@ -88,8 +89,8 @@ export class WebSocketFace extends SessionFace<WebSocketServerTransport, WebSock
     const id = transport.sessionId;
     ws.on("message", () => this.sessions.touch(id, route, principal.tenant));
     try {
-      await this.sessions.open(id, route, transport, principal, () => this.router.connect(route, transport, this.name, { principal }));
-      acceptModernMessages(transport, principal, route, this.options.modern, this.name, this.log);
+      await this.sessions.open(id, route, transport, principal, () => this.router.connect(route, transport, this.name, { principal, toolSearch }));
+      acceptModernMessages(transport, principal, route, this.options.modern, this.name, this.log, toolSearch);
     } catch (error) {
       this.log.error({ route, err: (error as Error).message }, "could not open a WebSocket session");
       const reason = `could not open a session: ${(error as Error).message}`.replace(/[^\x20-\x7e]/g, "?").slice(0, 123);

@@ -49,6 +49,10 @@ export class AggregateSession extends Session {
     return [...this.serverLinks.values()];
   }
 
+  protected visibleTools(): Promise<Item[]> {
+    return this.aggregateList("tools/list");
+  }
+
   protected serverCalled(request: JSONRPCRequest): string | undefined {
     const name = nameParam(request);
     return name === undefined ? undefined : splitQualified(name)?.server;

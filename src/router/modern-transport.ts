@@ -57,6 +57,8 @@ interface Exchange {
   taskAfter?: number;
   /** The task the call became: its answers go there, for `tasks/get`. */
   task?: Task;
+  /** The client asked for tool search mode with this request (`?tools=search`). */
+  toolSearch?: boolean;
 }
 
 /**
@@ -100,7 +102,7 @@ export class ModernTransport implements Transport {
    * with a function that abandons it (its client went away). `header` reads the HTTP request's headers
    * (faces without them pass none): a tools/call's `Mcp-Param-*` headers are checked against its arguments.
    */
-  async request(message: JSONRPCRequest, target: ModernReplyTarget, header?: (name: string) => string | undefined): Promise<() => void> {
+  async request(message: JSONRPCRequest, target: ModernReplyTarget, header?: (name: string) => string | undefined, toolSearch = false): Promise<() => void> {
     if (message.method.startsWith("tasks/")) return this.taskRequest(message, target);
     const { inputResponses, requestState, task: _hint, ...params } = message.params ?? {};
     if (typeof requestState === "string") return this.resume(message, requestState, inputResponses, target);
@@ -108,7 +110,7 @@ export class ModernTransport implements Transport {
     const id = `modern-${++this.next}`;
     const offered = isObject(inputResponses) ? { ...inputResponses } : undefined;
     const meta = modernMetaOf(message);
-    const exchange: Exchange = { clientId: message.id, method: message.method, meta, target, asked: new Map(), round: 0, offered };
+    const exchange: Exchange = { clientId: message.id, method: message.method, meta, target, asked: new Map(), round: 0, offered, toolSearch };
     // The gateway decides what becomes a task (a client's `task` hint is tolerated, and ignored).
     const facts = message.method === "tools/call" && this.toolFacts ? await this.toolFacts(message) : undefined;
     const mismatch = facts && header ? paramHeaderMismatch(facts.inputSchema, params.arguments, header) : undefined;
@@ -131,7 +133,7 @@ export class ModernTransport implements Transport {
   }
 
   /** What request `id` (an id of this session's) is, and what its client declared. */
-  requestOf(id: RequestId): { method: string; meta: ModernRequestMeta } | undefined {
+  requestOf(id: RequestId): { method: string; meta: ModernRequestMeta; toolSearch?: boolean } | undefined {
     return this.exchanges.get(id);
   }
 

@@ -19,6 +19,8 @@ export interface ConnectOptions {
   principal?: Principal;
   /** Coming back after a gateway restart (admitted against the tenant's limits before). */
   revived?: boolean;
+  /** Tool search mode: the client sees search_tools and call_tool instead of every tool. */
+  toolSearch?: boolean;
 }
 
 /**
@@ -59,6 +61,7 @@ export class Router {
       route === AGGREGATE
         ? new AggregateSession(transport, this.pool, this.log, transportKind, owner, stateless)
         : new ServerSession(route, transport, this.pool, this.log, transportKind, owner, stateless);
+    session.toolSearch = options.toolSearch ?? false;
     session.onClosed(release);
     // Only sessions a client can name again (Streamable HTTP's Mcp-Session-Id) are worth saving.
     if (options.persistent && this.store && !stateless) session.enablePersistence(this.store, route);
@@ -113,11 +116,11 @@ export class Router {
    * suspended sandboxes it had. Undefined when there is no such session for this route, or when its
    * sandboxes cannot come back (their template was rebuilt, their state is gone): the record is dropped.
    */
-  async revive(id: string, route: Route, transport: Transport, principal: Principal = LOCAL_PRINCIPAL): Promise<{ session: Session; stored: StoredSession } | undefined> {
+  async revive(id: string, route: Route, transport: Transport, principal: Principal = LOCAL_PRINCIPAL, toolSearch = false): Promise<{ session: Session; stored: StoredSession } | undefined> {
     const stored = this.store ? await this.store.load(id) : undefined;
     // Another tenant's session is, to this caller, no session at all.
     if (!stored || stored.route !== route || stored.tenant !== principal.tenant) return undefined;
-    const session = await this.connect(route, transport, stored.transport, { persistent: true, principal, revived: true });
+    const session = await this.connect(route, transport, stored.transport, { persistent: true, principal, revived: true, toolSearch });
     for (const [server, saved] of Object.entries(stored.sandboxes)) {
       if (!(await session.adopt(server, savedRefOf(server, saved)))) {
         this.log.warn({ session: id, server }, "saved session cannot come back: its sandbox's template or state is gone");

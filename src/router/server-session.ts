@@ -3,7 +3,8 @@ import type { Logger } from "pino";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { RequestRecord } from "../telemetry/events.js";
 import { InvalidParamsError } from "./errors.js";
-import { isRequest, nameParam, type JSONRPCMessage } from "./messages.js";
+import type { Item } from "./catalog.js";
+import { isObject, isRequest, nameParam, type JSONRPCMessage } from "./messages.js";
 import { ServerLink } from "./server-link.js";
 import { Session, type SessionOwner } from "./session.js";
 
@@ -37,6 +38,12 @@ export class ServerSession extends Session {
 
   protected linkFor(server: string): ServerLink | undefined {
     return server === this.server ? this.link : undefined;
+  }
+
+  protected async visibleTools(): Promise<Item[]> {
+    const live = this.link.live ? (await this.link.request("tools/list")).tools : undefined;
+    const tools = Array.isArray(live) ? live.filter(isObject) : (await this.link.catalog()).tools;
+    return this.visibleItems("tools/list", this.server, tools);
   }
 
   protected serverCalled(): string {

@@ -11,7 +11,7 @@ import type { SavedRef } from "../sandbox/suspend-store.js";
 import { nowMs, type RequestRecord } from "../telemetry/events.js";
 import { requestTraceparent } from "../telemetry/trace-context.js";
 import { InvalidParamsError, MethodNotFoundError, MissingClientCapabilityError, RequestAbandonedError, SessionEndedError, UnknownToolError, WireError } from "./errors.js";
-import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
+import { isObject, isRequest, isResponse, nameParam, type JSONRPCMessage, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
 import { honoredFilter, META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
 import { INPUT_METHODS } from "./input-requests.js";
 import { ModernTransport } from "./modern-transport.js";
@@ -19,6 +19,7 @@ import { qualify } from "./names.js";
 import { TASKS_EXTENSION, taskPolicyOf, type TaskPolicy } from "./tasks.js";
 import { isListMethod, LISTS, type Item, type ListMethod } from "./catalog.js";
 import { RequestLedger } from "./request-ledger.js";
+import { rankTools, SEARCH_TOOLS } from "./tool-search.js";
 import type { ServerLink } from "./server-link.js";
 import { SessionPersistence } from "./session-persistence.js";
 import { storedSandboxOf, type SessionStore, type StoredSession } from "./session-store.js";
@@ -47,6 +48,8 @@ export abstract class Session {
   private clientCapabilities: Record<string, unknown> = {};
   private protocolVersion = LATEST_PROTOCOL_VERSION;
   private closed = false;
+  /** Tool search mode for the whole session (a 2025 client chose it with `?tools=search`). */
+  toolSearch = false;
   private persistence: SessionPersistence | undefined;
 
   constructor(
@@ -87,6 +90,8 @@ export abstract class Session {
   protected abstract initializeResult(): Promise<Record<string, unknown>>;
   protected abstract links(): ServerLink[];
   protected abstract linkFor(server: string): ServerLink | undefined;
+  /** Every tool the tenant may see here, as tools/list would show it in the normal mode. */
+  protected abstract visibleTools(): Promise<Item[]>;
   /** The hosted server a tools/call or prompts/get names, if any. */
   protected abstract serverCalled(request: JSONRPCRequest): string | undefined;
   /** The link to the server that has resource `uri`. */
@@ -121,7 +126,8 @@ export abstract class Session {
         if (message.method === "ping") return this.replyResult(message.id, {});
       }
       try {
-        await this.dispatch(message, record);
+        const routed = this.searchesTools(message.id) ? await this.throughSearch(message) : message;
+        if (routed) await this.dispatch(routed, record);
       } catch (error) {
         this.fail(message.id, error, this.serverFor(message.id));
       }
@@ -141,6 +147,40 @@ export abstract class Session {
     } catch (error) {
       this.fail(message.id, error, this.serverFor(message.id));
     }
+  }
+
+  /** Whether request `id` is served in tool search mode: the session's choice, or a 2026 request's own. */
+  private searchesTools(id: RequestId): boolean {
+    return this.transport instanceof ModernTransport ? this.transport.requestOf(id)?.toolSearch === true : this.toolSearch;
+  }
+
+  /**
+   * Tool search mode (src/router/tool-search.ts): tools/list is the two search tools, `search_tools` is
+   * answered here, and `call_tool` becomes the tools/call it names (with every check a direct call has).
+   * Undefined when answered here; other methods go on unchanged.
+   */
+  private async throughSearch(message: JSONRPCRequest): Promise<JSONRPCRequest | undefined> {
+    if (message.method === "tools/list") return void this.replyResult(message.id, { tools: SEARCH_TOOLS });
+    if (message.method !== "tools/call") return message;
+    const args = isObject(message.params?.arguments) ? message.params.arguments : {};
+    const name = nameParam(message);
+    if (name === "search_tools") {
+      if (typeof args.query !== "string") throw new InvalidParamsError("search_tools needs 'query', a string");
+      const limit = typeof args.limit === "number" && args.limit >= 1 ? Math.min(Math.floor(args.limit), 20) : 5;
+      const found = rankTools(await this.visibleTools(), args.query, limit).map(({ name, title, description, inputSchema, annotations }) => ({
+        name,
+        ...(title ? { title } : {}),
+        description,
+        inputSchema,
+        ...(annotations ? { annotations } : {}),
+      }));
+      return void this.replyResult(message.id, { content: [{ type: "text", text: JSON.stringify(found) }], structuredContent: { tools: found } });
+    }
+    if (name === "call_tool") {
+      if (typeof args.name !== "string") throw new InvalidParamsError("call_tool needs 'name', the tool's name as search_tools returned it");
+      return { ...message, params: { ...message.params, name: args.name, arguments: isObject(args.arguments) ? args.arguments : {} } };
+    }
+    throw new UnknownToolError(`Unknown tool '${String(name)}': in tool search mode the tools are search_tools and call_tool`);
   }
 
   /** A 2026-07-28 client's `server/discover`: what initialize told a 2025 client, in the new shape. */
