@@ -13,8 +13,10 @@ const READ_ONLY = ["open_nodes", "read_graph", "search_nodes"];
 
 /** What a call answers, as the client sees it: a result, or the error's code and message. */
 async function outcome(client: Client, name: string): Promise<string> {
+  const create = { entities: [{ name: "x", entityType: "t", observations: [] }] };
+  const args = name === "call_tool" ? { name: "memory__create_entities", arguments: create } : name.endsWith("create_entities") ? create : {};
   try {
-    await client.callTool({ name, arguments: name.endsWith("create_entities") ? { entities: [{ name: "x", entityType: "t", observations: [] }] } : {} });
+    await client.callTool({ name, arguments: args });
     return "ok";
   } catch (error) {
     const { code, message } = error as { code?: number; message: string };
@@ -54,6 +56,14 @@ test("a tenant allowed only memory's read-only tools can neither list nor call t
     assert.deepEqual((await modern.listTools()).tools.map((t) => t.name).sort(), READ_ONLY);
     await assert.rejects(modern.callTool({ name: "create_entities", arguments: { entities: [] } }), /Unknown tool 'create_entities'/);
     await modern.close();
+
+    // Tool search mode finds only what the tenant may see, and call_tool is held to the same rules.
+    const search = await connectAs(url("/mcp?tools=search"), file.keys[reader]!);
+    const found = (await search.callTool({ name: "search_tools", arguments: { query: "create entities in the graph", limit: 20 } })) as unknown as { structuredContent: { tools: Array<{ name: string }> } };
+    assert.ok(found.structuredContent.tools.length > 0);
+    assert.ok(!found.structuredContent.tools.some((t) => t.name === "memory__create_entities"), "a denied tool is never found");
+    assert.match(await outcome(search, "call_tool"), /^-32602: .*Unknown tool/, "nor called through call_tool");
+    await endSession(search);
 
     // Another tenant sees and calls everything.
     const other = await connectAs(url("/servers/memory/mcp"), file.keys[writer]!);
