@@ -95,3 +95,29 @@ test("a tenant allowed only memory's read-only tools can neither list nor call t
     await gateway.close();
   }
 });
+
+test("prompts and resources follow the tenant's rules: left out of lists, unknown when asked for", { timeout: 180_000 }, async () => {
+  const run = randomBytes(3).toString("hex");
+  const tenant = `narrow-${run}`;
+  const access = { prompts: { deny: ["conformance/*"] }, resources: { allow: ["conformance/test://static-text"] } };
+  const file = await tenantsFileWith({ tenants: { [tenant]: { access } } });
+  const gateway = await startReadyGateway({ servers: ["conformance"], tenantsFile: file.path, auditLog: "off" }, { pool: { prestarted: 1, warm: 0 } });
+  try {
+    const client = await connectAs(`http://127.0.0.1:${gateway.port}/servers/conformance/mcp`, file.keys[tenant]!);
+    assert.deepEqual((await client.listPrompts()).prompts, []);
+    await assert.rejects(client.getPrompt({ name: "test_simple_prompt" }), /Unknown prompt 'test_simple_prompt'/);
+    await assert.rejects(client.complete({ ref: { type: "ref/prompt", name: "test_prompt_with_arguments" }, argument: { name: "arg1", value: "pa" } }), /Unknown prompt/);
+    assert.deepEqual((await client.listResources()).resources.map((r) => r.uri), ["test://static-text"]);
+    assert.deepEqual((await client.listResourceTemplates()).resourceTemplates, []);
+    await assert.rejects(client.readResource({ uri: "test://static-binary" }), /Unknown resource 'test:\/\/static-binary'/);
+    const text = await client.readResource({ uri: "test://static-text" });
+    assert.ok(text.contents.length > 0);
+    const aggregate = await connectAs(`http://127.0.0.1:${gateway.port}/mcp`, file.keys[tenant]!);
+    assert.deepEqual((await aggregate.listPrompts()).prompts, []);
+    await assert.rejects(aggregate.getPrompt({ name: "conformance__test_simple_prompt" }), /Unknown prompt/);
+    await assert.rejects(aggregate.readResource({ uri: "test://static-binary" }), /Unknown resource/);
+    await Promise.all([endSession(client), endSession(aggregate)]);
+  } finally {
+    await gateway.close();
+  }
+});

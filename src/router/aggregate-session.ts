@@ -144,7 +144,7 @@ export class AggregateSession extends Session {
     if (ref.type === "ref/resource") return this.forwardByUri(message, ref.uri, record);
     const target = typeof ref.name === "string" ? splitQualified(ref.name) : undefined;
     const link = target && this.serverLinks.get(target.server);
-    if (!target || !link) throw new InvalidParamsError(`Unknown prompt '${String(ref.name)}' in completion/complete`);
+    if (!target || !link || !this.permits("prompt", target.server, target.name)) throw new InvalidParamsError(`Unknown prompt '${String(ref.name)}' in completion/complete`);
     await this.forward(link, { ...message, params: { ...message.params, ref: { ...ref, name: target.name } } }, record);
   }
 

@@ -80,6 +80,11 @@ export class ServerSession extends Session {
     if (isRequest(message) && message.method === "resources/read" && !this.permits("resource", this.server, String(message.params?.uri))) {
       throw new InvalidParamsError(`Unknown resource '${String(message.params?.uri)}': resources/list shows the URIs there are`);
     }
+    if (isRequest(message) && message.method === "completion/complete") {
+      const ref = isObject(message.params?.ref) ? message.params.ref : {};
+      const [kind, name] = ref.type === "ref/resource" ? (["resource", String(ref.uri)] as const) : (["prompt", String(ref.name)] as const);
+      if (!this.permits(kind, this.server, name)) throw new InvalidParamsError(`Unknown ${kind} '${name}' in completion/complete`);
+    }
     await this.link.send(message, record);
   }
 }
