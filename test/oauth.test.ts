@@ -89,6 +89,14 @@ describe("OAuth access tokens", { timeout: 180_000 }, () => {
     assert.equal((await fetch(`${base}/metrics`, { headers: bearer(admin) })).status, 200);
   });
 
+  test("a token's tools:<server>/<glob> scopes narrow what it may list and call", async () => {
+    const token = await issuer.token({ sub: "dana", tenant: "acme", aud: `${base}/servers/memory/mcp`, scope: "mcp:tools tools:memory/read_*" });
+    const client = await connectAs(`${base}/servers/memory/mcp`, token);
+    assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ["read_graph"]);
+    await assert.rejects(client.callTool({ name: "search_nodes", arguments: { query: "x" } }), /Unknown tool 'search_nodes'/);
+    await client.close();
+  });
+
   test("the tenant comes from the token: another tenant's token cannot use the session", async () => {
     const acmeToken = await issuer.token({ sub: "alice", tenant: "acme", aud: `${base}/servers/memory/mcp`, scope: "mcp:tools" });
     const globexToken = await issuer.token({ sub: "eve", tenant: "globex", aud: `${base}/servers/memory/mcp`, scope: "mcp:tools" });
