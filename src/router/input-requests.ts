@@ -59,7 +59,7 @@ export function inputResponseOf(responses: unknown, key: string): Record<string,
 }
 
 /** Where a server that knows of MRTR may name its question's key, in the request's `_meta`. */
-export const INPUT_KEY_META = "io.mcpvisor/inputKey";
+const INPUT_KEY_META = "io.mcpvisor/inputKey";
 
 /**
  * The key a question goes under in `inputRequests`, and its params as the client sees them: the key the

@@ -7,7 +7,7 @@ export const TASKS_EXTENSION = "io.modelcontextprotocol/tasks";
 /** How long a finished task's outcome stays readable with `tasks/get`. */
 export const TASK_TTL_MS = 600_000;
 /** How often a client is told to poll. */
-export const TASK_POLL_INTERVAL_MS = 1_000;
+const TASK_POLL_INTERVAL_MS = 1_000;
 
 export type TaskStatus = "working" | "input_required" | "completed" | "failed" | "cancelled";
 
