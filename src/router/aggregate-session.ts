@@ -53,9 +53,9 @@ export class AggregateSession extends Session {
     return this.aggregateList("tools/list");
   }
 
-  protected serverCalled(request: JSONRPCRequest): string | undefined {
+  protected toolCalled(request: JSONRPCRequest): { server: string; name: string } | undefined {
     const name = nameParam(request);
-    return name === undefined ? undefined : splitQualified(name)?.server;
+    return name === undefined ? undefined : splitQualified(name);
   }
 
   protected serverFor(id: RequestId): string {
@@ -104,12 +104,11 @@ export class AggregateSession extends Session {
   }
 
   private async aggregateList(method: ListMethod): Promise<Item[]> {
-    const { key, named } = LISTS[method];
+    const { named } = LISTS[method];
     const perServer = await Promise.all(
       this.links().map(async (link) => {
         try {
-          const live = link.live ? (await link.request(method))[key] : undefined;
-          const items = this.visibleItems(method, link.server, Array.isArray(live) ? live.filter(isObject) : (await link.catalog())[key]);
+          const items = this.visibleItems(method, link.server, await link.currentList(method));
           return named ? items.map((item) => ({ ...item, name: qualify(link.server, String(item.name)) })) : items;
         } catch (err) {
           this.log.warn({ server: link.server, method, err: (err as Error).message }, "server left out of an aggregated list");

@@ -5,9 +5,9 @@ import type { LeaseEvents, SandboxLease } from "../sandbox/lease.js";
 import type { SandboxPool } from "../sandbox/pool.js";
 import type { SavedRef } from "../sandbox/suspend-store.js";
 import { nowMs, type RequestRecord } from "../telemetry/events.js";
-import { preparedOf, type Catalog } from "./catalog.js";
+import { LISTS, preparedOf, type Catalog, type Item, type ListMethod } from "./catalog.js";
 import { SessionEndedError } from "./errors.js";
-import { fromGuest, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
+import { fromGuest, isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from "./messages.js";
 import { ToolArgumentChecker, type ArgumentCheck } from "./tool-arguments.js";
 import { UpstreamIds } from "./upstream-ids.js";
 
@@ -66,6 +66,13 @@ export class ServerLink {
 
   async catalog(): Promise<Catalog> {
     return preparedOf(await this.pool.template(this.server), this.server).catalog;
+  }
+
+  /** A list as the server has it now: its live clone's (it may have changed), else the template's. */
+  async currentList(method: ListMethod): Promise<Item[]> {
+    const { key } = LISTS[method];
+    const live = this.live ? (await this.request(method))[key] : undefined;
+    return Array.isArray(live) ? live.filter(isObject) : (await this.catalog())[key];
   }
 
   async initializeResult(): Promise<Record<string, unknown>> {

@@ -4,7 +4,7 @@ import type { SandboxPool } from "../sandbox/pool.js";
 import type { RequestRecord } from "../telemetry/events.js";
 import { InvalidParamsError } from "./errors.js";
 import type { Item } from "./catalog.js";
-import { isObject, isRequest, nameParam, type JSONRPCMessage } from "./messages.js";
+import { isObject, isRequest, nameParam, type JSONRPCMessage, type JSONRPCRequest } from "./messages.js";
 import { ServerLink } from "./server-link.js";
 import { Session, type SessionOwner } from "./session.js";
 
@@ -41,13 +41,12 @@ export class ServerSession extends Session {
   }
 
   protected async visibleTools(): Promise<Item[]> {
-    const live = this.link.live ? (await this.link.request("tools/list")).tools : undefined;
-    const tools = Array.isArray(live) ? live.filter(isObject) : (await this.link.catalog()).tools;
-    return this.visibleItems("tools/list", this.server, tools);
+    return this.visibleItems("tools/list", this.server, await this.link.currentList("tools/list"));
   }
 
-  protected serverCalled(): string {
-    return this.server;
+  protected toolCalled(request: JSONRPCRequest): { server: string; name: string } | undefined {
+    const name = nameParam(request);
+    return name === undefined ? undefined : { server: this.server, name };
   }
 
   protected async linkOwning(): Promise<ServerLink> {

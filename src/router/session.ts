@@ -15,7 +15,6 @@ import { isObject, isRequest, isResponse, nameParam, type JSONRPCMessage, type J
 import { honoredFilter, META, MODERN_PROTOCOL_VERSIONS, REMOVED_METHODS } from "./modern-protocol.js";
 import { INPUT_METHODS } from "./input-requests.js";
 import { ModernTransport } from "./modern-transport.js";
-import { qualify } from "./names.js";
 import { TASKS_EXTENSION, taskPolicyOf, type TaskPolicy } from "./tasks.js";
 import { isListMethod, LISTS, type Item, type ListMethod } from "./catalog.js";
 import { RequestLedger } from "./request-ledger.js";
@@ -92,8 +91,8 @@ export abstract class Session {
   protected abstract linkFor(server: string): ServerLink | undefined;
   /** Every tool the tenant may see here, as tools/list would show it in the normal mode. */
   protected abstract visibleTools(): Promise<Item[]>;
-  /** The hosted server a tools/call or prompts/get names, if any. */
-  protected abstract serverCalled(request: JSONRPCRequest): string | undefined;
+  /** The hosted server and tool (its name there) a tools/call names, if any. */
+  protected abstract toolCalled(request: JSONRPCRequest): { server: string; name: string } | undefined;
   /** The link to the server that has resource `uri`. */
   protected abstract linkOwning(uri: string): Promise<ServerLink | undefined>;
   /** Which server a failure is reported for. */
@@ -205,11 +204,10 @@ export abstract class Session {
    * declaration, or its server's threshold), and its inputSchema.
    */
   private async toolFacts(request: JSONRPCRequest): Promise<{ policy: TaskPolicy; inputSchema: unknown }> {
-    const server = this.serverCalled(request);
-    const link = server === undefined ? undefined : this.linkFor(server);
+    const called = this.toolCalled(request);
+    const link = called && this.linkFor(called.server);
     if (!link) return { policy: { kind: "never" }, inputSchema: undefined };
-    const name = String(request.params?.name);
-    const tool = (await link.catalog().catch(() => undefined))?.tools.find((t) => t.name === name || qualify(link.server, String(t.name)) === name);
+    const tool = (await link.catalog().catch(() => undefined))?.tools.find((t) => t.name === called!.name);
     const execution = isObject(tool?.execution) ? tool.execution : {};
     return { policy: taskPolicyOf(execution.taskSupport, this.pool.manifest(link.server)?.timeouts.taskAfterMs ?? 0), inputSchema: tool?.inputSchema };
   }
@@ -347,7 +345,7 @@ export abstract class Session {
       if (!rules.tool(link.server, listed ?? { name: tool })) {
         // The same answer as for a tool that does not exist; only the audit line says it was denied.
         if (record) Object.assign(record, { server: link.server, denied: true, ...(listed ? { tool } : {}) } satisfies Partial<RequestRecord>);
-        throw new UnknownToolError(`Unknown tool '${shown}' on server '${link.server}'; tools/list shows the tools there are`);
+        throw unknownTool(shown, link.server);
       }
     }
     const verdict = await link.checkToolCall(tool, args);
@@ -355,9 +353,7 @@ export abstract class Session {
       if (record && !verdict.unlisted) record.tool = tool; // only listed tools become metric labels
       return;
     }
-    if (verdict.reason === "unknown-tool") {
-      throw new UnknownToolError(`Unknown tool '${shown}' on server '${link.server}'; tools/list shows the tools there are`);
-    }
+    if (verdict.reason === "unknown-tool") throw unknownTool(shown, link.server);
     if (record) Object.assign(record, { server: link.server, tool });
     throw new InvalidParamsError(`Invalid arguments for tool '${shown}': ${verdict.message}`, { tool: shown });
   }
@@ -437,4 +433,9 @@ export abstract class Session {
     await this.transport.close().catch(() => undefined);
     for (const listener of this.closedListeners) listener();
   }
+}
+
+/** A tool that does not exist, or that the tenant may not see: the two must read alike. */
+function unknownTool(shown: string, server: string): UnknownToolError {
+  return new UnknownToolError(`Unknown tool '${shown}' on server '${server}'; tools/list shows the tools there are`);
 }
