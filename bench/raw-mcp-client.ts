@@ -7,7 +7,12 @@ export class RawMcpClient {
   sessionId: string | undefined;
   private nextId = 1;
 
-  constructor(private readonly url: string) {}
+  constructor(
+    /** Where requests go; a test may point it at another node of a cluster mid-session. */
+    public url: string,
+    /** An API key or access token, sent as a bearer credential. */
+    private readonly token?: string,
+  ) {}
 
   async initialize(): Promise<void> {
     await this.request("initialize", {
@@ -36,6 +41,7 @@ export class RawMcpClient {
       accept: "application/json, text/event-stream",
       "mcp-protocol-version": "2025-11-25",
       ...(this.sessionId ? { "mcp-session-id": this.sessionId } : {}),
+      ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
     };
   }
 

@@ -19,6 +19,8 @@ import { mcpPreparation } from "./router/catalog.js";
 import { ModernSessions } from "./router/modern-sessions.js";
 import { Router } from "./router/router.js";
 import { SessionStore } from "./router/session-store.js";
+import type { SessionRecords } from "./router/session-records.js";
+import { Cluster } from "./cluster/cluster.js";
 import type { VmSpec } from "./sandbox/driver.js";
 import { prepareGuests } from "./sandbox/guest-images.js";
 import { SandboxPool } from "./sandbox/pool.js";
@@ -46,6 +48,8 @@ export interface Runtime {
   activity: RecentActivity;
   /** Resolves when every server's template exists and its pool was filled once (or failed). */
   settled: Promise<void>;
+  /** This node's part in a cluster (`clusterRedis`); undefined for a gateway on its own. */
+  cluster: Cluster | undefined;
   close(): Promise<void>;
 }
 
@@ -70,11 +74,15 @@ export async function createRuntime(
   const manifests = options.pool ? loaded.map((m) => ({ ...m, pool: options.pool! })) : loaded;
   registerManifestSecrets(manifests);
   const units = sandboxUnits(manifests, config.serversDir);
+  const cluster = config.clusterRedis ? await Cluster.join(config, log) : undefined;
+  // What shapes guest memory (images, the egress CA, templates) and suspended state is shared by a
+  // cluster's nodes: a RAM diff saved on one loads on another only over the very same template bytes.
+  const sharedDir = cluster?.storeDir ?? config.cacheDir;
   const egress = await Egress.create({
     manifests,
     serversDir: config.serversDir,
     env: process.env,
-    cacheDir: config.cacheDir,
+    cacheDir: sharedDir,
     resolver: config.egressResolver,
     ...(config.egressUpstreamCa ? { upstreamCaFile: config.egressUpstreamCa } : {}),
     maxConnections: config.egressMaxConnections,
@@ -85,16 +93,24 @@ export async function createRuntime(
   const driver = new QemuDriver({ runDir: config.runDir, log, egress });
   const pool = new SandboxPool({
     driver,
-    templates: new TemplateStore(driver, config.cacheDir, log, mcpPreparation),
+    templates: new TemplateStore(driver, sharedDir, log, mcpPreparation, cluster?.builds),
     preparation: mcpPreparation,
     log,
-    suspendDir: join(config.cacheDir, "suspended"),
+    suspendDir: join(sharedDir, "suspended"),
     limits: { maxVms: config.maxVms, maxQueue: config.vmQueue, queueTimeoutMs: config.vmQueueTimeoutMs },
     runSlots: config.guestRunSlots,
   });
-  const sessionStore = new SessionStore(join(config.cacheDir, "sessions"));
-  await sessionStore.index();
-  const router = new Router(pool, log, sessionStore);
+  let sessionStore: SessionRecords;
+  if (cluster) {
+    sessionStore = cluster.directory;
+  } else {
+    const store = new SessionStore(join(config.cacheDir, "sessions"));
+    await store.index();
+    sessionStore = store;
+  }
+  const router = new Router(pool, log, sessionStore, cluster?.openSessions);
+  // A node that lost its lease drops its sessions before another node may take them over.
+  cluster?.lease.onLost(() => router.fence());
   const modern = new ModernSessions(router, log, config.sessionIdleMs);
   // Saved sessions nobody came back to are deleted after the retention time, checked hourly.
   const expire = () =>
@@ -107,13 +123,16 @@ export async function createRuntime(
   const activity = new RecentActivity();
   readiness.setPhase("building guest images (first start can take a few minutes)");
 
-  const plan = prepareGuests(units, {
-    build: { cacheDir: config.cacheDir, repoRoot: REPO_ROOT, progress },
-    driver,
-    accel: config.accel,
-    runDir: config.runDir,
-    log,
-  });
+  const prepare = () =>
+    prepareGuests(units, {
+      build: { cacheDir: sharedDir, repoRoot: REPO_ROOT, progress },
+      driver,
+      accel: config.accel,
+      runDir: config.runDir,
+      log,
+    });
+  // In a cluster one node builds the shared images while the others wait, then find them built.
+  const plan = cluster ? cluster.builds.exclusive("guest-images", prepare) : prepare();
   plan.catch((err: Error) => {
     readiness.setFailed(`guest image build failed: ${err.message}`);
     log.error({ err }, "guest image build failed");
@@ -135,11 +154,13 @@ export async function createRuntime(
     tracing,
     activity,
     settled,
+    cluster,
     async close() {
       clearInterval(expiry);
       await modern.close();
       await router.close();
       await pool.close();
+      await cluster?.close();
       // What the last calls published is recorded before anything stops listening.
       flushTelemetry();
       stopRequestLog();
@@ -173,6 +194,7 @@ export async function startGateway(
   let port = 0;
   const gatekeeper = new Gatekeeper({
     tenants,
+    ...(runtime.cluster ? { rate: runtime.cluster.rate } : {}),
     oauth: config.oauthIssuer
       ? new OAuthVerifier({
           issuer: config.oauthIssuer,
@@ -199,7 +221,9 @@ export async function startGateway(
     tenantUsage: (tenant: string) => router.tenantUsage(tenant),
   };
   const metrics = new Metrics({ poolStats: () => pool.stats(), runGate: () => pool.runGateStats(), poolTargets: () => runtime.units.map((u) => ({ server: u.name, ...u.pool })) });
-  const http = new HttpGateway(router, runtime.modern, readiness, log, { ...config, status, metrics, gatekeeper, audit });
+  const cluster = runtime.cluster;
+  const clusterFace = cluster ? { peers: cluster.peers, held: () => cluster.lease.held(), leaseMs: cluster.leaseMs } : undefined;
+  const http = new HttpGateway(router, runtime.modern, readiness, log, { ...config, status, metrics, gatekeeper, audit, ...(clusterFace ? { cluster: clusterFace } : {}) });
   port = await http.listen();
   gatewayPorts.add(port);
   log.info({ host: config.host, port, servers: runtime.manifests.map((m) => m.name) }, "gateway listening");

@@ -65,11 +65,11 @@ test("2026-07-28 clients keep a stateful server's state per principal: across re
     await endSession(legacy);
 
     // Idle: the principal's sandboxes go to disk, and come back with the graph.
-    await eventually(() => gateway.router.tenantUsage(acmeName).suspendedSessions >= 1, "acme's 2026 session to be suspended and saved", 30_000);
+    await eventually(async () => (await gateway.router.tenantUsage(acmeName)).suspendedSessions >= 1, "acme's 2026 session to be suspended and saved", 30_000);
     assert.deepEqual(await entityNames(acme), ["acme-fact"], "resumed from disk");
 
-    const allSaved = () => {
-      const usage = gateway.router.tenantUsage(acmeName);
+    const allSaved = async () => {
+      const usage = await gateway.router.tenantUsage(acmeName);
       return usage.runningSandboxes === 0 && usage.suspendedSessions === 2;
     };
     await eventually(allSaved, "both of acme's 2026 sessions (one per route) to be saved again", 30_000);

@@ -81,7 +81,7 @@ describe("tenant quotas", { timeout: 240_000 }, () => {
     assert.match(((await third.json()) as { error: { message: string } }).error.message, /2 open sessions, its limit/);
     assert.equal((await post(`${base}/servers/memory/mcp`, INITIALIZE, as("other"))).status, 200, "another tenant is not affected");
     await endSession(first);
-    await eventually(() => gateway.router.tenantUsage("few").openSessions === 1, "the ended session to be released");
+    await eventually(async () => (await gateway.router.tenantUsage("few")).openSessions === 1, "the ended session to be released");
     const again = await connectAs(`${base}/servers/memory/mcp`, keys.few!);
     await endSession(again);
     await endSession(second);
@@ -104,23 +104,23 @@ describe("tenant quotas", { timeout: 240_000 }, () => {
   test("running sandboxes: past the limit the tenant's idle one is suspended, and comes back intact", async () => {
     const a = await connectAs(`${base}/servers/memory/mcp`, keys.tight!);
     await a.callTool({ name: "create_entities", arguments: { entities: [{ name: "kept-by-a", entityType: "note", observations: ["a"] }] } });
-    assert.equal(gateway.router.tenantUsage("tight").runningSandboxes, 1);
+    assert.equal((await gateway.router.tenantUsage("tight")).runningSandboxes, 1);
     const b = await connectAs(`${base}/servers/memory/mcp`, keys.tight!);
     await b.callTool({ name: "read_graph", arguments: {} });
-    const usage = gateway.router.tenantUsage("tight");
+    const usage = await gateway.router.tenantUsage("tight");
     assert.equal(usage.runningSandboxes, 1, "a's sandbox was suspended to make room for b's");
-    await eventually(() => gateway.router.tenantUsage("tight").suspendedSessions === 1, "a's session to be saved as suspended");
+    await eventually(async () => (await gateway.router.tenantUsage("tight")).suspendedSessions === 1, "a's session to be saved as suspended");
 
     // a comes back (b's idle sandbox is suspended in turn), with its data. a runs again, so what it saved
     // is no longer its state: only b counts as saved.
     const graph = (await a.callTool({ name: "read_graph", arguments: {} })) as CallToolResult;
     assert.match(JSON.stringify(graph), /kept-by-a/);
-    await eventually(() => gateway.router.tenantUsage("tight").suspendedSessions === 1 && gateway.router.tenantUsage("tight").runningSandboxes === 1, "b's session to be saved, a's to run");
+    await eventually(async () => (await gateway.router.tenantUsage("tight")).suspendedSessions === 1 && (await gateway.router.tenantUsage("tight")).runningSandboxes === 1, "b's session to be saved, a's to run");
 
     // At its limit of saved sessions, a new session evicts the least recently saved one (b's), like a
     // bounded cache: clients that never DELETE must not lock their tenant out.
     const c = await connectAs(`${base}/servers/memory/mcp`, keys.tight!);
-    assert.equal(gateway.router.tenantUsage("tight").suspendedSessions, 0, "the saved session was at the limit of 1");
+    assert.equal((await gateway.router.tenantUsage("tight")).suspendedSessions, 0, "the saved session was at the limit of 1");
     await assert.rejects(b.callTool({ name: "read_graph", arguments: {} }), /404|Session not found/, "the evicted session is gone, plainly");
     await c.callTool({ name: "read_graph", arguments: {} });
     assert.match(JSON.stringify(await a.callTool({ name: "read_graph", arguments: {} })), /kept-by-a/, "a, never evicted, still has its data");

@@ -159,7 +159,7 @@ describe("the status page shows what servers name as text, never as markup", { t
         resumeLatency: () => ({}),
         openSessions: () => ({}),
       },
-      tenantUsage: () => ({ openSessions: 0, suspendedSessions: 0, runningSandboxes: 0 }),
+      tenantUsage: async () => ({ openSessions: 0, suspendedSessions: 0, runningSandboxes: 0 }),
     } as unknown as StatusSources;
     const app = new Hono<GatewayEnv>();
     app.use("*", (c, next) => {

@@ -244,7 +244,7 @@ test("a saved session comes back after a restart only for its own tenant", { tim
     const acme = await connectAs(url(), file.keys.acme!);
     await acme.callTool({ name: "create_entities", arguments: { entities: [{ name: "saved-for-acme", entityType: "t", observations: ["x"] }] } });
     const sessionId = (acme.transport as { sessionId?: string }).sessionId!;
-    await eventually(() => gateway.router.tenantUsage("acme").suspendedSessions === 1, "acme's session to be suspended and saved", 20_000);
+    await eventually(async () => (await gateway.router.tenantUsage("acme")).suspendedSessions === 1, "acme's session to be suspended and saved", 20_000);
     await gateway.close(); // what is suspended stays on disk
     gateway = await startReadyGateway(config, { pool: { prestarted: 0, warm: 0 } });
 

@@ -5,7 +5,8 @@ import { CredentialWatch } from "./credential-watch.js";
 import { LOCAL_PRINCIPAL, type Principal } from "./principal.js";
 import { PROTECTED_RESOURCE_METADATA, resourcePathFor } from "./resource-paths.js";
 import { limitsOf, type TenantsFile } from "./tenants-file.js";
-import { RateLimiter } from "../tenancy/rate-limiter.js";
+import { ClusterUnavailableError } from "../cluster/errors.js";
+import { RateLimiter, type RequestRate } from "../tenancy/rate-limiter.js";
 import { EDGE_ERROR, QuotaError } from "../tenancy/quota-error.js";
 import { AccessError } from "./access-error.js";
 import { CredentialError, type Refusal } from "./refusal.js";
@@ -20,6 +21,8 @@ export function whenAdmitted<T>(admission: Admission | Promise<Admission>, next:
 }
 
 export interface GatekeeperOptions {
+  /** Tenants' request rates: counted in this process when absent, or across the cluster. */
+  rate?: RequestRate;
   /** API keys and per-tenant settings; absent means no API keys. */
   tenants?: TenantsFile;
   /** OAuth access-token validation; absent means no OAuth. */
@@ -36,11 +39,12 @@ export interface GatekeeperOptions {
 export class Gatekeeper {
   private tenants: TenantsFile | undefined;
   private keys: ApiKeys;
-  private readonly rate = new RateLimiter();
+  private readonly rate: RequestRate;
   private readonly connections = new CredentialWatch();
 
   constructor(private readonly options: GatekeeperOptions) {
     this.tenants = options.tenants;
+    this.rate = options.rate ?? new RateLimiter();
     this.keys = new ApiKeys(options.tenants?.keys ?? []);
   }
 
@@ -74,24 +78,30 @@ export class Gatekeeper {
    * Authenticates and charges the tenant's request rate. Synchronous unless an OAuth access token must
    * be verified, so a face can go on reading the request in the same tick.
    */
-  admit(authorization: string | undefined, path: string): Admission | Promise<Admission> {
-    return whenAdmitted(this.authenticate(authorization, path), (admission) => this.charged(admission));
+  admit(authorization: string | undefined, path: string, options: { charge: boolean } = { charge: true }): Admission | Promise<Admission> {
+    const authenticated = this.authenticate(authorization, path);
+    const next = (admission: Admission) => (options.charge ? this.charged(admission) : admission);
+    return authenticated instanceof Promise ? authenticated.then(next) : next(authenticated);
   }
 
-  private charged(admission: Admission): Admission {
+  /** Charges the request to its tenant's rate: in this tick, unless the rate is counted across a cluster. */
+  private charged(admission: Admission): Admission | Promise<Admission> {
     if (!admission.ok) return admission;
-    try {
-      this.charge(admission.principal);
-      return admission;
-    } catch (error) {
-      if (!(error instanceof QuotaError)) throw error;
+    const refuse = (error: unknown): Admission => {
+      if (!(error instanceof QuotaError || error instanceof ClusterUnavailableError)) throw error;
       return { ok: false, refusal: { error, subject: admission.principal.subject } };
+    };
+    try {
+      const taken = this.charge(admission.principal);
+      return taken instanceof Promise ? taken.then(() => admission, refuse) : admission;
+    } catch (error) {
+      return refuse(error);
     }
   }
 
   /** Charges one request to the tenant's rate (for messages on a connection admitted before); throws QuotaError. */
-  charge(principal: Principal): void {
-    this.rate.take(principal.tenant, principal.limits);
+  charge(principal: Principal): void | Promise<void> {
+    return this.rate.take(principal.tenant, principal.limits);
   }
 
   authenticate(authorization: string | undefined, path: string): Admission | Promise<Admission> {

@@ -1,3 +1,4 @@
+import type { ClusterUnavailableError } from "../cluster/errors.js";
 import type { QuotaError } from "../tenancy/quota-error.js";
 import type { AccessError } from "./access-error.js";
 
@@ -20,6 +21,6 @@ export class CredentialError extends Error {
 
 /** Why the gatekeeper turned a request away, and (for the audit log) the credential presented, if it named one. */
 export interface Refusal {
-  error: CredentialError | AccessError | QuotaError;
+  error: CredentialError | AccessError | QuotaError | ClusterUnavailableError;
   subject?: string;
 }

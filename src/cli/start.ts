@@ -8,8 +8,6 @@ export const START_USAGE = `mcpvisor start [--host H] [--port P] [--servers a,b]
   Any host but loopback needs --tenants-file (API keys) or --oauth-issuer (OAuth access tokens).
   Every setting in the README's "Options" has a flag, e.g. --max-body-bytes N, and an MCPVISOR_* variable.`;
 
-const SHUTDOWN_SAVE_MS = 20_000;
-
 export async function startCommand(argv: string[]): Promise<void> {
   const { values } = parse(argv, { ...configOptions(), help: { type: "boolean", short: "h" } });
   if (values.help) return void console.log(START_USAGE);
@@ -28,10 +26,12 @@ export async function startCommand(argv: string[]): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    // Sessions' idle sandboxes are saved first, so clients carry on after a restart (a deploy, say);
-    // 20 s leaves room under systemd's and Kubernetes' usual 30 s stop timeouts.
-    progress(`${signal}: saving idle sessions to disk, then shutting down`);
-    await gateway.router.suspendSessions(SHUTDOWN_SAVE_MS);
+    // Readiness fails first, so load balancers send nothing new; then sessions' sandboxes are saved, so
+    // clients carry on after a restart or, in a cluster, on another node. drainTimeoutMs (20 s by default)
+    // leaves room under systemd's and Kubernetes' usual 30 s stop timeouts.
+    gateway.readiness.drain();
+    progress(`${signal}: draining: saving sessions${gateway.cluster ? " to the cluster's store" : " to disk"}, then shutting down`);
+    await gateway.router.suspendSessions(config.drainTimeoutMs);
     await gateway.close();
     process.exit(0);
   };

@@ -39,6 +39,13 @@ const SAMPLES = {
   egressResolver: ["127.0.0.1:5353", ["127.0.0.1:5353"]],
   egressUpstreamCa: ["/etc/mcpvisor/upstream-ca.pem", "/etc/mcpvisor/upstream-ca.pem"],
   egressMaxConnections: ["64", 64],
+  clusterRedis: ["redis://127.0.0.1:6390/2", "redis://127.0.0.1:6390/2"],
+  clusterStore: ["/srv/mcpvisor", "/srv/mcpvisor"],
+  clusterSecret: ["0123456789abcdef", "0123456789abcdef"],
+  nodeId: ["node-a", "node-a"],
+  nodeUrl: ["http://10.0.0.7:8080/", "http://10.0.0.7:8080"],
+  nodeLeaseMs: ["5000", 5000],
+  drainTimeoutMs: ["1000", 1000],
 } satisfies Record<ConfigKey, [string, unknown]>;
 
 test("every setting is read from its variable, MCPVISOR_ and its name in upper snake case", () => {
@@ -46,7 +53,9 @@ test("every setting is read from its variable, MCPVISOR_ and its name in upper s
   assert.deepEqual(Object.keys(SAMPLES).sort(), [...CONFIG_KEYS].sort(), "a sample per schema key");
   for (const key of CONFIG_KEYS) {
     const [text, expected] = SAMPLES[key];
-    const config = resolveGatewayConfig({}, { [envName(key)]: text });
+    // Cluster mode needs its store and secret as well: given here so the key alone is what is read.
+    const companions = key === "clusterRedis" ? { MCPVISOR_CLUSTER_STORE: "/srv/mcpvisor", MCPVISOR_CLUSTER_SECRET: "0123456789abcdef" } : {};
+    const config = resolveGatewayConfig({}, { ...companions, [envName(key)]: text });
     assert.deepEqual(config[key], expected, envName(key));
     assert.notDeepEqual(resolveGatewayConfig({}, {})[key], expected, `${key}: the sample differs from the default`);
   }

@@ -96,9 +96,34 @@ export const GatewayConfigSchema = z
     egressUpstreamCa: z.string().min(1).optional(),
     /** Egress connections open at once across every sandbox (each is a file descriptor or two). */
     egressMaxConnections: whole(1).default(1024),
+    /**
+     * Cluster mode (docs/design/cluster.md): the Redis holding node leases, the session directory and
+     * tenants' cluster-wide limits, as redis://host:port/db. Unset: one node, everything in this process.
+     */
+    clusterRedis: z.url({ protocol: /^rediss?$/ }).optional(),
+    /** Cluster mode: the folder every node shares (a ReadWriteMany volume) for images, templates and suspended state. */
+    clusterStore: z.string().min(1).optional(),
+    /** Cluster mode: the key that signs requests forwarded between nodes. */
+    clusterSecret: z.string().min(16, { error: "expected at least 16 characters" }).optional(),
+    /** Cluster mode: this node's name (unique in the cluster); default: the host name and port. */
+    nodeId: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, { error: "expected 1 to 100 letters, digits, '.', '_' or '-'" }).optional(),
+    /** Cluster mode: the URL other nodes forward requests to; default http://host:port. */
+    nodeUrl: z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, "")).optional(),
+    /** Cluster mode: a node that could not renew its lease for this long is fenced (its sessions end). */
+    nodeLeaseMs: whole(1000).default(10_000),
+    /** On SIGTERM: how long idle sandboxes may take to be saved before the process exits. */
+    drainTimeoutMs: whole(0).default(20_000),
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.clusterRedis !== undefined) {
+      for (const key of ["clusterStore", "clusterSecret"] as const) {
+        if (config[key] === undefined) ctx.addIssue({ code: "custom", path: [key], message: `cluster mode (clusterRedis) needs ${key} too` });
+      }
+      if (config.port === 0 && config.nodeUrl === undefined) {
+        ctx.addIssue({ code: "custom", path: ["nodeUrl"], message: "cluster mode on port 0 needs nodeUrl: other nodes must know where to forward requests" });
+      }
+    }
     const authenticated = config.tenantsFile !== undefined || config.oauthIssuer !== undefined;
     if (!isLoopback(config.host) && !authenticated && !config.insecureNoAuth) {
       ctx.addIssue({

@@ -34,6 +34,8 @@ export interface AdmitOptions {
   hosts?: boolean;
   /** Only an admin credential may pass (`/metrics`). */
   adminOnly?: boolean;
+  /** Whether the request counts against its tenant's rate: not when a peer node forwards it (it was counted there). */
+  charge?: boolean;
 }
 
 /** The EdgeRequest of a node:http request (Streamable HTTP, WebSocket upgrades). */
@@ -90,7 +92,7 @@ export class Edge {
       const failure = this.hostRefusal(request);
       if (failure) return this.refused(request, failure);
     }
-    return whenAdmitted(this.gatekeeper.admit(request.authorization, request.path), (admitted): Admitted => {
+    return whenAdmitted(this.gatekeeper.admit(request.authorization, request.path, { charge: options.charge ?? true }), (admitted): Admitted => {
       if (!admitted.ok) return this.refuse(request, admitted.refusal.error, admitted.refusal.subject);
       const refusal = options.adminOnly ? this.gatekeeper.requireAdmin(admitted.principal, request.path) : undefined;
       return refusal ? this.refuse(request, refusal.error, refusal.subject) : admitted;
@@ -103,8 +105,8 @@ export class Edge {
   }
 
   /** Charges a message on a connection admitted before (a WebSocket frame) to its tenant's rate; throws QuotaError. */
-  charge(principal: Principal): void {
-    this.gatekeeper.charge(principal);
+  charge(principal: Principal): void | Promise<void> {
+    return this.gatekeeper.charge(principal);
   }
 
   /**

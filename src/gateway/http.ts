@@ -19,7 +19,7 @@ import { mountMetrics, type MetricsSource } from "./metrics-route.js";
 import type { Readiness } from "./readiness.js";
 import { SseFace } from "./sse.js";
 import { registerStatusRoutes, type StatusSources } from "./status-routes.js";
-import { StreamableHttpFace } from "./streamable-http.js";
+import { StreamableHttpFace, type ClusterFaceOptions } from "./streamable-http.js";
 import { failureResponse, refused } from "./to-wire.js";
 import { WebSocketFace } from "./ws.js";
 
@@ -40,6 +40,8 @@ export interface HttpGatewayOptions {
   metrics?: MetricsSource;
   /** The status page (`GET /`) and `GET /api/status`, `GET /api/traces`, when given. */
   status?: StatusSources;
+  /** In a cluster: forwarding to the nodes that run sessions. */
+  cluster?: ClusterFaceOptions;
 }
 
 /**
@@ -63,7 +65,7 @@ export class HttpGateway {
     const { gatekeeper } = options;
     const edge = new Edge(new HostPolicy(options.host, options.allowedHosts), gatekeeper, options.audit, log);
     const { sessionIdleMs: idleMs, maxJsonDepth } = options;
-    this.streamable = new StreamableHttpFace(router, log, { idleMs, maxBodyBytes: options.maxBodyBytes, maxJsonDepth, edge, modern });
+    this.streamable = new StreamableHttpFace(router, log, { idleMs, maxBodyBytes: options.maxBodyBytes, maxJsonDepth, edge, modern, ...(options.cluster ? { cluster: options.cluster } : {}) });
     // SSE streams and WebSockets of a tenant count together against its open streams.
     const streams = new TenantCounter("streams", "open streams (SSE and WebSocket)");
     this.sse = new SseFace(router, log, { idleMs, streams, maxJsonDepth, edge });

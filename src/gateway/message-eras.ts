@@ -1,3 +1,4 @@
+import { ClusterUnavailableError } from "../cluster/errors.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { Logger } from "pino";
 import type { Principal } from "../auth/principal.js";
@@ -26,7 +27,11 @@ export function acceptModernMessages(transport: Transport, principal: Principal,
     const request = era.message;
     if (!("id" in request)) return;
     modern.transportFor(principal, route, kind).then(
-      (target) => target.request(request, { notify: reply, answer: reply }, undefined, toolSearch),
+      (target): unknown =>
+        "elsewhere" in target
+          ? // A connection cannot be forwarded message by message: the principal's session runs on another node.
+            reply(errorResponse(request.id, toWire(new ClusterUnavailableError(`This principal's 2026-07-28 session runs on node ${target.elsewhere.node}; send it over HTTP, or retry once it was saved`)).error) as JSONRPCMessage)
+          : target.request(request, { notify: reply, answer: reply }, undefined, toolSearch),
       (error: unknown) => reply(errorResponse(request.id, toWire(error).error) as JSONRPCMessage),
     );
   };

@@ -4,6 +4,7 @@ import type { ServerPoolStats } from "../sandbox/pool.js";
 export class Readiness {
   private phase: string | undefined = "starting";
   private failure: string | undefined;
+  private draining = false;
   private pools: () => ServerPoolStats[] = () => [];
 
   setPhase(phase: string): void {
@@ -14,6 +15,11 @@ export class Readiness {
     this.failure = reason;
   }
 
+  /** The process is stopping: load balancers must send it nothing new while it saves its sessions. */
+  drain(): void {
+    this.draining = true;
+  }
+
   watchPools(stats: () => ServerPoolStats[]): void {
     this.phase = undefined;
     this.pools = stats;
@@ -22,6 +28,7 @@ export class Readiness {
   report(): { ready: boolean; reasons: string[]; servers: ServerPoolStats[] } {
     const servers = this.pools();
     const reasons: string[] = [];
+    if (this.draining) reasons.push("draining: saving sessions before shutting down");
     if (this.failure) reasons.push(this.failure);
     if (this.phase) reasons.push(this.phase);
     for (const s of servers) if (s.status !== "ready") reasons.push(`${s.server}: ${s.reason ?? s.status}`);

@@ -20,7 +20,7 @@ export interface StatusSources {
   /** Open sessions per face of the HTTP listener, when there is one. */
   sessionCounts?: () => Record<string, number>;
   /** What one tenant holds now. */
-  tenantUsage: (tenant: string) => TenantUsage;
+  tenantUsage: (tenant: string) => Promise<TenantUsage>;
 }
 
 export interface TenantUsage {
@@ -74,7 +74,7 @@ export async function statusReport(sources: StatusSources, viewer: Principal) {
     reasons: report.reasons,
     viewer: { tenant: viewer.tenant, admin: viewer.admin },
     servers,
-    tenant: sources.tenantUsage(viewer.tenant),
+    tenant: await sources.tenantUsage(viewer.tenant),
     ...(viewer.admin ? { sessions: { byTransport: activity.openSessions(), ...(sources.sessionCounts ? { byFace: sources.sessionCounts() } : {}) } } : {}),
     calls: activity.recentCalls(undefined, viewer.admin ? undefined : viewer.tenant),
     tracing: { exporting: sources.tracing.exporting },

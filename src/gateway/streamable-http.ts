@@ -16,12 +16,27 @@ import { eraOf, mayBeModern } from "./protocol-era.js";
 import type { FaceSession } from "./session-table.js";
 import { SESSION_NOT_FOUND, StreamableHttpServerTransport } from "./streamable-http-transport.js";
 import { isRefusal, refused, writeFailure } from "./to-wire.js";
+import { ClusterUnavailableError } from "../cluster/errors.js";
+import type { PeerForwarding } from "../cluster/peer-forwarding.js";
 
 export interface StreamableHttpFaceOptions extends FaceOptions {
   maxBodyBytes: number;
   /** Where 2026-07-28 requests (no session, an `_meta` envelope) are served: docs/design/protocol-eras.md. */
   modern: ModernSessions;
+  /** In a cluster: requests for sessions running on other nodes go there (docs/design/cluster.md). */
+  cluster?: ClusterFaceOptions;
 }
+
+export interface ClusterFaceOptions {
+  peers: PeerForwarding;
+  /** Whether this node holds its lease: a node that lost it serves no session until it re-joined. */
+  held(): boolean;
+  leaseMs: number;
+}
+
+/** A session the request names: open here, or running on another node. */
+type Found = FaceSession<StreamableHttpServerTransport> | { elsewhere: Owner };
+type Owner = { node: string; url: string };
 
 /**
  * The Streamable HTTP face (MCP 2025-11-25). It carries every tools/call of most clients, so it is served
@@ -46,7 +61,9 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
 
   private async handle(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
     // Decided in this tick unless an OAuth token is verified: the body is then read as it is parsed.
-    const pending = this.options.edge.admit(edgeRequest(this.name, req));
+    // A request a peer node forwarded was charged to its tenant's rate there.
+    const forwardedBy = this.options.cluster?.peers.forwardedBy(req);
+    const pending = this.options.edge.admit(edgeRequest(this.name, req), { charge: forwardedBy === undefined });
     const admitted = pending instanceof Promise ? await pending : pending;
     if (!admitted.ok) return writeFailure(res, admitted.failure);
     const { principal } = admitted;
@@ -62,16 +79,20 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
     if (body !== undefined && mayBeModern(body, req.headers)) {
       const era = eraOf(req.headers, parseOrUndefined(body));
       if (era.era === "refused") return writeModernRefusal(res, era.status, era.id, era.error);
-      if (era.era === "modern") return this.refusingAtLimits(req, res, principal, () => this.serveModern(req, res, route, principal, era.message));
+      if (era.era === "modern") return this.refusingAtLimits(req, res, principal, () => this.serveModern(req, res, route, principal, era.message, body, forwardedBy));
     }
     const sessionId = req.headers["mcp-session-id"];
     if (typeof sessionId === "string" && sessionId) {
-      const session = await this.find(sessionId, route, principal, req.url);
-      if (!session) return writeFailure(res, refused(404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND));
-      // A session's GET stream lives on; it ends when its credential is revoked or expires. Destroyed,
-      // not ended: the transport may still write to it (a keep-alive), which on an ended response is an error.
-      if (req.method === "GET") this.options.edge.watch(this.name, principal, res, () => res.destroy());
-      return session.transport.handleRequest(req, res, body);
+      return this.refusingAtLimits(req, res, principal, async () => {
+        const found = await this.find(sessionId, route, principal, req.url);
+        if (!found || !("elsewhere" in found)) return this.serveFound(req, res, body, found, principal);
+        return this.forward(req, res, body, found.elsewhere, forwardedBy, async () => {
+          const again = await this.find(sessionId, route, principal, req.url);
+          if (again && "elsewhere" in again) return again.elsewhere;
+          await this.serveFound(req, res, body, again, principal);
+          return "served";
+        });
+      });
     }
     if (body === undefined) {
       return writeFailure(res, refused(400, ErrorCode.InvalidRequest, "Bad request: no Mcp-Session-Id header; send initialize first"));
@@ -79,6 +100,34 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
     return this.refusingAtLimits(req, res, principal, () =>
       isInitialize(body) ? this.startSession(req, res, route, body, principal) : this.stateless(req, res, route, body, principal),
     );
+  }
+
+  private serveFound(req: IncomingMessage, res: ServerResponse, body: string | undefined, session: FaceSession<StreamableHttpServerTransport> | undefined, principal: Principal): Promise<void> {
+    if (!session) return Promise.resolve(writeFailure(res, refused(404, ErrorCode.ConnectionClosed, SESSION_NOT_FOUND)));
+    // A session's GET stream lives on; it ends when its credential is revoked or expires. Destroyed,
+    // not ended: the transport may still write to it (a keep-alive), which on an ended response is an error.
+    if (req.method === "GET") this.options.edge.watch(this.name, principal, res, () => res.destroy());
+    return session.transport.handleRequest(req, res, body);
+  }
+
+  /**
+   * Sends a request to the node running its session, in one hop: a request a peer forwarded here is
+   * not forwarded again. An owner that does not answer is asked again until its lease lapses; then the
+   * session is gone with it, unless it was saved meanwhile: `again` looks once more, and serves the
+   * request here (404 included) unless the session still runs elsewhere.
+   */
+  private async forward(req: IncomingMessage, res: ServerResponse, body: string | undefined, owner: Owner, forwardedBy: string | undefined, again: () => Promise<Owner | "served">): Promise<void> {
+    const cluster = this.options.cluster!;
+    if (forwardedBy !== undefined) throw new ClusterUnavailableError(`The session moved from this node to ${owner.node} while the request was on its way; retry`);
+    const deadline = Date.now() + cluster.leaseMs;
+    for (let target = owner; ; ) {
+      if (await cluster.peers.forward(req, res, body, target)) return;
+      if (Date.now() > deadline) throw new ClusterUnavailableError(`Node ${target.node}, which runs this session, does not answer; retry`);
+      await new Promise((r) => setTimeout(r, 250));
+      const next = await again();
+      if (next === "served") return;
+      target = next;
+    }
   }
 
   /** Runs `serve`; a tenant's limit or a server it may not use, met on the way, refuses the request: nothing was started. */
@@ -91,8 +140,17 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
     }
   }
 
-  private async serveModern(req: IncomingMessage, res: ServerResponse, route: Route, principal: Principal, message: JSONRPCRequest | JSONRPCNotification): Promise<void> {
-    await serveModern(req, res, message, await this.options.modern.transportFor(principal, route, this.name), searchesTools(req.url));
+  private async serveModern(req: IncomingMessage, res: ServerResponse, route: Route, principal: Principal, message: JSONRPCRequest | JSONRPCNotification, body: string, forwardedBy: string | undefined): Promise<void> {
+    const found = await this.options.modern.transportFor(principal, route, this.name);
+    if ("elsewhere" in found) {
+      return this.forward(req, res, body, found.elsewhere, forwardedBy, async () => {
+        const again = await this.options.modern.transportFor(principal, route, this.name);
+        if ("elsewhere" in again) return again.elsewhere;
+        await serveModern(req, res, message, again, searchesTools(req.url));
+        return "served";
+      });
+    }
+    await serveModern(req, res, message, found, searchesTools(req.url));
   }
 
   /**
@@ -100,10 +158,22 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
    * restart. The one place sessions are looked up by id, so whatever must hold between a session and its
    * caller is checked here.
    */
-  private async find(id: string, route: Route, principal: Principal, url: string | undefined): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
+  private async find(id: string, route: Route, principal: Principal, url: string | undefined): Promise<Found | undefined> {
     if (id.startsWith(MODERN_SESSION_PREFIX)) return undefined; // a 2026-07-28 principal's session is not a client's to name
-    return this.sessions.touch(id, route, principal.tenant) ?? (this.sessions.has(id) ? undefined : await this.revive(id, route, principal, searchesTools(url)));
+    if (this.options.cluster && !this.options.cluster.held()) throw new ClusterUnavailableError("This node lost its cluster lease and is joining again; retry");
+    const open = this.sessions.touch(id, route, principal.tenant);
+    if (open || this.sessions.has(id)) return open;
+    // Two requests for one saved session at once revive it once.
+    let reviving = this.reviving.get(id);
+    if (!reviving) {
+      reviving = this.revive(id, route, principal, searchesTools(url)).finally(() => this.reviving.delete(id));
+      this.reviving.set(id, reviving);
+    }
+    const found = await reviving;
+    return found && !("elsewhere" in found) ? this.sessions.touch(id, route, principal.tenant) : found;
   }
+
+  private readonly reviving = new Map<string, Promise<Found | undefined>>();
 
   /**
    * A request without a session (a stateless client): it is answered on its own, in a fresh clone that
@@ -144,11 +214,12 @@ export class StreamableHttpFace extends SessionFace<StreamableHttpServerTranspor
    * A session id this process does not know may belong to a session saved before a restart. It is
    * initialized again here, with what its client declared the first time; the client sees nothing of it.
    */
-  private async revive(id: string, route: Route, principal: Principal, toolSearch: boolean): Promise<FaceSession<StreamableHttpServerTransport> | undefined> {
+  private async revive(id: string, route: Route, principal: Principal, toolSearch: boolean): Promise<Found | undefined> {
     let session: Session | undefined;
     const transport = this.newTransport(route, id, principal, () => session?.end() ?? Promise.resolve());
     const revived = await this.router.revive(id, route, transport, principal, toolSearch);
     if (!revived) return undefined;
+    if ("elsewhere" in revived) return revived;
     session = revived.session;
     session.onClosed(() => this.sessions.delete(id, "session ended"));
     await transport.restore({

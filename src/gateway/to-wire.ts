@@ -5,6 +5,7 @@ import { CredentialError } from "../auth/refusal.js";
 import { WireError } from "../router/errors.js";
 import { SandboxError } from "../sandbox/errors.js";
 import { QuotaError } from "../tenancy/quota-error.js";
+import { ClusterUnavailableError } from "../cluster/errors.js";
 
 export interface JsonRpcErrorObject {
   code: number;
@@ -34,6 +35,13 @@ export function toWire(error: unknown, server?: string): WireFailure {
       error: { code: error.code, message: error.message, data: { ...about, retryable: true, reason: `QUOTA_${error.kind.toUpperCase()}`, retryAfterSeconds: error.retryAfterSeconds } },
     };
   }
+  if (error instanceof ClusterUnavailableError) {
+    return {
+      status: 503,
+      headers: { "retry-after": String(error.retryAfterSeconds) },
+      error: { code: error.code, message: error.message, data: { ...about, retryable: true, reason: "CLUSTER_UNAVAILABLE" } },
+    };
+  }
   if (error instanceof AccessError) {
     return { status: 403, headers: {}, error: { code: error.code, message: error.message, data: { ...about, retryable: false, reason: "FORBIDDEN" } } };
   }
@@ -54,8 +62,8 @@ export function toWire(error: unknown, server?: string): WireFailure {
 }
 
 /** Whether `error` turns a request away at the edge (a credential, a tenant's limit, a server it may not use): an answer, not a fault. */
-export function isRefusal(error: unknown): error is QuotaError | AccessError | CredentialError {
-  return error instanceof QuotaError || error instanceof AccessError || error instanceof CredentialError;
+export function isRefusal(error: unknown): error is QuotaError | AccessError | CredentialError | ClusterUnavailableError {
+  return error instanceof QuotaError || error instanceof AccessError || error instanceof CredentialError || error instanceof ClusterUnavailableError;
 }
 
 /** A refusal of an HTTP request made by a face itself (a bad header, a missing session), with no error object behind it. */

@@ -2,9 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { WebSocket, type RawData } from "ws";
-import { QuotaError } from "../tenancy/quota-error.js";
 import { errorReply, parseJsonRpc } from "./json-rpc.js";
-import { errorResponse, toWire, type JsonRpcErrorResponse } from "./to-wire.js";
+import { errorResponse, isRefusal, toWire, type JsonRpcErrorResponse } from "./to-wire.js";
 
 /** How long a closing socket may take to answer our close frame before it is cut. */
 const CLOSE_GRACE_MS = 2_000;
@@ -12,7 +11,7 @@ const CLOSE_GRACE_MS = 2_000;
 export interface WebSocketTransportOptions {
   maxJsonDepth: number;
   /** Charges one message to its tenant's request rate; throws QuotaError when it is spent. */
-  charge: () => void;
+  charge: () => void | Promise<void>;
 }
 
 /**
@@ -61,18 +60,23 @@ export class WebSocketServerTransport implements Transport {
   private receive(data: RawData): void {
     // A Buffer (binaryType "nodebuffer") of UTF-8 JSON, text and binary frames alike: some clients send binary.
     const parsed = parseJsonRpc(data.toString(), this.options.maxJsonDepth);
-    if (!parsed.ok) return this.reply(errorReply(parsed));
-    try {
-      this.options.charge();
-    } catch (error) {
-      if (!(error instanceof QuotaError)) throw error;
-      // Over the rate, a request is refused with when to retry; a notification or reply is dropped.
-      const { message } = parsed;
-      if (!("method" in message) || !("id" in message)) return;
-      return this.reply(errorResponse(message.id, toWire(error).error));
-    }
-    this.onmessage?.(parsed.message);
+    // In order: a charge counted across a cluster is asynchronous, and a message must not overtake another.
+    this.inbound = this.inbound.then(async () => {
+      if (!parsed.ok) return this.reply(errorReply(parsed));
+      try {
+        await this.options.charge();
+      } catch (error) {
+        if (!isRefusal(error)) throw error;
+        // Over the rate, a request is refused with when to retry; a notification or reply is dropped.
+        const { message } = parsed;
+        if (!("method" in message) || !("id" in message)) return;
+        return this.reply(errorResponse(message.id, toWire(error).error));
+      }
+      this.onmessage?.(parsed.message);
+    }).catch((error: Error) => this.onerror?.(error));
   }
+
+  private inbound: Promise<void> = Promise.resolve();
 
   private reply(message: JsonRpcErrorResponse): void {
     this.write(JSON.stringify(message)).catch((error: Error) => this.onerror?.(error));

@@ -3,10 +3,13 @@ import type { Logger } from "pino";
 import { LOCAL_PRINCIPAL, type Principal } from "../auth/principal.js";
 import type { Route, Router } from "./router.js";
 import type { Session } from "./session.js";
+import { DisownedError } from "./session-records.js";
 import { ModernTransport, type CacheHints } from "./modern-transport.js";
 
 /** Ids of modern sessions start so: a 2025 client cannot name one as its Mcp-Session-Id. */
 export const MODERN_SESSION_PREFIX = "principal-";
+
+type Owner = { node: string; url: string };
 
 interface Entry {
   session: Session;
@@ -22,7 +25,7 @@ interface Entry {
  * the client, so a restart finds its saved record again) and is closed here after `idleMs` unused.
  */
 export class ModernSessions {
-  private readonly open = new Map<string, Promise<Entry>>();
+  private readonly open = new Map<string, Promise<Entry | { elsewhere: Owner }>>();
   private readonly reaper: NodeJS.Timeout;
 
   constructor(
@@ -37,27 +40,41 @@ export class ModernSessions {
     return this.open.size;
   }
 
-  /** The principal's session on `route`: open here, saved before a restart, or new. Throws a refusal at a tenant's limit. */
-  async transportFor(principal: Principal, route: Route, transportKind: string): Promise<ModernTransport> {
+  /**
+   * The principal's session on `route`: open here, saved (before a restart, or by another node), or new;
+   * in a cluster, the node it runs on when that is another. Throws a refusal at a tenant's limit.
+   */
+  async transportFor(principal: Principal, route: Route, transportKind: string): Promise<ModernTransport | { elsewhere: Owner }> {
     const id = sessionIdOf(principal, route);
     let entry = this.open.get(id);
     if (!entry) {
       entry = this.start(id, principal, route, transportKind);
       this.open.set(id, entry);
-      entry.catch(() => this.open.delete(id));
+      entry.then((e) => "elsewhere" in e && this.open.delete(id), () => this.open.delete(id));
     }
     const ready = await entry;
+    if ("elsewhere" in ready) return ready;
     ready.lastUsed = Date.now();
     return ready.transport;
   }
 
-  private async start(id: string, principal: Principal, route: Route, transportKind: string): Promise<Entry> {
+  private async start(id: string, principal: Principal, route: Route, transportKind: string): Promise<Entry | { elsewhere: Owner }> {
     // Behind a credential a list may be filtered for the tenant: it must not land in a shared cache. Only
     // the local user (authentication off) gets the same answers as everyone.
     const cache: CacheHints = { ttlMs: 0, cacheScope: principal === LOCAL_PRINCIPAL ? "public" : "private" };
     const transport = new ModernTransport(id, cache);
     const revived = await this.router.revive(id, route, transport, principal);
+    if (revived && "elsewhere" in revived) return revived;
     const session = revived?.session ?? (await this.router.connect(route, transport, transportKind, { persistent: true, principal }));
+    try {
+      // Recorded as running here before it serves: another node asked for it now forwards here.
+      await session.opened();
+    } catch (err) {
+      await session.drop();
+      // Another node started it at the same moment: that one serves it.
+      if (err instanceof DisownedError) return this.start(id, principal, route, transportKind);
+      throw err;
+    }
     session.onClosed(() => this.open.delete(id));
     this.log.info({ route, session: id, tenant: principal.tenant, revived: revived !== undefined }, "2026-07-28 session opened");
     return { session, transport, lastUsed: Date.now() };
@@ -68,7 +85,7 @@ export class ModernSessions {
     const cutoff = Date.now() - this.idleMs;
     for (const [id, pending] of this.open) {
       const entry = await pending.catch(() => undefined);
-      if (!entry || entry.lastUsed >= cutoff) continue;
+      if (!entry || "elsewhere" in entry || entry.lastUsed >= cutoff) continue;
       this.open.delete(id);
       this.log.info({ session: id }, "2026-07-28 session idle too long; saving and closing it");
       await entry.session.suspendForShutdown();
@@ -80,7 +97,7 @@ export class ModernSessions {
     clearInterval(this.reaper);
     const entries = await Promise.allSettled([...this.open.values()]);
     this.open.clear();
-    await Promise.allSettled(entries.map((e) => (e.status === "fulfilled" ? e.value.session.close() : undefined)));
+    await Promise.allSettled(entries.map((e) => (e.status === "fulfilled" && !("elsewhere" in e.value) ? e.value.session.close() : undefined)));
   }
 }
 

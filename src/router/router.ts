@@ -6,8 +6,9 @@ import { ServerSession } from "./server-session.js";
 import type { Session, SessionOwner } from "./session.js";
 import { LOCAL_PRINCIPAL, mayUseServer, type Principal } from "../auth/principal.js";
 import { AccessError } from "../auth/access-error.js";
-import { TenantCounter } from "../tenancy/tenant-counter.js";
-import { savedRefOf, type SessionStore, type StoredSession } from "./session-store.js";
+import { TenantCounter, type TenantHolds } from "../tenancy/tenant-counter.js";
+import type { SessionRecords } from "./session-records.js";
+import { savedRefOf, type StoredSession } from "./session-store.js";
 import { events } from "../telemetry/events.js";
 
 export interface ConnectOptions {
@@ -30,13 +31,14 @@ export interface ConnectOptions {
  */
 export class Router {
   private readonly sessions = new Set<Session>();
-  private readonly openSessions = new TenantCounter("sessions", "open sessions");
 
   constructor(
     private readonly pool: SandboxPool,
     private readonly log: Logger,
     /** Where sessions with suspended sandboxes are saved; without it nothing outlives the process. */
-    private readonly store?: SessionStore,
+    private readonly store?: SessionRecords,
+    /** Tenants' open sessions: counted in this process, or across the cluster. */
+    private readonly openSessions: TenantHolds = new TenantCounter("sessions", "open sessions"),
   ) {}
 
   /** Whether `route` can be connected: a hosted server's name, or AGGREGATE. */
@@ -84,7 +86,7 @@ export class Router {
    */
   private async holdSession(principal: Principal, revived: boolean): Promise<() => void> {
     const { tenant, limits } = principal;
-    const release = this.openSessions.take(tenant, revived ? Number.POSITIVE_INFINITY : limits.maxSessions);
+    const release = await this.openSessions.take(tenant, revived ? Number.POSITIVE_INFINITY : limits.maxSessions);
     if (!revived) await this.evictSaved(tenant, limits.maxSuspended).catch((err: Error) => this.log.warn({ tenant, err: err.message }, "could not evict a saved session"));
     return release;
   }
@@ -97,29 +99,37 @@ export class Router {
   private async evictSaved(tenant: string, limit: number): Promise<void> {
     const store = this.store;
     if (!store) return;
-    while (store.countFor(tenant) > 0 && store.countFor(tenant) >= limit) {
-      const id = store.oldestOf(tenant)!;
+    for (let count = await store.countFor(tenant); count > 0 && count >= limit; count = await store.countFor(tenant)) {
+      const id = await store.oldestOf(tenant);
+      if (id === undefined) return;
       const live = [...this.sessions].find((s) => s.id === id);
       if (live) {
         await live.end();
       } else {
-        const saved = await store.load(id);
-        await store.delete(id);
-        for (const [server, sandbox] of Object.entries(saved?.sandboxes ?? {})) await this.pool.discardSaved(savedRefOf(server, sandbox));
+        await this.discard(await store.delete(id));
       }
       this.log.info({ tenant, session: id, limit }, "saved session evicted: the tenant is at its limit of suspended sessions");
     }
   }
 
+  /** Deletes what a saved session's sandboxes saved. */
+  private async discard(saved: StoredSession | undefined): Promise<void> {
+    for (const [server, sandbox] of Object.entries(saved?.sandboxes ?? {})) await this.pool.discardSaved(savedRefOf(server, sandbox));
+  }
+
+
+
   /**
-   * Brings back a session saved before a gateway restart: a new session on `transport`, holding the
-   * suspended sandboxes it had. Undefined when there is no such session for this route, or when its
-   * sandboxes cannot come back (their template was rebuilt, their state is gone): the record is dropped.
+   * Brings back a saved session (after a gateway restart, or saved by another node of the cluster): a new
+   * session on `transport`, holding the suspended sandboxes it had. Undefined when there is no such
+   * session for this tenant and route, or when its sandboxes cannot come back (their template was
+   * rebuilt, their state is gone): the record is dropped. `elsewhere` when it runs on another node.
    */
-  async revive(id: string, route: Route, transport: Transport, principal: Principal = LOCAL_PRINCIPAL, toolSearch = false): Promise<{ session: Session; stored: StoredSession } | undefined> {
-    const stored = this.store ? await this.store.load(id) : undefined;
-    // Another tenant's session is, to this caller, no session at all.
-    if (!stored || stored.route !== route || stored.tenant !== principal.tenant) return undefined;
+  async revive(id: string, route: Route, transport: Transport, principal: Principal = LOCAL_PRINCIPAL, toolSearch = false): Promise<Revived | { elsewhere: { node: string; url: string } } | undefined> {
+    const claim = this.store ? await this.store.claim(id, principal.tenant, route) : { kind: "none" as const };
+    if (claim.kind === "elsewhere") return { elsewhere: { node: claim.node, url: claim.url } };
+    if (claim.kind === "none") return undefined;
+    const stored = claim.record;
     const session = await this.connect(route, transport, stored.transport, { persistent: true, principal, revived: true, toolSearch });
     for (const [server, saved] of Object.entries(stored.sandboxes)) {
       if (!(await session.adopt(server, savedRefOf(server, saved)))) {
@@ -136,37 +146,56 @@ export class Router {
   async expireSaved(maxAgeMs: number): Promise<number> {
     if (!this.store) return 0;
     const expired = await this.store.expire(maxAgeMs);
-    for (const session of expired) {
-      for (const [server, saved] of Object.entries(session.sandboxes)) await this.pool.discardSaved(savedRefOf(server, saved));
-    }
+    for (const session of expired) await this.discard(session);
     return expired.length;
   }
 
-  /** What `tenant` holds now: open sessions, sessions saved on disk, sandboxes running. */
-  tenantUsage(tenant: string): { openSessions: number; suspendedSessions: number; runningSandboxes: number } {
+  /** What `tenant` holds now: open sessions, saved sessions, sandboxes running (the first two cluster-wide in a cluster). */
+  async tenantUsage(tenant: string): Promise<{ openSessions: number; suspendedSessions: number; runningSandboxes: number }> {
     return {
-      openSessions: this.openSessions.count(tenant),
-      suspendedSessions: this.store?.countFor(tenant) ?? 0,
+      openSessions: await this.openSessions.count(tenant),
+      suspendedSessions: (await this.store?.countFor(tenant)) ?? 0,
       runningSandboxes: this.pool.runningSandboxes(tenant),
     };
   }
 
   /**
+   * This node lost its cluster lease: another node may already serve its sessions' clients. Every
+   * session ends here at once, its sandboxes destroyed and nothing saved (a save would be refused).
+   */
+  async fence(): Promise<void> {
+    await Promise.allSettled([...this.sessions].map((s) => s.drop()));
+  }
+
+  /**
    * Saves the running sandboxes of every session that can be revived, a few at a time (each suspend
-   * streams guest RAM), until `deadlineMs` has passed; what is saved by then outlives the process.
+   * streams guest RAM), until `deadlineMs` has passed; what is saved by then outlives the process. A
+   * sandbox busy with a request is saved once the request is answered, if that is before the deadline.
    */
   async suspendSessions(deadlineMs: number): Promise<void> {
-    const queue = [...this.sessions];
     const deadline = Date.now() + deadlineMs;
-    const worker = async () => {
-      for (let session = queue.shift(); session && Date.now() < deadline; session = queue.shift()) await session.suspendForShutdown();
+    const pass = async () => {
+      const queue = [...this.sessions].filter((s) => s.unsaved);
+      const worker = async () => {
+        for (let session = queue.shift(); session && Date.now() < deadline; session = queue.shift()) await session.suspendForShutdown();
+      };
+      await Promise.race([Promise.all(Array.from({ length: 4 }, worker)), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
     };
-    await Promise.race([Promise.all(Array.from({ length: 4 }, worker)), new Promise((r) => setTimeout(r, deadlineMs).unref())]);
+    await pass();
+    while (Date.now() < deadline && [...this.sessions].some((s) => s.unsaved)) {
+      await new Promise((r) => setTimeout(r, 100));
+      await pass();
+    }
   }
 
   async close(): Promise<void> {
     await Promise.allSettled([...this.sessions].map((s) => s.close()));
   }
+}
+
+export interface Revived {
+  session: Session;
+  stored: StoredSession;
 }
 
 /** Every hosted server at once, names namespaced as `<server>__<name>`. */

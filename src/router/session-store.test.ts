@@ -47,14 +47,14 @@ test("counts each tenant's saved sessions and knows the least recently saved, al
   await store.save({ ...session("a1", at(3_000)), tenant: "acme" });
   await store.save({ ...session("a2", at(1_000)), tenant: "acme" });
   await store.save({ ...session("g1", at(9_000)), tenant: "globex" });
-  assert.equal(store.countFor("acme"), 2);
-  assert.equal(store.oldestOf("acme"), "a1");
+  assert.equal(await store.countFor("acme"), 2);
+  assert.equal(await store.oldestOf("acme"), "a1");
   await store.save({ ...session("a1"), tenant: "acme" }); // saved again: now the most recent
-  assert.equal(store.oldestOf("acme"), "a2");
+  assert.equal(await store.oldestOf("acme"), "a2");
   await store.delete("a2");
-  assert.equal(store.countFor("acme"), 1);
+  assert.equal(await store.countFor("acme"), 1);
 
   const restarted = new SessionStore(dir);
   await restarted.index();
-  assert.deepEqual([restarted.countFor("acme"), restarted.countFor("globex"), restarted.oldestOf("globex")], [1, 1, "g1"]);
+  assert.deepEqual([await restarted.countFor("acme"), await restarted.countFor("globex"), await restarted.oldestOf("globex")], [1, 1, "g1"]);
 });

@@ -3,9 +3,10 @@ import { z } from "zod";
 import { writeAtomically } from "../sandbox/atomic-file.js";
 import type { SavedRef } from "../sandbox/suspend-store.js";
 import { join } from "node:path";
+import type { Claim, SessionRecords } from "./session-records.js";
 
 /** What it takes to bring a session back after a gateway restart: its route and its saved sandboxes. */
-const StoredSessionSchema = z.object({
+export const StoredSessionSchema = z.object({
   id: z.string(),
   /** Only this tenant may bring the session back; records saved before tenants existed are the local user's. */
   tenant: z.string().default("local"),
@@ -39,7 +40,9 @@ const ID = /^[A-Za-z0-9-]{1,128}$/;
  * Sessions whose sandboxes are suspended, one JSON file each. A file is written to a temporary name,
  * synced and renamed, so a crash at any moment leaves the old record or the new one, never a torn one.
  */
-export class SessionStore {
+export class SessionStore implements SessionRecords {
+  readonly handsOffSaved = false;
+
   /** Saved sessions per tenant (id -> when saved), for the tenants' limit on them; filled by `index()`. */
   private readonly byTenant = new Map<string, Map<string, number>>();
 
@@ -60,13 +63,11 @@ export class SessionStore {
     }
   }
 
-  /** Sessions of `tenant` saved on disk now. */
-  countFor(tenant: string): number {
+  async countFor(tenant: string): Promise<number> {
     return this.byTenant.get(tenant)?.size ?? 0;
   }
 
-  /** The id of `tenant`'s least recently saved session, if it has any. */
-  oldestOf(tenant: string): string | undefined {
+  async oldestOf(tenant: string): Promise<string | undefined> {
     let oldest: [string, number] | undefined;
     for (const entry of this.byTenant.get(tenant) ?? []) if (!oldest || entry[1] < oldest[1]) oldest = entry;
     return oldest?.[0];
@@ -88,6 +89,17 @@ export class SessionStore {
     return join(this.dir, `${id}.json`);
   }
 
+  /** A running session has no record on disk: what was saved is older than what it holds. */
+  async running(id: string): Promise<void> {
+    await this.delete(id);
+  }
+
+  async claim(id: string, tenant: string, route: string): Promise<Claim> {
+    const record = await this.load(id);
+    // Another tenant's session is, to this caller, no session at all.
+    return record && record.tenant === tenant && record.route === route ? { kind: "saved", record } : { kind: "none" };
+  }
+
   async save(session: StoredSession): Promise<void> {
     await mkdir(this.dir, { recursive: true });
     await writeAtomically(this.path(session.id), async (out) => void out.end(JSON.stringify(session)));
@@ -105,10 +117,12 @@ export class SessionStore {
     }
   }
 
-  async delete(id: string): Promise<void> {
-    if (!ID.test(id)) return;
+  async delete(id: string): Promise<StoredSession | undefined> {
+    if (!ID.test(id)) return undefined;
+    const record = await this.load(id);
     await rm(this.path(id), { force: true });
     this.forget(id);
+    return record;
   }
 
   /** Removes records saved longer ago than `maxAgeMs`; returns them so their saved state can go too. */

@@ -21,7 +21,8 @@ import { RequestLedger } from "./request-ledger.js";
 import { rankTools, SEARCH_TOOLS } from "./tool-search.js";
 import type { ServerLink } from "./server-link.js";
 import { SessionPersistence } from "./session-persistence.js";
-import { storedSandboxOf, type SessionStore, type StoredSession } from "./session-store.js";
+import type { SessionRecords } from "./session-records.js";
+import { storedSandboxOf, type StoredSession } from "./session-store.js";
 
 /** Whose session it is: the principal it was opened by, and what its tenant may run. */
 export interface SessionOwner {
@@ -142,6 +143,7 @@ export abstract class Session {
       this.clientCapabilities = isObject(params.capabilities) ? params.capabilities : {};
       const requested = params.protocolVersion;
       this.protocolVersion = typeof requested === "string" && SUPPORTED_PROTOCOL_VERSIONS.includes(requested) ? requested : LATEST_PROTOCOL_VERSION;
+      await this.persistence?.opened();
       this.replyResult(message.id, { ...(await this.initializeResult()), protocolVersion: this.protocolVersion });
     } catch (error) {
       this.fail(message.id, error, this.serverFor(message.id));
@@ -359,8 +361,8 @@ export abstract class Session {
   }
 
   /** Lets this session be saved while its sandboxes are suspended, to outlive a gateway restart. */
-  enablePersistence(store: SessionStore, route: string): void {
-    this.persistence = new SessionPersistence(store, route, () => this.transport.sessionId, this.log);
+  enablePersistence(store: SessionRecords, route: string): void {
+    this.persistence = new SessionPersistence(store, route, this.owner.principal.tenant, () => this.transport.sessionId, this.log, () => void this.close());
   }
 
   /** Brings back a sandbox this session had before a gateway restart; false if it cannot come back. */
@@ -394,9 +396,32 @@ export abstract class Session {
    * a restart loses nothing of it. Sessions that cannot be saved are left as they are.
    */
   async suspendForShutdown(): Promise<void> {
-    if (!this.persistence || !this.transport.sessionId || this.closed) return;
+    if (!this.savable) return;
     await Promise.allSettled(this.links().map((link) => link.suspendIfIdle()));
-    await this.persistence.settled();
+    await this.persistence!.settled();
+  }
+
+  /** Whether this session can be saved for later and still runs a sandbox now (one busy with a request, say). */
+  get unsaved(): boolean {
+    return this.savable && this.links().some((link) => link.live);
+  }
+
+  private get savable(): boolean {
+    return this.persistence !== undefined && this.transport.sessionId !== undefined && !this.closed;
+  }
+
+  /** Records that the session runs here (a session opened without initialize: a 2026-07-28 principal's). */
+  async opened(): Promise<void> {
+    await this.persistence?.opened();
+  }
+
+  /**
+   * This node lost its cluster lease: the session ends here at once without a save (it would be
+   * refused); its sandboxes are destroyed. Its record is another node's to judge.
+   */
+  drop(): Promise<void> {
+    this.persistence?.disown();
+    return this.shutDown(false);
   }
 
   /** The client ended the session (DELETE): everything it had goes, on disk too. */

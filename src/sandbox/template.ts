@@ -9,6 +9,7 @@ import { SandboxError, SnapshotCorruptError, TemplateError } from "./errors.js";
 import { EGRESS_CLOSE_WAIT_MS, exitDetail } from "./sandbox.js";
 import { sha256File, sha256Json } from "./file-hash.js";
 import { events } from "../telemetry/events.js";
+import { LOCAL_BUILDS, type BuildLocks } from "../cluster/build-lock.js";
 
 const TEMPLATE_FORMAT = 7;
 
@@ -63,6 +64,8 @@ export class TemplateStore {
     private readonly cacheDir: string,
     private readonly log: Logger,
     private readonly preparation: GuestPreparation,
+    /** In a cluster, templates live in the shared store and are built by one node at a time. */
+    private readonly builds: BuildLocks = LOCAL_BUILDS,
   ) {}
 
   async keyFor(unit: SandboxUnit, spec: VmSpec): Promise<string> {
@@ -84,7 +87,8 @@ export class TemplateStore {
     const key = await this.keyFor(unit, spec);
     const existing = await this.load(unit.name, key, spec);
     if (existing) return existing;
-    return this.build(unit, spec, key, onProgress);
+    // Checked again under the lock: another node may have built it while this one waited.
+    return this.builds.exclusive(`template:${unit.name}:${key}`, async () => (await this.load(unit.name, key, spec)) ?? this.build(unit, spec, key, onProgress));
   }
 
   /** Loads and verifies a stored template; a missing or damaged one is removed and `undefined` returned. */

@@ -5,11 +5,16 @@ interface Bucket {
   updatedAt: number;
 }
 
+/** Charges a tenant's request rate: in this process, or across a cluster. Throws a QuotaError when over. */
+export interface RequestRate {
+  take(tenant: string, limits: { requestsPerSecond: number; burst: number }): void | Promise<void>;
+}
+
 /**
  * Requests per second per tenant, as token buckets: `burst` requests at once, refilled at
  * `requestsPerSecond`. A refused request is told when a token will be there (Retry-After).
  */
-export class RateLimiter {
+export class RateLimiter implements RequestRate {
   private readonly buckets = new Map<string, Bucket>();
 
   constructor(private readonly now: () => number = () => performance.now()) {}

@@ -1,7 +1,14 @@
 import { QuotaError, type QuotaKind } from "./quota-error.js";
 
-/** How many of something (sessions, streams) each tenant holds, against its limit. */
-export class TenantCounter {
+/** Tenants' holds of something against a limit: counted in this process, or across a cluster. */
+export interface TenantHolds {
+  count(tenant: string): number | Promise<number>;
+  /** Takes one or throws a QuotaError; the returned function gives it back (once). */
+  take(tenant: string, limit: number): (() => void) | Promise<() => void>;
+}
+
+/** How many of something (sessions, streams) each tenant holds, against its limit, in this process. */
+export class TenantCounter implements TenantHolds {
   private readonly counts = new Map<string, number>();
 
   constructor(
