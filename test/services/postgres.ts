@@ -1,10 +1,11 @@
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { access, appendFile, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
+import { aptGet } from "./debian-package.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -93,19 +94,6 @@ async function installedBinDir(): Promise<string | undefined> {
     if (await access(join(bin, "postgres"), constants.X_OK).then(() => true, () => false)) return bin;
   }
   return undefined;
-}
-
-/** Runs apt-get with its output on stderr (progress for whoever waits); resolves whether it succeeded. */
-function aptGet(args: string[]): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    // Lock::Timeout waits for a concurrent apt-get (another test process installing too) instead of failing.
-    const child = spawn("apt-get", ["-o", "DPkg::Lock::Timeout=300", ...args], {
-      stdio: ["ignore", 2, 2],
-      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-    });
-    child.once("error", (err) => reject(new Error(`cannot run apt-get to install postgresql (${err.message}); install it by hand`, { cause: err })));
-    child.once("exit", (code) => resolve(code === 0));
-  });
 }
 
 /**

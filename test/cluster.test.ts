@@ -1,0 +1,263 @@
+// Cluster mode for real on one machine (docs/design/cluster.md): a real Redis, a shared folder as the
+// store, three gateway processes with caches of their own, and haproxy in round robin with no
+// stickiness in front of them. Nodes are killed with SIGKILL, stopped with SIGSTOP and drained with
+// SIGTERM; every check reads what the nodes really did (Redis's records, each node's sandboxes, logs).
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { RawMcpClient } from "../bench/raw-mcp-client.js";
+import { testConfig } from "./helpers.js";
+import { eventually } from "./eventually.js";
+import { tenantsFileWith } from "./auth-helpers.js";
+import { REPO_ROOT } from "../src/main.js";
+import { scratchDir } from "./scratch-dir.js";
+import { serversDirWith } from "./helpers.js";
+import { freePort } from "./services/free-port.js";
+import { startHaproxy, type TestHaproxy } from "./services/haproxy.js";
+import { startRedis, type TestRedis } from "./services/redis.js";
+
+const LEASE_MS = 3_000;
+
+class Node {
+  child: ChildProcess | undefined;
+  readonly log: string;
+
+  constructor(
+    readonly id: string,
+    readonly port: number,
+    private readonly env: Record<string, string>,
+    dir: string,
+  ) {
+    this.log = join(dir, `${id}.log`);
+  }
+
+  url(path = "/servers/memory/mcp"): string {
+    return `http://127.0.0.1:${this.port}${path}`;
+  }
+
+  /** Starts the gateway process and waits until it is ready. */
+  async start(): Promise<void> {
+    const out = createWriteStream(this.log, { flags: "a" });
+    await new Promise((r) => out.once("open", r));
+    const child = spawn(process.execPath, [join(REPO_ROOT, "bin", "mcpvisor"), "start", "--port", String(this.port), "--node-id", this.id], {
+      env: { ...process.env, ...this.env, MCPVISOR_LOG_FORMAT: "json", MCPVISOR_LOG_LEVEL: "info" },
+      stdio: ["ignore", out, out],
+    });
+    this.child = child;
+    const deadline = Date.now() + 300_000;
+    while (!(await fetch(this.url("/readyz")).then((r) => r.ok, () => false))) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`node ${this.id} did not become ready; see ${this.log}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** Sends `signal` and waits for the process to exit. */
+  async stop(signal: NodeJS.Signals): Promise<number | null> {
+    const child = this.child!;
+    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    child.kill(signal);
+    return exited;
+  }
+
+  async logText(): Promise<string> {
+    return readFile(this.log, "utf8").catch(() => "");
+  }
+
+  /** Sandboxes that hold a session here and run (suspended ones are in the store), from the admin's status. */
+  async sessionSandboxes(): Promise<number> {
+    const status = (await (await fetch(this.url("/api/status"), { headers: { authorization: `Bearer ${admin}` } })).json()) as { servers: { leased?: { state: string }[] }[] };
+    return status.servers.flatMap((s) => s.leased ?? []).filter((s) => s.state !== "suspended").length;
+  }
+}
+
+let redis: TestRedis;
+let haproxy: TestHaproxy;
+let nodes: Node[];
+let key: string;
+let admin: string;
+let slowKey: string;
+let tenantsPath: string;
+
+before(async () => {
+  redis = await startRedis();
+  const dir = await scratchDir("mcpv-cluster");
+  // The shared store starts empty of templates; the guest images (built by `npm test`'s build step, and
+  // shared as they would be on a ReadWriteMany volume) are linked in, not rebuilt.
+  const store = join(dir, "store");
+  await mkdir(store, { recursive: true });
+  await symlink(join(testConfig().cacheDir, "images"), join(store, "images"));
+  const serversDir = await serversDirWith({
+    memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_500 }, pool: { prestarted: 1, warm: 1 } }),
+  });
+  const tenants = await tenantsFileWith({
+    tenants: { acme: {}, ops: { admin: true }, slow: { limits: { requestsPerSecond: 0.01, burst: 4 } } },
+  });
+  ({ acme: key, ops: admin, slow: slowKey } = tenants.keys as { acme: string; ops: string; slow: string });
+  tenantsPath = tenants.path;
+  const secret = randomBytes(24).toString("hex");
+  nodes = [];
+  for (const id of ["n1", "n2", "n3"]) {
+    const port = await freePort();
+    nodes.push(
+      new Node(id, port, {
+        MCPVISOR_SERVERS_DIR: serversDir,
+        MCPVISOR_SERVERS: "memory",
+        MCPVISOR_CLUSTER_REDIS: redis.url,
+        MCPVISOR_CLUSTER_STORE: store,
+        MCPVISOR_CLUSTER_SECRET: secret,
+        MCPVISOR_NODE_LEASE_MS: String(LEASE_MS),
+        MCPVISOR_DRAIN_TIMEOUT_MS: "15000",
+        MCPVISOR_TENANTS_FILE: tenants.path,
+        MCPVISOR_CACHE_DIR: join(dir, `cache-${id}`),
+        MCPVISOR_RUN_DIR: `/tmp/mcpv-c${port}`,
+        MCPVISOR_AUDIT_LOG: "off",
+      }, dir),
+    );
+  }
+  await Promise.all(nodes.map((n) => n.start()));
+  haproxy = await startHaproxy(nodes.map((n) => n.port));
+});
+
+after(async () => {
+  await haproxy?.stop();
+  for (const node of nodes ?? []) {
+    if (node.child?.signalCode === null && node.child.exitCode === null) {
+      node.child.kill("SIGCONT");
+      await node.stop("SIGKILL");
+    }
+  }
+  await redis?.stop();
+});
+
+const viaLb = () => `http://127.0.0.1:${haproxy.port}/servers/memory/mcp`;
+const byId = (id: string) => nodes.find((n) => n.id === id)!;
+
+async function sessionHolding(url: string, entity: string): Promise<RawMcpClient> {
+  const client = new RawMcpClient(url, key);
+  await client.initialize();
+  await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name: entity, entityType: "t", observations: ["x"] }] } });
+  return client;
+}
+
+async function entityNames(client: RawMcpClient): Promise<string[]> {
+  const result = (await client.request("tools/call", { name: "read_graph", arguments: {} })) as { structuredContent?: { entities: { name: string }[] } };
+  return (result.structuredContent?.entities ?? []).map((e) => e.name).filter((n) => n !== "warm-up");
+}
+
+const record = (id: string) => redis.client.hgetall(`mcpvisor:session:${id}`);
+const totalSandboxes = async () => (await Promise.all(nodes.filter((n) => n.child?.exitCode === null && n.child.signalCode === null).map((n) => n.sessionSandboxes()))).reduce((a, b) => a + b, 0);
+
+test("the template is built once for the cluster, by one node", async () => {
+  const logs = await Promise.all(nodes.map((n) => n.logText()));
+  const builds = logs.map((text) => (text.match(/template memory: cold boot/g) ?? []).length);
+  assert.equal(builds.reduce((a, b) => a + b, 0), 1, `template builds per node: ${builds.join(", ")}`);
+});
+
+test("through haproxy's round robin every request of a session is served, by one owner with one VM", async () => {
+  const client = await sessionHolding(viaLb(), "alpha");
+  for (let i = 0; i < 6; i++) assert.deepEqual(await entityNames(client), ["alpha"]);
+  const rec = await record(client.sessionId!);
+  assert.equal(rec.state, "running");
+  assert.ok(["n1", "n2", "n3"].includes(rec.owner!));
+  assert.equal(await totalSandboxes(), 1, "one VM in the whole cluster holds the session");
+  const forwarded = (await Promise.all(nodes.map((n) => n.logText()))).some((t) => t.includes(client.sessionId!));
+  assert.ok(forwarded);
+  await client.close();
+});
+
+test("a suspended session survives kill -9 of the node that ran it, with its state", async () => {
+  const client = await sessionHolding(viaLb(), "beta");
+  await eventually(async () => (await record(client.sessionId!)).state === "saved", "the idle session to be saved to the store", 30_000);
+  const owner = byId((await record(client.sessionId!)).owner!);
+  await owner.stop("SIGKILL");
+  assert.deepEqual(await entityNames(client), ["beta"], "another node revived it from the shared store");
+  assert.notEqual((await record(client.sessionId!)).owner, owner.id);
+  await owner.start();
+  await client.close();
+});
+
+test("a running session on a node killed with SIGKILL answers 404 within the lease time, never older state", async () => {
+  const client = await sessionHolding(nodes[0]!.url(), "gamma");
+  await entityNames(client); // running on n1
+  assert.equal((await record(client.sessionId!)).owner, "n1");
+  await nodes[0]!.stop("SIGKILL");
+  const started = Date.now();
+  client.url = nodes[1]!.url();
+  await assert.rejects(entityNames(client), /HTTP 404/);
+  assert.ok(Date.now() - started < LEASE_MS + 2_000, `404 after ${Date.now() - started} ms`);
+  await nodes[0]!.start();
+});
+
+test("a node stopped with SIGSTOP past its lease is fenced when it wakes: its sessions end, nothing it saves is taken", async () => {
+  const n2 = nodes[1]!;
+  const client = await sessionHolding(n2.url(), "delta");
+  assert.equal((await record(client.sessionId!)).owner, "n2");
+  assert.equal(await n2.sessionSandboxes(), 1);
+  n2.child!.kill("SIGSTOP");
+  await new Promise((r) => setTimeout(r, LEASE_MS + 500)); // the lease must run out: this wait is what is tested
+  client.url = nodes[2]!.url();
+  await assert.rejects(entityNames(client), /HTTP 404/, "its owner's lease is gone: the session is gone");
+  n2.child!.kill("SIGCONT");
+  await eventually(async () => (await n2.logText()).includes("node fenced"), "n2 to notice it was fenced", 10_000);
+  await eventually(async () => (await n2.sessionSandboxes()) === 0, "n2's session sandboxes to be gone", 10_000);
+  assert.deepEqual(await record(client.sessionId!), {}, "nothing n2 did on waking brought the session back");
+  await eventually(async () => (await fetch(n2.url("/readyz"))).ok, "n2 to serve again", 10_000);
+});
+
+test("two nodes racing to resume one saved session make one VM, and both answers are the session's", async () => {
+  const client = await sessionHolding(viaLb(), "epsilon");
+  await eventually(async () => (await record(client.sessionId!)).state === "saved", "the session to be saved", 30_000);
+  const a = new RawMcpClient(nodes[0]!.url(), key);
+  const b = new RawMcpClient(nodes[2]!.url(), key);
+  a.sessionId = b.sessionId = client.sessionId;
+  const [ra, rb] = await Promise.all([entityNames(a), entityNames(b)]);
+  assert.deepEqual([ra, rb], [["epsilon"], ["epsilon"]]);
+  assert.equal(await totalSandboxes(), 1, "exactly one VM resumed");
+  await client.close();
+});
+
+test("a tenant's rate limit holds across nodes", async () => {
+  const answers: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const node = nodes[i % 3]!;
+    answers.push((await fetch(node.url("/api/status"), { headers: { authorization: `Bearer ${slowKey}` } })).status);
+  }
+  assert.deepEqual(answers.filter((s) => s === 200).length, 4, `statuses: ${answers.join(" ")} (burst 4, counted once for the cluster)`);
+  assert.ok(answers.slice(4).every((s) => s === 429));
+});
+
+test("a revoked key is refused on every node", async () => {
+  const tenants = JSON.parse(await readFile(tenantsPath, "utf8")) as { keys: { tenant: string }[] };
+  tenants.keys = tenants.keys.filter((k) => k.tenant !== "slow");
+  await writeFile(tenantsPath, JSON.stringify(tenants));
+  for (const node of nodes) {
+    await eventually(async () => (await fetch(node.url("/api/status"), { headers: { authorization: `Bearer ${slowKey}` } })).status === 401, `${node.id} to refuse the revoked key`, 10_000);
+  }
+});
+
+test("SIGTERM drains a node: its busy session is saved, and carries on on another node", async () => {
+  const n3 = nodes[2]!;
+  const client = await sessionHolding(n3.url(), "zeta");
+  assert.equal((await record(client.sessionId!)).state, "running");
+  assert.equal(await n3.stop("SIGTERM"), 0);
+  assert.equal((await record(client.sessionId!)).state, "saved", "drained into the store");
+  client.url = viaLb();
+  assert.deepEqual(await entityNames(client), ["zeta"]);
+  await n3.start();
+  await client.close();
+});
+
+test("a full cluster restart resumes suspended sessions", async () => {
+  const client = await sessionHolding(viaLb(), "eta");
+  await Promise.all(nodes.map((n) => n.stop("SIGTERM")));
+  assert.equal((await record(client.sessionId!)).state, "saved");
+  await Promise.all(nodes.map((n) => n.start()));
+  await eventually(async () => (await fetch(`http://127.0.0.1:${haproxy.port}/readyz`)).ok, "haproxy to see the nodes again", 10_000);
+  assert.deepEqual(await entityNames(client), ["eta"]);
+  await client.close();
+});
