@@ -5,7 +5,8 @@
 export class RawMcpClient {
   /** The Mcp-Session-Id the gateway gave at initialize. */
   sessionId: string | undefined;
-  private nextId = 1;
+  /** The next request id; two clients sharing one session must not reuse each other's. */
+  nextId = 1;
 
   constructor(
     /** Where requests go; a test may point it at another node of a cluster mid-session. */

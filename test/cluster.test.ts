@@ -215,6 +215,7 @@ test("two nodes racing to resume one saved session make one VM, and both answers
   const a = new RawMcpClient(nodes[0]!.url(), key);
   const b = new RawMcpClient(nodes[2]!.url(), key);
   a.sessionId = b.sessionId = client.sessionId;
+  b.nextId = 1_000; // one session: its requests' ids must differ, as one client's would
   const [ra, rb] = await Promise.all([entityNames(a), entityNames(b)]);
   assert.deepEqual([ra, rb], [["epsilon"], ["epsilon"]]);
   assert.equal(await totalSandboxes(), 1, "exactly one VM resumed");
