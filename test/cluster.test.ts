@@ -3,122 +3,36 @@
 // stickiness in front of them. Nodes are killed with SIGKILL, stopped with SIGSTOP and drained with
 // SIGTERM; every check reads what the nodes really did (Redis's records, each node's sandboxes, logs).
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { readFile, writeFile } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import { RawMcpClient } from "../bench/raw-mcp-client.js";
-import { testConfig } from "./helpers.js";
-import { eventually } from "./eventually.js";
 import { tenantsFileWith } from "./auth-helpers.js";
-import { REPO_ROOT } from "../src/main.js";
-import { scratchDir } from "./scratch-dir.js";
+import { eventually } from "./eventually.js";
 import { serversDirWith } from "./helpers.js";
-import { freePort } from "./services/free-port.js";
+import { clusterNodes, type GatewayNode } from "./services/gateway-cluster.js";
 import { startHaproxy, type TestHaproxy } from "./services/haproxy.js";
 import { startRedis, type TestRedis } from "./services/redis.js";
 
 const LEASE_MS = 3_000;
 
-class Node {
-  child: ChildProcess | undefined;
-  readonly log: string;
-
-  constructor(
-    readonly id: string,
-    readonly port: number,
-    private readonly env: Record<string, string>,
-    dir: string,
-  ) {
-    this.log = join(dir, `${id}.log`);
-  }
-
-  url(path = "/servers/memory/mcp"): string {
-    return `http://127.0.0.1:${this.port}${path}`;
-  }
-
-  /** Starts the gateway process and waits until it is ready. */
-  async start(): Promise<void> {
-    const out = createWriteStream(this.log, { flags: "a" });
-    await new Promise((r) => out.once("open", r));
-    const child = spawn(process.execPath, [join(REPO_ROOT, "bin", "mcpvisor"), "start", "--port", String(this.port), "--node-id", this.id], {
-      env: { ...process.env, ...this.env, MCPVISOR_LOG_FORMAT: "json", MCPVISOR_LOG_LEVEL: "info" },
-      stdio: ["ignore", out, out],
-    });
-    this.child = child;
-    const deadline = Date.now() + 300_000;
-    while (!(await fetch(this.url("/readyz")).then((r) => r.ok, () => false))) {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`node ${this.id} did not become ready; see ${this.log}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-
-  /** Sends `signal` and waits for the process to exit. */
-  async stop(signal: NodeJS.Signals): Promise<number | null> {
-    const child = this.child!;
-    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-    child.kill(signal);
-    return exited;
-  }
-
-  async logText(): Promise<string> {
-    return readFile(this.log, "utf8").catch(() => "");
-  }
-
-  /** Sandboxes that hold a session here and run (suspended ones are in the store), from the admin's status. */
-  async sessionSandboxes(): Promise<number> {
-    const status = (await (await fetch(this.url("/api/status"), { headers: { authorization: `Bearer ${admin}` } })).json()) as { servers: { leased?: { state: string }[] }[] };
-    return status.servers.flatMap((s) => s.leased ?? []).filter((s) => s.state !== "suspended").length;
-  }
-}
-
 let redis: TestRedis;
 let haproxy: TestHaproxy;
-let nodes: Node[];
+let nodes: GatewayNode[];
 let key: string;
-let admin: string;
 let slowKey: string;
 let tenantsPath: string;
 
 before(async () => {
   redis = await startRedis();
-  const dir = await scratchDir("mcpv-cluster");
-  // The shared store starts empty of templates; the guest images (built by `npm test`'s build step, and
-  // shared as they would be on a ReadWriteMany volume) are linked in, not rebuilt.
-  const store = join(dir, "store");
-  await mkdir(store, { recursive: true });
-  await symlink(join(testConfig().cacheDir, "images"), join(store, "images"));
   const serversDir = await serversDirWith({
     memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_500 }, pool: { prestarted: 1, warm: 1 } }),
   });
   const tenants = await tenantsFileWith({
     tenants: { acme: {}, ops: { admin: true }, slow: { limits: { requestsPerSecond: 0.01, burst: 4 } } },
   });
-  ({ acme: key, ops: admin, slow: slowKey } = tenants.keys as { acme: string; ops: string; slow: string });
+  ({ acme: key, slow: slowKey } = tenants.keys as { acme: string; slow: string });
   tenantsPath = tenants.path;
-  const secret = randomBytes(24).toString("hex");
-  nodes = [];
-  for (const id of ["n1", "n2", "n3"]) {
-    const port = await freePort();
-    nodes.push(
-      new Node(id, port, {
-        MCPVISOR_SERVERS_DIR: serversDir,
-        MCPVISOR_SERVERS: "memory",
-        MCPVISOR_CLUSTER_REDIS: redis.url,
-        MCPVISOR_CLUSTER_STORE: store,
-        MCPVISOR_CLUSTER_SECRET: secret,
-        MCPVISOR_NODE_LEASE_MS: String(LEASE_MS),
-        MCPVISOR_DRAIN_TIMEOUT_MS: "15000",
-        MCPVISOR_TENANTS_FILE: tenants.path,
-        MCPVISOR_CACHE_DIR: join(dir, `cache-${id}`),
-        MCPVISOR_RUN_DIR: `/tmp/mcpv-c${port}`,
-        MCPVISOR_AUDIT_LOG: "off",
-      }, dir),
-    );
-  }
+  nodes = await clusterNodes({ redis, serversDir, tenantsFile: tenants.path, adminKey: tenants.keys.ops!, nodes: 3, leaseMs: LEASE_MS });
   await Promise.all(nodes.map((n) => n.start()));
   haproxy = await startHaproxy(nodes.map((n) => n.port));
 });
@@ -126,8 +40,8 @@ before(async () => {
 after(async () => {
   await haproxy?.stop();
   for (const node of nodes ?? []) {
-    if (node.child?.signalCode === null && node.child.exitCode === null) {
-      node.child.kill("SIGCONT");
+    if (node.running) {
+      node.child!.kill("SIGCONT");
       await node.stop("SIGKILL");
     }
   }
@@ -150,7 +64,7 @@ async function entityNames(client: RawMcpClient): Promise<string[]> {
 }
 
 const record = (id: string) => redis.client.hgetall(`mcpvisor:session:${id}`);
-const totalSandboxes = async () => (await Promise.all(nodes.filter((n) => n.child?.exitCode === null && n.child.signalCode === null).map((n) => n.sessionSandboxes()))).reduce((a, b) => a + b, 0);
+const totalSandboxes = async () => (await Promise.all(nodes.filter((n) => n.running).map((n) => n.sessionSandboxes()))).reduce((a, b) => a + b, 0);
 
 test("the template is built once for the cluster, by one node", async () => {
   const logs = await Promise.all(nodes.map((n) => n.logText()));
