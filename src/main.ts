@@ -98,6 +98,7 @@ export async function createRuntime(
     log,
     suspendDir: join(sharedDir, "suspended"),
     limits: { maxVms: config.maxVms, maxQueue: config.vmQueue, queueTimeoutMs: config.vmQueueTimeoutMs },
+    ...(cluster ? { tenantSandboxes: cluster.runningSandboxes } : {}),
     runSlots: config.guestRunSlots,
   });
   let sessionStore: SessionRecords;
@@ -130,6 +131,7 @@ export async function createRuntime(
       accel: config.accel,
       runDir: config.runDir,
       log,
+      kvmCpu: config.kvmCpu,
     });
   // In a cluster one node builds the shared images while the others wait, then find them built.
   const plan = cluster ? cluster.builds.exclusive("guest-images", prepare) : prepare();
@@ -223,7 +225,14 @@ export async function startGateway(
   const metrics = new Metrics({ poolStats: () => pool.stats(), runGate: () => pool.runGateStats(), poolTargets: () => runtime.units.map((u) => ({ server: u.name, ...u.pool })) });
   const cluster = runtime.cluster;
   const clusterFace = cluster ? { peers: cluster.peers, held: () => cluster.lease.held(), leaseMs: cluster.leaseMs } : undefined;
-  const http = new HttpGateway(router, runtime.modern, readiness, log, { ...config, status, metrics, gatekeeper, audit, ...(clusterFace ? { cluster: clusterFace } : {}) });
+  const http = new HttpGateway(router, runtime.modern, readiness, log, {
+    ...config,
+    status,
+    metrics,
+    gatekeeper,
+    audit,
+    ...(cluster && clusterFace ? { cluster: clusterFace, streams: cluster.openStreams } : {}),
+  });
   port = await http.listen();
   gatewayPorts.add(port);
   log.info({ host: config.host, port, servers: runtime.manifests.map((m) => m.name) }, "gateway listening");

@@ -20,6 +20,7 @@ let haproxy: TestHaproxy;
 let nodes: GatewayNode[];
 let key: string;
 let slowKey: string;
+let tightKey: string;
 let tenantsPath: string;
 
 before(async () => {
@@ -28,9 +29,9 @@ before(async () => {
     memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_500 }, pool: { prestarted: 1, warm: 1 } }),
   });
   const tenants = await tenantsFileWith({
-    tenants: { acme: {}, ops: { admin: true }, slow: { limits: { requestsPerSecond: 0.01, burst: 4 } } },
+    tenants: { acme: {}, ops: { admin: true }, slow: { limits: { requestsPerSecond: 0.01, burst: 4 } }, tight: { limits: { maxSandboxes: 1, maxStreams: 1 } } },
   });
-  ({ acme: key, slow: slowKey } = tenants.keys as { acme: string; slow: string });
+  ({ acme: key, slow: slowKey, tight: tightKey } = tenants.keys as { acme: string; slow: string; tight: string });
   tenantsPath = tenants.path;
   nodes = await clusterNodes({ redis, serversDir, tenantsFile: tenants.path, adminKey: tenants.keys.ops!, nodes: 3, leaseMs: LEASE_MS });
   await Promise.all(nodes.map((n) => n.start()));
@@ -144,6 +145,35 @@ test("a tenant's rate limit holds across nodes", async () => {
   }
   assert.deepEqual(answers.filter((s) => s === 200).length, 4, `statuses: ${answers.join(" ")} (burst 4, counted once for the cluster)`);
   assert.ok(answers.slice(4).every((s) => s === 429));
+});
+
+test("a tenant's running sandboxes are counted across nodes: a second one elsewhere waits for the first to be suspended", async () => {
+  const first = new RawMcpClient(nodes[0]!.url(), tightKey);
+  await first.initialize();
+  await first.request("tools/call", { name: "read_graph", arguments: {} });
+  const second = new RawMcpClient(nodes[1]!.url(), tightKey);
+  await second.initialize();
+  await assert.rejects(second.request("tools/call", { name: "read_graph", arguments: {} }), /-32029.*running sandboxes across the cluster/);
+  // The first session's sandbox is suspended when idle (1.5 s): its hold is given back.
+  await eventually(async () => (await record(first.sessionId!)).state === "saved", "the first session to be saved", 30_000);
+  await second.request("tools/call", { name: "read_graph", arguments: {} });
+  await Promise.all([first.close(), second.close()]);
+});
+
+test("a tenant's open streams are counted across nodes", async () => {
+  const auth = { authorization: `Bearer ${tightKey}` };
+  const held = new AbortController();
+  const open = await fetch(nodes[0]!.url("/sse"), { headers: auth, signal: held.signal });
+  assert.equal(open.status, 200);
+  const refusedThere = await fetch(nodes[2]!.url("/sse"), { headers: auth });
+  assert.equal(refusedThere.status, 429, "the tenant's one stream is open on another node");
+  await refusedThere.text();
+  held.abort();
+  await eventually(async () => {
+    const again = await fetch(nodes[2]!.url("/sse"), { headers: auth, signal: AbortSignal.timeout(2_000) }).catch(() => undefined);
+    void again?.body?.cancel();
+    return again?.status === 200;
+  }, "the stream to be given back", 10_000);
 });
 
 test("a revoked key is refused on every node", async () => {

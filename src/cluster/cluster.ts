@@ -17,6 +17,8 @@ export class Cluster {
   readonly directory: SessionDirectory;
   readonly rate: ClusterRateLimiter;
   readonly openSessions: ClusterHolds;
+  readonly openStreams: ClusterHolds;
+  readonly runningSandboxes: ClusterHolds;
   readonly builds: ClusterBuildLocks;
   readonly peers: PeerForwarding;
 
@@ -32,6 +34,8 @@ export class Cluster {
     this.directory = new SessionDirectory(redis, lease);
     this.rate = new ClusterRateLimiter(redis);
     this.openSessions = new ClusterHolds(redis, lease, "sessions", "open sessions");
+    this.openStreams = new ClusterHolds(redis, lease, "streams", "open streams (SSE and WebSocket)");
+    this.runningSandboxes = new ClusterHolds(redis, lease, "sandboxes", "running sandboxes");
     this.builds = new ClusterBuildLocks(redis, lease.nodeId, log);
     this.peers = new PeerForwarding(lease.nodeId, secret, log);
   }
@@ -54,7 +58,7 @@ export class Cluster {
       url: config.nodeUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
       leaseMs: config.nodeLeaseMs,
       log,
-      companions: [ClusterHolds.keyOf("sessions", nodeId)],
+      companions: (["sessions", "streams", "sandboxes"] as const).map((kind) => ClusterHolds.keyOf(kind, nodeId)),
     });
     await lease.join();
     return new Cluster(redis, lease, config.nodeLeaseMs, config.clusterStore!, config.clusterSecret!, log);

@@ -46,6 +46,7 @@ const SAMPLES = {
   nodeUrl: ["http://10.0.0.7:8080/", "http://10.0.0.7:8080"],
   nodeLeaseMs: ["5000", 5000],
   drainTimeoutMs: ["1000", 1000],
+  kvmCpu: ["Skylake-Server-v4", "Skylake-Server-v4"],
 } satisfies Record<ConfigKey, [string, unknown]>;
 
 test("every setting is read from its variable, MCPVISOR_ and its name in upper snake case", () => {

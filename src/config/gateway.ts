@@ -111,6 +111,11 @@ export const GatewayConfigSchema = z
     nodeUrl: z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, "")).optional(),
     /** Cluster mode: a node that could not renew its lease for this long is fenced (its sessions end). */
     nodeLeaseMs: whole(1000).default(10_000),
+    /**
+     * Under KVM, the guest CPU model: `host` passes the host's own through; a cluster of different
+     * machines names a model every node offers (e.g. `Skylake-Server-v4`), so saved state loads anywhere.
+     */
+    kvmCpu: z.string().regex(/^[A-Za-z0-9_.,+=-]{1,100}$/, { error: "expected a QEMU CPU model name, e.g. host or Skylake-Server-v4" }).default("host"),
     /** On SIGTERM: how long idle sandboxes may take to be saved before the process exits. */
     drainTimeoutMs: whole(0).default(20_000),
   })

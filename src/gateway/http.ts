@@ -11,7 +11,7 @@ import type { ModernSessions } from "../router/modern-sessions.js";
 import { AGGREGATE, type Router } from "../router/router.js";
 import { faceRoute } from "./face-route.js";
 import type { AuditLog } from "../telemetry/audit-log.js";
-import { TenantCounter } from "../tenancy/tenant-counter.js";
+import { TenantCounter, type TenantHolds } from "../tenancy/tenant-counter.js";
 import { Edge, type GatewayEnv } from "./admission.js";
 import { bodyTooLarge, type Face } from "./face.js";
 import { HostPolicy } from "./host-check.js";
@@ -42,6 +42,8 @@ export interface HttpGatewayOptions {
   status?: StatusSources;
   /** In a cluster: forwarding to the nodes that run sessions. */
   cluster?: ClusterFaceOptions;
+  /** Tenants' open streams (SSE and WebSocket), counted across a cluster; in this process when absent. */
+  streams?: TenantHolds;
 }
 
 /**
@@ -67,7 +69,7 @@ export class HttpGateway {
     const { sessionIdleMs: idleMs, maxJsonDepth } = options;
     this.streamable = new StreamableHttpFace(router, log, { idleMs, maxBodyBytes: options.maxBodyBytes, maxJsonDepth, edge, modern, ...(options.cluster ? { cluster: options.cluster } : {}) });
     // SSE streams and WebSockets of a tenant count together against its open streams.
-    const streams = new TenantCounter("streams", "open streams (SSE and WebSocket)");
+    const streams = options.streams ?? new TenantCounter("streams", "open streams (SSE and WebSocket)");
     this.sse = new SseFace(router, log, { idleMs, streams, maxJsonDepth, edge });
     this.ws = new WebSocketFace(router, log, { idleMs, maxMessageBytes: options.maxBodyBytes, maxJsonDepth, edge, streams, modern });
     const app = this.app;

@@ -3,7 +3,7 @@ import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "hono";
 import { AGGREGATE, type Route } from "../router/router.js";
-import type { TenantCounter } from "../tenancy/tenant-counter.js";
+import type { TenantHolds } from "../tenancy/tenant-counter.js";
 import { edgeRequestOf, type GatewayEnv } from "./admission.js";
 import { noSuchServer, SessionFace, type FaceOptions } from "./face.js";
 import { errorReply, parseJsonRpc } from "./json-rpc.js";
@@ -14,7 +14,7 @@ export type NodeContext = Context<GatewayEnv>;
 /** `edge` admits nothing here (hono's middleware did): it audits refusals met later and watches each stream's credential. */
 export interface SseFaceOptions extends FaceOptions {
   /** Each session's event stream counts against its tenant's open streams. */
-  streams: TenantCounter;
+  streams: TenantHolds;
 }
 
 /**
@@ -34,7 +34,7 @@ export class SseFace extends SessionFace<SSEServerTransport, SseFaceOptions> {
     const refuse = (error: unknown) => failureResponse(this.options.edge.refuse(edgeRequestOf(c), error, principal.subject).failure);
     let releaseStream: () => void;
     try {
-      releaseStream = this.options.streams.take(principal.tenant, principal.limits.maxStreams);
+      releaseStream = await this.options.streams.take(principal.tenant, principal.limits.maxStreams);
     } catch (error) {
       if (!isRefusal(error)) throw error;
       return refuse(error);

@@ -7,7 +7,7 @@ import { AccessError } from "../auth/access-error.js";
 import { mayUseServer, type Principal } from "../auth/principal.js";
 import type { ModernSessions } from "../router/modern-sessions.js";
 import { AGGREGATE, type Route, type Router } from "../router/router.js";
-import type { TenantCounter } from "../tenancy/tenant-counter.js";
+import type { TenantHolds } from "../tenancy/tenant-counter.js";
 import { edgeRequest, type EdgeRequest } from "./admission.js";
 import { noSuchServer, SessionFace, type FaceOptions } from "./face.js";
 import { searchesTools } from "./face-route.js";
@@ -23,7 +23,7 @@ const POLICY_VIOLATION = 1008;
 export interface WebSocketFaceOptions extends FaceOptions {
   maxMessageBytes: number;
   /** Each socket counts against its tenant's open streams. */
-  streams: TenantCounter;
+  streams: TenantHolds;
   /** Where the socket's 2026-07-28 requests are served. */
   modern: ModernSessions;
 }
@@ -60,7 +60,7 @@ export class WebSocketFace extends SessionFace<WebSocketServerTransport, WebSock
     if (!admitted.ok) return refuse(socket, admitted.failure);
     if (route === undefined) return refuse(socket, refused(404, ErrorCode.InvalidRequest, "No WebSocket endpoint here; use /ws (every server) or /servers/<name>/ws"));
     if (!this.router.hasRoute(route)) return refuse(socket, noSuchServer(route));
-    const held = this.holdStream(request, admitted.principal, route);
+    const held = await this.holdStream(request, admitted.principal, route);
     if (!held.ok) return refuse(socket, held.failure);
     const { principal } = admitted;
     this.wss.handleUpgrade(req, socket, head, (ws) => {
@@ -71,10 +71,10 @@ export class WebSocketFace extends SessionFace<WebSocketServerTransport, WebSock
   }
 
   /** The socket's place among its tenant's open streams, if the tenant may use `route` and has one free. */
-  private holdStream(request: EdgeRequest, principal: Principal, route: Route): { ok: true; release: () => void } | { ok: false; failure: WireFailure } {
+  private async holdStream(request: EdgeRequest, principal: Principal, route: Route): Promise<{ ok: true; release: () => void } | { ok: false; failure: WireFailure }> {
     try {
       if (route !== AGGREGATE && !mayUseServer(principal, route)) throw new AccessError(`Tenant '${principal.tenant}' may not use server '${route}'`);
-      return { ok: true, release: this.options.streams.take(principal.tenant, principal.limits.maxStreams) };
+      return { ok: true, release: await this.options.streams.take(principal.tenant, principal.limits.maxStreams) };
     } catch (error) {
       if (!isRefusal(error)) throw error;
       return this.options.edge.refuse(request, error, principal.subject);

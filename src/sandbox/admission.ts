@@ -1,6 +1,7 @@
 import type { Sandbox } from "./sandbox.js";
 import { VmBudget, type VmBudgetLimits } from "./vm-budget.js";
 import { QuotaError } from "../tenancy/quota-error.js";
+import type { TenantHolds } from "../tenancy/tenant-counter.js";
 
 /** Whose sandbox it is: the tenant it counts against, and how many running sandboxes that tenant may have. */
 export interface LeaseOwner {
@@ -25,6 +26,11 @@ export class SandboxAdmission {
     limits: VmBudgetLimits,
     /** Ends one idle pooled VM (its slot comes back when it exits); false when there is none. */
     private readonly dropPooledVm: () => boolean,
+    /**
+     * In a cluster, the tenant's running sandboxes on every node: a hold is taken for each admission and
+     * given back when its sandbox is suspended or ends.
+     */
+    private readonly cluster?: TenantHolds,
   ) {
     this.budget = new VmBudget(limits, () => this.dropPooledVm() || this.suspendLeastRecentlyUsed());
   }
@@ -72,6 +78,7 @@ export class SandboxAdmission {
       await idle.suspend();
       if (this.running(tenant) >= limit) throw new QuotaError("sandboxes", `Tenant '${tenant}' already runs ${limit} sandboxes, its limit; retry shortly`);
     }
+    const releaseHold = await this.clusterHold(owner);
     this.reserved.set(tenant, (this.reserved.get(tenant) ?? 0) + 1);
     let done = false;
     return (sandbox) => {
@@ -82,7 +89,31 @@ export class SandboxAdmission {
         this.leased.set(sandbox, tenant);
         sandbox.on("closed", () => this.leased.delete(sandbox));
       }
+      // The cluster-wide hold lasts while the sandbox runs: until it is suspended or ends.
+      if (!sandbox || sandbox.state === "suspended" || sandbox.state === "destroyed") return releaseHold();
+      const stops: (() => void)[] = [];
+      const ended = () => {
+        releaseHold();
+        for (const stop of stops) stop();
+      };
+      stops.push(sandbox.on("suspended", ended), sandbox.on("closed", ended));
     };
+  }
+
+  /**
+   * The tenant's hold on one running sandbox across the cluster. At the limit there, one of its idle
+   * sandboxes on this node is suspended to make room, once; else the QuotaError stands.
+   */
+  private async clusterHold({ tenant, maxSandboxes: limit }: LeaseOwner): Promise<() => void> {
+    if (!this.cluster || !Number.isFinite(limit)) return () => undefined;
+    try {
+      return await this.cluster.take(tenant, limit);
+    } catch (error) {
+      const idle = error instanceof QuotaError ? this.leastRecentlyUsedIdle(tenant) : undefined;
+      if (!idle) throw error;
+      await idle.suspend();
+      return this.cluster.take(tenant, limit);
+    }
   }
 
   private suspendLeastRecentlyUsed(): boolean {

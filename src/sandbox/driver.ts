@@ -21,6 +21,11 @@ export interface VmSpec {
   /** Extra kernel command-line words the image build computed for this host (e.g. tsc_early_khz). */
   kernelArgs: string[];
   /**
+   * Under KVM, a named CPU model instead of the host's own: a cluster of different machines names one
+   * they all offer, so that a sandbox saved on one node resumes on another. Absent: `-cpu host`.
+   */
+  kvmCpu?: string;
+  /**
    * The server whose egress policy serves this VM's egress port. Absent: the VM has no egress port (and,
    * like every guest, no network device).
    */

@@ -26,6 +26,8 @@ export interface PrepareOptions {
   accel: AccelSetting;
   runDir: string;
   log: Logger;
+  /** Under KVM, the guest CPU model (`host`: the host's own). Part of each spec, so of each template's key. */
+  kvmCpu?: string;
 }
 
 /**
@@ -84,6 +86,7 @@ export async function prepareGuests(units: SandboxUnit[], options: PrepareOption
         // Stage 2 mounts /workspace with this size (sandbox/image/guest/stage2).
         kernelArgs: [...kernelArgs, `mcpvisor.workspace_mib=${unit.guest.workspaceMiB}`],
         ...(unit.networked ? { egressServer: unit.networked.name } : {}),
+        ...(accel.accel === "kvm" && options.kvmCpu && options.kvmCpu !== "host" ? { kvmCpu: options.kvmCpu } : {}),
       })),
     );
   }

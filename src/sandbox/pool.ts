@@ -1,3 +1,4 @@
+import type { TenantHolds } from "../tenancy/tenant-counter.js";
 import type { Logger } from "pino";
 import type { ServerManifest } from "../config/manifest.js";
 import type { SandboxUnit } from "../config/sandbox-unit.js";
@@ -28,6 +29,8 @@ export interface SandboxPoolOptions {
   runSliceMs?: number;
   /** A warm pool grown by demand shrinks by one clone after this long without a miss (default 60 s). */
   warmShrinkAfterMs?: number;
+  /** Tenants' running sandboxes counted beyond this process (a cluster), besides this pool's own count. */
+  tenantSandboxes?: TenantHolds;
 }
 
 /**
@@ -53,8 +56,10 @@ export class SandboxPool {
     this.runGate = new SlotGate(options.runSlots ?? 0, options.runSliceMs ?? 50);
     // As many saves at once as there are run slots (one when the run gate is off).
     this.suspendGate = new SlotGate(Math.max(options.runSlots ?? 0, 1));
-    this.admission = new SandboxAdmission(options.limits ?? { maxVms: 64, maxQueue: 64, queueTimeoutMs: 10_000 }, () =>
-      [...this.units.values()].some((s) => s.dropIdle()),
+    this.admission = new SandboxAdmission(
+      options.limits ?? { maxVms: 64, maxQueue: 64, queueTimeoutMs: 10_000 },
+      () => [...this.units.values()].some((s) => s.dropIdle()),
+      options.tenantSandboxes,
     );
   }
 

@@ -28,7 +28,7 @@ export const QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,
  * idle), and without it, or without a high-resolution clocksource (`tsc=reliable` below), Linux never
  * leaves its periodic 250 Hz tick: every idle guest then costs the host CPU to emulate 250 timer
  * interrupts a second. With both the guest is tickless when idle (docs/design/run-gate.md, measured).
- * Under KVM `-cpu host` has ARAT and kvm-clock.
+ * Under KVM `-cpu host` (or the named model of a cluster, `kvmCpu`) has ARAT and kvm-clock.
  */
 export const TCG_CPU = "qemu64,+arat";
 
@@ -48,7 +48,7 @@ export function qemuArgs(launch: QemuLaunch): string[] {
     tcg ? "tsc=reliable" : "",
     ...spec.kernelArgs, ...(launch.cmdlineExtra ?? []),
   ].filter(Boolean);
-  const accel = tcg ? ["-accel", `tcg,tb-size=${launch.tcgTbSizeMiB ?? 128}`, "-cpu", TCG_CPU] : ["-accel", "kvm", "-cpu", "host"];
+  const accel = tcg ? ["-accel", `tcg,tb-size=${launch.tcgTbSizeMiB ?? 128}`, "-cpu", TCG_CPU] : ["-accel", "kvm", "-cpu", spec.kvmCpu ?? "host"];
   return [
     // Thread names (CPU 0/TCG, IO mon_iothread…) in /proc and top: where a VM's host CPU goes.
     "-name", "mcpvisor,debug-threads=on",
