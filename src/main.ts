@@ -222,7 +222,12 @@ export async function startGateway(
     sessionCounts: (): Record<string, number> => http.sessionCounts(),
     tenantUsage: (tenant: string) => router.tenantUsage(tenant),
   };
-  const metrics = new Metrics({ poolStats: () => pool.stats(), runGate: () => pool.runGateStats(), poolTargets: () => runtime.units.map((u) => ({ server: u.name, ...u.pool })) });
+  const metrics = new Metrics({
+    poolStats: () => pool.stats(),
+    runGate: () => pool.runGateStats(),
+    poolTargets: () => runtime.units.map((u) => ({ server: u.name, ...u.pool })),
+    ...(runtime.cluster ? { clusterLeaseHeld: () => runtime.cluster!.lease.held() } : {}),
+  });
   const cluster = runtime.cluster;
   const clusterFace = cluster ? { peers: cluster.peers, held: () => cluster.lease.held(), leaseMs: cluster.leaseMs } : undefined;
   const http = new HttpGateway(router, runtime.modern, readiness, log, {

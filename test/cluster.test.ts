@@ -80,8 +80,8 @@ test("through haproxy's round robin every request of a session is served, by one
   assert.equal(rec.state, "running");
   assert.ok(["n1", "n2", "n3"].includes(rec.owner!));
   assert.equal(await totalSandboxes(), 1, "one VM in the whole cluster holds the session");
-  const forwarded = (await Promise.all(nodes.map((n) => n.logText()))).some((t) => t.includes(client.sessionId!));
-  assert.ok(forwarded);
+  const forwards = await Promise.all(nodes.map((n) => n.metric('mcpvisor_cluster_events_total{kind="forward",outcome="ok"}')));
+  assert.ok(forwards.reduce((a, b) => a + b, 0) >= 4, `requests forwarded to the owner, per node: ${forwards.join(", ")}`);
   await client.close();
 });
 
@@ -122,6 +122,8 @@ test("a node stopped with SIGSTOP past its lease is fenced when it wakes: its se
   await eventually(async () => (await n2.sessionSandboxes()) === 0, "n2's session sandboxes to be gone", 10_000);
   assert.deepEqual(await record(client.sessionId!), {}, "nothing n2 did on waking brought the session back");
   await eventually(async () => (await fetch(n2.url("/readyz"))).ok, "n2 to serve again", 10_000);
+  assert.equal(await n2.metric('mcpvisor_cluster_events_total{kind="fenced",outcome="fenced"}'), 1);
+  await eventually(async () => (await n2.metric("mcpvisor_cluster_lease_held")) === 1, "n2 to hold a lease again (a new epoch)", 10_000);
 });
 
 test("two nodes racing to resume one saved session make one VM, and both answers are the session's", async () => {

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { events } from "../telemetry/events.js";
 import { keys, type Redis } from "./redis.js";
 
 /** Renews the lease if it is still this node's epoch; also keeps the node's quota holds alive with it. */
@@ -93,6 +94,7 @@ export class NodeLease {
   fence(why: string): Promise<void> {
     this.fencing ??= (async () => {
       this.options.log.error({ node: this.options.nodeId, epoch: this.epochValue, why }, "node fenced: ending every session it runs");
+      events.cluster.publish({ kind: "fenced" });
       for (const listener of this.lostListeners) await listener().catch((err: Error) => this.options.log.error({ err }, "fencing step failed"));
       while (!this.closed) {
         try {

@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { Agent, request, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Logger } from "pino";
+import { events } from "../telemetry/events.js";
 
 const BY = "x-mcpvisor-forwarded-by";
 const AT = "x-mcpvisor-forwarded-at";
@@ -63,6 +64,7 @@ export class PeerForwarding {
         if (answered) return res.destroy();
         answered = true;
         this.log.warn({ owner: target.node, url: target.url, why }, "the node running a session cannot be reached");
+        events.cluster.publish({ kind: "forward", outcome: "unreachable" });
         upstream.destroy();
         resolve(false);
       };
@@ -78,6 +80,7 @@ export class PeerForwarding {
       upstream.once("response", (answer) => {
         answered = true;
         clearTimeout(connecting);
+        events.cluster.publish({ kind: "forward", outcome: "ok" });
         res.writeHead(answer.statusCode ?? 502, withoutHopByHop(answer.headers));
         // A stream (SSE) is flushed as it comes; the client going away ends the upstream request too.
         res.flushHeaders();

@@ -127,6 +127,7 @@ export class Router {
    */
   async revive(id: string, route: Route, transport: Transport, principal: Principal = LOCAL_PRINCIPAL, toolSearch = false): Promise<Revived | { elsewhere: { node: string; url: string } } | undefined> {
     const claim = this.store ? await this.store.claim(id, principal.tenant, route) : { kind: "none" as const };
+    events.cluster.publish({ kind: "claim", outcome: claim.kind === "saved" ? "revived" : claim.kind === "elsewhere" ? "elsewhere" : "gone" });
     if (claim.kind === "elsewhere") return { elsewhere: { node: claim.node, url: claim.url } };
     if (claim.kind === "none") return undefined;
     const stored = claim.record;

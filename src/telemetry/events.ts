@@ -107,6 +107,15 @@ export interface EgressRecord {
   claimed?: unknown;
 }
 
+/** What a cluster node did about a session it does not run, or about its own lease (docs/design/cluster.md). */
+export type ClusterRecord =
+  /** A request sent to the node that runs its session: answered, or that node could not be reached. */
+  | { kind: "forward"; outcome: "ok" | "unreachable" }
+  /** A request named a session not open here: revived here from its saved record, running elsewhere, or gone. */
+  | { kind: "claim"; outcome: "revived" | "elsewhere" | "gone" }
+  /** This node lost its lease and dropped its sessions. */
+  | { kind: "fenced" };
+
 export interface SessionRecord {
   transport: string;
   route: string;
@@ -123,6 +132,7 @@ export const events = {
   sessionOpened: channel("mcpvisor:session:opened"),
   sessionClosed: channel("mcpvisor:session:closed"),
   egress: channel("mcpvisor:egress"),
+  cluster: channel("mcpvisor:cluster"),
 } as const;
 
 /** How long `publishSoon` holds a record: long enough for the answer it follows to reach its client. */

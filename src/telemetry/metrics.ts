@@ -5,6 +5,7 @@ import {
   events,
   flushTelemetry,
   type Outcome,
+  type ClusterRecord,
   type EgressRecord,
   type RequestRecord,
   type SandboxCrashRecord,
@@ -83,6 +84,8 @@ export interface MetricsOptions {
   runGate?: () => { running: number; waiting: number };
   /** Each server's configured pool sizes (the manifests' `pool`). */
   poolTargets?: () => PoolTarget[];
+  /** In a cluster: whether this node holds its lease now; read at each scrape. */
+  clusterLeaseHeld?: () => boolean;
   /** Node.js process metrics (prom-client's defaults); default true. */
   processMetrics?: boolean;
 }
@@ -213,6 +216,26 @@ export class Metrics {
       help: "Bytes sandboxes moved through their egress: `out` from the guest, `in` to it.",
       labelNames: ["server", "direction"],
       registers,
+    });
+    const cluster = new Counter({
+      name: "mcpvisor_cluster_events_total",
+      help: "Sessions not open in this process asked for by id (kind claim: revived here from a saved record, running on another node, gone); in cluster mode also requests forwarded to the node running their session (kind forward: ok, unreachable) and leases lost (kind fenced).",
+      labelNames: ["kind", "outcome"],
+      registers,
+    });
+    this.on(events.cluster.name, (message) => {
+      const r = message as ClusterRecord;
+      cluster.inc({ kind: r.kind, outcome: r.kind === "fenced" ? "fenced" : r.outcome });
+    });
+    const leaseHeld = options.clusterLeaseHeld;
+    new Gauge({
+      name: "mcpvisor_cluster_lease_held",
+      help: "Cluster mode: 1 while this node holds its lease (it may serve sessions), 0 while it is fenced and joining again.",
+      registers,
+      collect() {
+        this.reset();
+        if (leaseHeld) this.set(leaseHeld() ? 1 : 0);
+      },
     });
     this.egressDnsRefused = new Counter({
       name: "mcpvisor_egress_dns_refused_total",

@@ -62,6 +62,13 @@ export class GatewayNode {
     return readFile(this.log, "utf8").catch(() => "");
   }
 
+  /** A series' value in this node's /metrics (0 when absent). */
+  async metric(series: string): Promise<number> {
+    const text = await (await fetch(this.url("/metrics"), { headers: { authorization: `Bearer ${this.adminKey}` } })).text();
+    const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+    return line ? Number(line.slice(series.length + 1)) : 0;
+  }
+
   /** Sandboxes that hold a session here and run (suspended ones are in the store), from the admin's status. */
   async sessionSandboxes(): Promise<number> {
     const status = (await (await fetch(this.url("/api/status"), { headers: { authorization: `Bearer ${this.adminKey}` } })).json()) as { servers: { leased?: { state: string }[] }[] };
