@@ -1,3 +1,4 @@
+import { templateIdOf } from "./template.js";
 import assert from "node:assert/strict";
 import { after, beforeEach, describe, test } from "node:test";
 import type { JsonRpcMessage } from "../../sandbox/agent/protocol.js";
@@ -72,7 +73,7 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await lease.suspendIfIdle();
     const ref = lease.savedRef;
     assert.ok(ref, "suspended: a saved ref");
-    assert.equal(ref.templateKey, (await pool.template("fake")).key);
+    assert.equal(ref.templateKey, templateIdOf(await pool.template("fake")));
     assert.equal(lease.running, false);
     assert.equal(driver.running, 0, "a suspended sandbox holds no VMM");
     const acquired = await lease.ready();
@@ -80,6 +81,23 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     assert.equal(text(await call("recall", { key: "k" })), "v1");
     assert.ok(savedChanges() >= 2, "the holder heard of the suspend and the resume");
     assertObeysTable(transitions.edges());
+    await pool.close();
+  });
+
+  test("a saved sandbox is adopted only over the very template bytes it was saved against, not another build under the same key", async () => {
+    const { pool } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
+    const { lease, call } = leaseOn(pool, "s-bytes");
+    await call("remember", { key: "k", value: "v1" });
+    await lease.suspendIfIdle();
+    const ref = lease.savedRef!;
+    await lease.release({ keep: true });
+    const meta = await pool.template("fake");
+    const otherBytes = { ...ref, templateKey: templateIdOf({ ...meta, ramSha256: "0".repeat(64) }) };
+    assert.ok(otherBytes.templateKey.startsWith(`${meta.key}-`), "same key");
+    assert.equal(await pool.adopt({ scope: "session", server: "fake", session: "s-bytes" }, OWNER, otherBytes, IGNORE), undefined, "refused");
+    const adopted = await pool.adopt({ scope: "session", server: "fake", session: "s-bytes" }, OWNER, ref, IGNORE);
+    assert.ok(adopted, "the right bytes: adopted");
+    await adopted.release({ keep: false });
     await pool.close();
   });
 
@@ -96,7 +114,7 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await Promise.allSettled([suspending, released]);
     assert.deepEqual(transitions.edges(sandboxId).slice(-2), ["idle>suspending", "suspending>destroyed"]);
     assert.equal(driver.running, 0);
-    const ref = { server: "fake", sandboxId, templateKey: (await pool.template("fake")).key };
+    const ref = { server: "fake", sandboxId, templateKey: templateIdOf(await pool.template("fake")) };
     assert.equal(await pool.adopt({ scope: "session", server: "fake", session: "s3" }, OWNER, ref, IGNORE), undefined, "nothing saved is left to adopt");
     await pool.close();
   });

@@ -8,7 +8,7 @@ import { TemplateStatus } from "./lifecycle.js";
 import { Sandbox, type SandboxHost, type SandboxOptions, type SandboxTimings } from "./sandbox.js";
 import type { SuspendStore } from "./suspend-store.js";
 import type { SlotGate } from "./slot-gate.js";
-import { preparedFor, type GuestPreparation, type Template, type TemplateStore } from "./template.js";
+import { preparedFor, templateIdOf, type GuestPreparation, type Template, type TemplateStore } from "./template.js";
 
 export interface ServerPoolStats {
   /** The unit's name: a server's, or a shared sandbox's. */
@@ -150,8 +150,8 @@ export class ServerPool {
    */
   async adopt(sandboxId: string, templateKey: string): Promise<Sandbox | undefined> {
     const template = await this.templateReady;
-    if (template.meta.key !== templateKey || !(await this.context.saved.exists(this.unit.name, sandboxId))) return undefined;
-    const sandbox = Sandbox.suspended(this.unit.name, sandboxId, template.meta.key, this.sandboxOptions, this.host);
+    if (templateIdOf(template.meta) !== templateKey || !(await this.context.saved.exists(this.unit.name, sandboxId))) return undefined;
+    const sandbox = Sandbox.suspended(this.unit.name, sandboxId, templateKey, this.sandboxOptions, this.host);
     return this.lease(sandbox, { source: "prestarted", resumeMs: 0 });
   }
 
@@ -207,7 +207,7 @@ export class ServerPool {
       throw err;
     }
     slot.hold(pending.exited);
-    return Sandbox.pooled(this.unit.name, pending, template.meta.key, this.sandboxOptions, this.host);
+    return Sandbox.pooled(this.unit.name, pending, templateIdOf(template.meta), this.sandboxOptions, this.host);
   }
 
   /** Saving a leased sandbox to disk and bringing it back, on a VMM from this pool. */

@@ -3,7 +3,8 @@ import { join } from "node:path";
 
 /**
  * What a suspended sandbox leaves behind: enough to find its saved state again, after a gateway restart
- * too. The template key pins the template it was cloned from (a saved diff loads on that one only).
+ * or on another node. `templateKey` is the template's id (`templateIdOf`: its key and a digest of its
+ * bytes): a saved diff loads over those very bytes only.
  */
 export interface SavedRef {
   server: string;

@@ -1,4 +1,5 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -45,6 +46,16 @@ export interface Template {
   snapshot: SnapshotFiles;
   spec: VmSpec;
   meta: TemplateMeta;
+}
+
+/**
+ * What a saved sandbox names its template by: the key (the inputs) and a digest of the bytes. A RAM diff
+ * loads only over the very bytes it was taken against; a template rebuilt under the same key (another
+ * node's build, a store wiped and refilled) has other bytes, so another id, and the diff is refused
+ * rather than loaded over the wrong memory.
+ */
+export function templateIdOf(meta: TemplateMeta): string {
+  return `${meta.key}-${createHash("sha256").update(meta.ramSha256).update(meta.stateSha256).digest("hex").slice(0, 16)}`;
 }
 
 /** What the preparation returned for `server` when the template was made. */
