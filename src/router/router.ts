@@ -66,7 +66,7 @@ export class Router {
     session.toolSearch = options.toolSearch ?? false;
     session.onClosed(release);
     // Only sessions a client can name again (Streamable HTTP's Mcp-Session-Id) are worth saving.
-    if (options.persistent && this.store && !stateless) session.enablePersistence(this.store, route);
+    if (options.persistent && this.store && !stateless) session.enablePersistence(this.store, route, options.revived ?? false);
     events.sessionOpened.publish({ transport: transportKind, route });
     session.onClosed(() => events.sessionClosed.publish({ transport: transportKind, route }));
     this.sessions.add(session);

@@ -25,6 +25,11 @@ export class SessionPersistence {
      * node revives it (`handsOffSaved`), or another node owns it now.
      */
     private readonly letGo: () => void,
+    /**
+     * Revived from its record, which the claim made this node's (in a cluster) or which stays until a
+     * sandbox resumes (one node): nothing to record at its (replayed) initialize.
+     */
+    private readonly revived = false,
   ) {}
 
   /** Writes what `build` returns, or marks the session running here when it returns undefined. */
@@ -50,7 +55,7 @@ export class SessionPersistence {
    */
   async opened(): Promise<void> {
     const id = this.id();
-    if (id === undefined || this.done) return;
+    if (id === undefined || this.done || this.revived) return;
     const step = this.chain.then(() => this.store.running(id, this.tenant, this.route));
     this.chain = step.catch(() => undefined);
     await step;

@@ -361,8 +361,8 @@ export abstract class Session {
   }
 
   /** Lets this session be saved while its sandboxes are suspended, to outlive a gateway restart. */
-  enablePersistence(store: SessionRecords, route: string): void {
-    this.persistence = new SessionPersistence(store, route, this.owner.principal.tenant, () => this.transport.sessionId, this.log, () => void this.close());
+  enablePersistence(store: SessionRecords, route: string, revived: boolean): void {
+    this.persistence = new SessionPersistence(store, route, this.owner.principal.tenant, () => this.transport.sessionId, this.log, () => void this.close(), revived);
   }
 
   /** Brings back a sandbox this session had before a gateway restart; false if it cannot come back. */
