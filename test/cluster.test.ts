@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import { after, before, test } from "node:test";
+import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from "@modelcontextprotocol/client";
 import { RawMcpClient } from "../bench/raw-mcp-client.js";
 import { tenantsFileWith } from "./auth-helpers.js";
 import { eventually } from "./eventually.js";
@@ -21,6 +22,7 @@ let nodes: GatewayNode[];
 let key: string;
 let slowKey: string;
 let tightKey: string;
+let modernKey: string;
 let tenantsPath: string;
 
 before(async () => {
@@ -29,9 +31,9 @@ before(async () => {
     memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 1_500 }, pool: { prestarted: 1, warm: 1 } }),
   });
   const tenants = await tenantsFileWith({
-    tenants: { acme: {}, ops: { admin: true }, slow: { limits: { requestsPerSecond: 0.01, burst: 4 } }, tight: { limits: { maxSandboxes: 1, maxStreams: 1 } } },
+    tenants: { acme: {}, modern: {}, ops: { admin: true }, slow: { limits: { requestsPerSecond: 0.01, burst: 4 } }, tight: { limits: { maxSandboxes: 1, maxStreams: 1 } } },
   });
-  ({ acme: key, slow: slowKey, tight: tightKey } = tenants.keys as { acme: string; slow: string; tight: string });
+  ({ acme: key, slow: slowKey, tight: tightKey, modern: modernKey } = tenants.keys as { acme: string; slow: string; tight: string; modern: string });
   tenantsPath = tenants.path;
   nodes = await clusterNodes({ redis, serversDir, tenantsFile: tenants.path, adminKey: tenants.keys.ops!, nodes: 3, leaseMs: LEASE_MS });
   await Promise.all(nodes.map((n) => n.start()));
@@ -82,6 +84,20 @@ test("through haproxy's round robin every request of a session is served, by one
   assert.equal(await totalSandboxes(), 1, "one VM in the whole cluster holds the session");
   const forwards = await Promise.all(nodes.map((n) => n.metric('mcpvisor_cluster_events_total{kind="forward",outcome="ok"}')));
   assert.ok(forwards.reduce((a, b) => a + b, 0) >= 4, `requests forwarded to the owner, per node: ${forwards.join(", ")}`);
+  await client.close();
+});
+
+test("2026-07-28 requests of one principal, spread by round robin, reach its one session on one node", async () => {
+  const client = new ModernClient({ name: "cluster-test", version: "0" }, { versionNegotiation: { mode: "auto" } });
+  await client.connect(new ModernTransport(new URL(viaLb()), { requestInit: { headers: { authorization: `Bearer ${modernKey}` } } }));
+  await client.callTool({ name: "create_entities", arguments: { entities: [{ name: "theta", entityType: "t", observations: ["x"] }] } });
+  for (let i = 0; i < 6; i++) {
+    const result = (await client.callTool({ name: "read_graph", arguments: {} })) as { structuredContent?: { entities: { name: string }[] } };
+    assert.deepEqual(result.structuredContent?.entities.map((e) => e.name).filter((n) => n !== "warm-up"), ["theta"]);
+  }
+  const ids = (await redis.client.keys("mcpvisor:session:principal-*"));
+  assert.equal(ids.length, 1, "one session for the principal in the cluster");
+  assert.equal((await redis.client.hgetall(ids[0]!)).state, "running");
   await client.close();
 });
 
