@@ -144,6 +144,7 @@ export async function createRuntime(
     pool.add(unit, spec, progress);
   }
   readiness.watchPools(() => pool.stats());
+  if (cluster) readiness.watchClusterLease(() => cluster.lease.held());
   const settled = Promise.allSettled(manifests.map((m) => pool.template(m.name))).then(() => waitForPools(pool));
 
   return {

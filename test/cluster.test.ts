@@ -203,6 +203,18 @@ test("a revoked key is refused on every node", async () => {
   }
 });
 
+test("Redis out of reach: every node fences itself, leaves the rotation (/readyz 503), and comes back with Redis", async () => {
+  const client = await sessionHolding(viaLb(), "iota");
+  await redis.client.call("CLIENT", "PAUSE", String(LEASE_MS * 3), "ALL"); // a real Redis stall, longer than the lease
+  for (const node of nodes) {
+    await eventually(async () => (await fetch(node.url("/readyz"))).status === 503, `${node.id} to leave the rotation`, LEASE_MS * 2);
+  }
+  for (const node of nodes) await eventually(async () => (await fetch(node.url("/readyz"))).ok, `${node.id} to be back`, LEASE_MS * 5);
+  // Its idle save was held up by the stall, and then refused (its node had re-joined under a new epoch):
+  // no node could prove it owned the session, so it is gone rather than answered stale.
+  await assert.rejects(entityNames(client), /HTTP 404/);
+});
+
 test("SIGTERM drains a node: its busy session is saved, and carries on on another node", async () => {
   const n3 = nodes[2]!;
   const client = await sessionHolding(n3.url(), "zeta");
