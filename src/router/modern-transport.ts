@@ -2,19 +2,18 @@ import type { Transport, TransportSendOptions } from "@modelcontextprotocol/sdk/
 import { ErrorCode } from "@modelcontextprotocol/sdk/types.js";
 import { INPUT_STATE_TTL_S, InputStateCodec, inputKeyOf, inputRequestsOf, inputResponseOf, type AskedInput, type InputState } from "./input-requests.js";
 import { isObject, isRequest, isResponse, type JSONRPCMessage, type JSONRPCNotification, type JSONRPCRequest, type JSONRPCResponse, type RequestId } from "./messages.js";
+import { ListenStreams } from "./listen-streams.js";
 import {
   CACHEABLE_METHODS,
-  filterAccepts,
   isSubscriptionNotification,
   logLevelAtLeast,
-  META,
   ModernErrorCode,
   modernMetaOf,
   paramHeaderMismatch,
   type ModernRequestMeta,
   type SubscriptionFilter,
 } from "./modern-protocol.js";
-import { declaresTasks, newTask, setStatus, settle, TASK_TTL_MS, TASKS_EXTENSION, taskView, type Task, type TaskPolicy } from "./tasks.js";
+import { declaresTasks, setStatus, TaskBoard, TASK_TTL_MS, TASKS_EXTENSION, taskView, type Task, type TaskPolicy } from "./tasks.js";
 
 /** Where one modern request's answer goes: a face's HTTP response (or, later, a WebSocket or stdio line). */
 export interface ModernReplyTarget {
@@ -81,10 +80,9 @@ export class ModernTransport implements Transport {
   onabandoned?: (id: RequestId, why: string) => void;
   /** What the session knows of a tools/call's tool: whether, and when, it becomes a task, and its inputSchema. */
   toolFacts?: (request: JSONRPCRequest) => Promise<{ policy: TaskPolicy; inputSchema: unknown }>;
-  private readonly tasks = new Map<string, Task>();
+  private readonly tasks = new TaskBoard();
   private readonly exchanges = new Map<RequestId, Exchange>();
-  /** Open `subscriptions/listen` streams, by the session's id of their request. */
-  private readonly subscriptions = new Map<RequestId, { clientId: RequestId; filter: SubscriptionFilter; target: ModernReplyTarget }>();
+  private readonly listening = new ListenStreams();
   private next = 0;
   private asks = 0;
   private closed = false;
@@ -146,7 +144,7 @@ export class ModernTransport implements Transport {
       this.end(message.id!);
       return exchange.target.answer(this.answerOf(message, exchange));
     }
-    if (!isRequest(message) && isSubscriptionNotification(message.method)) return this.publish(message);
+    if (!isRequest(message) && isSubscriptionNotification(message.method)) return this.listening.publish(message);
     const id = options?.relatedRequestId;
     const related = id === undefined ? undefined : this.exchanges.get(id);
     if (!related) return; // about no request of this client
@@ -157,23 +155,12 @@ export class ModernTransport implements Transport {
     related.target?.notify(message);
   }
 
-  /**
-   * Turns request `id` (`subscriptions/listen`) into a listen stream: the acknowledgement with what will be
-   * delivered goes first, then every notification the filter accepts, each stamped with the stream's id.
-   */
+  /** Turns request `id` (`subscriptions/listen`) into a listen stream (ListenStreams). */
   listen(id: RequestId, filter: SubscriptionFilter): void {
     const exchange = this.exchanges.get(id);
     if (!exchange?.target) return;
     this.end(id);
-    const subscription = { clientId: exchange.clientId, filter, target: exchange.target };
-    this.subscriptions.set(id, subscription);
-    subscription.target.notify(stamped({ jsonrpc: "2.0", method: "notifications/subscriptions/acknowledged", params: { notifications: filter } }, subscription.clientId));
-  }
-
-  private publish(notification: JSONRPCNotification): void {
-    for (const { clientId, filter, target } of this.subscriptions.values()) {
-      if (filterAccepts(filter, notification.method, notification.params)) target.notify(stamped(notification, clientId));
-    }
+    this.listening.open(id, { clientId: exchange.clientId, filter, target: exchange.target });
   }
 
   /**
@@ -253,7 +240,7 @@ export class ModernTransport implements Transport {
     return () => {
       // Only while this POST is the request's target: after an input_required round, the retry's is.
       if (this.exchanges.get(id)?.target === target) this.drop(id, ErrorCode.ConnectionClosed, "The client closed its connection");
-      if (this.subscriptions.get(id)?.target === target) this.subscriptions.delete(id);
+      this.listening.abandoned(id, target);
     };
   }
 
@@ -265,7 +252,7 @@ export class ModernTransport implements Transport {
     if (exchange.task) {
       if (taskStatus === "failed") exchange.task.outcome = { error: { code, message: why } };
       setStatus(exchange.task, taskStatus);
-      this.forgetLater(exchange.task);
+      this.tasks.finished(exchange.task);
     }
     this.refuseAsked(exchange, code, why);
     this.onmessage?.({ jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: id, reason: why } });
@@ -306,31 +293,10 @@ export class ModernTransport implements Transport {
     const exchange = this.exchanges.get(id);
     const client = exchange?.target;
     if (!exchange || !client || exchange.task) return; // answered, or waiting for an input_required retry
-    const task = newTask(id);
+    const task = this.tasks.create(id);
     exchange.task = task;
-    exchange.target = this.taskTarget(task);
-    this.tasks.set(task.taskId, task);
+    exchange.target = this.tasks.targetFor(task);
     client.answer({ jsonrpc: "2.0", id: exchange.clientId, result: { resultType: "task", ...taskView(task) } });
-  }
-
-  private taskTarget(task: Task): ModernReplyTarget {
-    return {
-      notify: () => undefined, // a task's progress has no stream to go on
-      answer: (answer) => {
-        const result = "result" in answer ? (answer.result as Record<string, unknown>) : undefined;
-        if (result?.resultType === "input_required") {
-          task.input = { inputRequests: result.inputRequests, requestState: String(result.requestState) };
-          return setStatus(task, "input_required");
-        }
-        settle(task, answer);
-        this.forgetLater(task);
-      },
-    };
-  }
-
-  /** A finished task stays readable for TASK_TTL_MS. */
-  private forgetLater(task: Task): void {
-    task.expiry = setTimeout(() => this.tasks.delete(task.taskId), TASK_TTL_MS).unref();
   }
 
   /** `tasks/get`, `tasks/update`, `tasks/cancel` (SEP-2663), answered here: a task is this session's own. */
@@ -345,7 +311,7 @@ export class ModernTransport implements Transport {
     }
     if (!declaresTasks(modernMetaOf(message).capabilities)) return this.refuseUndeclaredTasks(message, target, message.method);
     const taskId = message.params?.taskId;
-    const task = typeof taskId === "string" ? this.tasks.get(taskId) : undefined;
+    const task = this.tasks.get(taskId);
     if (!task) {
       refuse(ErrorCode.InvalidParams, `Unknown task '${String(taskId)}': it never existed here, or finished more than ${TASK_TTL_MS / 1000} s ago`);
       return done;
@@ -362,7 +328,7 @@ export class ModernTransport implements Transport {
         refuse(ErrorCode.InvalidParams, `Task '${task.taskId}' is not waiting for input (it is ${task.status})`);
         return done;
       }
-      this.continueRound(state, exchange, message.params?.inputResponses, this.taskTarget(task));
+      this.continueRound(state, exchange, message.params?.inputResponses, this.tasks.targetFor(task));
       // Answered in part, it stays input_required with what is still open; answered in full, it works on.
       if (exchange.asked.size > 0) task.input = { ...task.input!, inputRequests: inputRequestsOf(exchange.asked) };
       else {
@@ -402,18 +368,8 @@ export class ModernTransport implements Transport {
       clearTimeout(exchange.taskTimer);
     }
     this.exchanges.clear();
-    for (const task of this.tasks.values()) clearTimeout(task.expiry);
-    this.tasks.clear();
-    // A listen stream that ends because the session does is closed gracefully: its empty result says so.
-    for (const { clientId, target } of this.subscriptions.values()) {
-      target.answer({ jsonrpc: "2.0", id: clientId, result: { resultType: "complete", _meta: { [META.subscriptionId]: clientId } } });
-    }
-    this.subscriptions.clear();
+    this.tasks.close();
+    this.listening.close();
     this.onclose?.();
   }
-}
-
-/** A notification as a listen stream delivers it: with the id of the request that opened the stream. */
-function stamped(notification: JSONRPCNotification, subscriptionId: RequestId): JSONRPCNotification {
-  return { ...notification, params: { ...notification.params, _meta: { ...(notification.params?._meta as object), [META.subscriptionId]: subscriptionId } } };
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { JSONRPCResponse, RequestId } from "./messages.js";
+import type { ModernReplyTarget } from "./modern-transport.js";
 
 /** The tasks extension (SEP-2663): a client declares it in `_meta` clientCapabilities.extensions. */
 export const TASKS_EXTENSION = "io.modelcontextprotocol/tasks";
@@ -29,9 +30,50 @@ export interface Task {
   expiry?: NodeJS.Timeout;
 }
 
-export function newTask(request: RequestId): Task {
-  const now = new Date().toISOString();
-  return { taskId: randomUUID(), request, status: "working", createdAt: now, lastUpdatedAt: now };
+/**
+ * A modern session's tasks (SEP-2663): the calls that became tasks, readable by `tasks/get` while they
+ * run and for TASK_TTL_MS after they finished. A task is its session's own: no other session sees it.
+ */
+export class TaskBoard {
+  private readonly tasks = new Map<string, Task>();
+
+  /** A new task: the call with the session's request id `request`. */
+  create(request: RequestId): Task {
+    const now = new Date().toISOString();
+    const task: Task = { taskId: randomUUID(), request, status: "working", createdAt: now, lastUpdatedAt: now };
+    this.tasks.set(task.taskId, task);
+    return task;
+  }
+
+  get(taskId: unknown): Task | undefined {
+    return typeof taskId === "string" ? this.tasks.get(taskId) : undefined;
+  }
+
+  /** Where the task's call answers from now on: a result or error settles it; an input_required round parks it. */
+  targetFor(task: Task): ModernReplyTarget {
+    return {
+      notify: () => undefined, // a task's progress has no stream to go on
+      answer: (answer) => {
+        const result = "result" in answer ? (answer.result as Record<string, unknown>) : undefined;
+        if (result?.resultType === "input_required") {
+          task.input = { inputRequests: result.inputRequests, requestState: String(result.requestState) };
+          return setStatus(task, "input_required");
+        }
+        settle(task, answer);
+        this.finished(task);
+      },
+    };
+  }
+
+  /** A finished task stays readable for TASK_TTL_MS. */
+  finished(task: Task): void {
+    task.expiry = setTimeout(() => this.tasks.delete(task.taskId), TASK_TTL_MS).unref();
+  }
+
+  close(): void {
+    for (const task of this.tasks.values()) clearTimeout(task.expiry);
+    this.tasks.clear();
+  }
 }
 
 export function setStatus(task: Task, status: TaskStatus): void {
