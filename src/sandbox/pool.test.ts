@@ -167,6 +167,24 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await pool.close();
   });
 
+  test("a sandbox whose VM dies during its suspend is reported lost, not left idle with a dead VM (found by the churn test)", async () => {
+    const { pool, driver, vms } = await fakePool([fakeManifest({ timeouts: { callMs: 30_000, idleSuspendMs: 60_000 } })]);
+    const { lease, call, text } = leaseOn(pool, "s-dies-suspending");
+    await call("remember", { key: "k", value: "v" });
+    const vm = vms.at(-1)!;
+    const held = driver.holdNext("suspend");
+    const suspending = lease.suspendIfIdle();
+    await held.reached;
+    driver.crashGuest(vm); // QEMU killed mid-migration: the suspend fails, and the VM is gone
+    held.release();
+    await suspending;
+    await new Promise((r) => setImmediate(r));
+    // Before the fix the sandbox went back to idle with the dead VM, and this call waited out callMs.
+    await assert.rejects(lease.ready(), { code: "STATE_LOST" });
+    assert.equal(text(await call("recall", { key: "k" })), "", "a fresh sandbox, from the template");
+    await pool.close();
+  });
+
   test("a call past timeouts.callMs fails with CALL_TIMEOUT naming the setting, and the sandbox is replaced", async () => {
     const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 100, idleSuspendMs: 0 } })]);
     const { call, failures } = leaseOn(pool, "s6");

@@ -355,6 +355,7 @@ export class Sandbox {
   private async suspendNow(): Promise<void> {
     if (this.status.state !== "idle" || this.transition) return;
     const { vm } = this.status;
+    this.exitWhileSuspending = undefined; // an earlier suspend's VM exit says nothing about this one
     this.moveTo({ state: "suspending", vm });
     this.transition = this.host
       .suspend(this, vm)
@@ -368,7 +369,13 @@ export class Sandbox {
           this.emit("suspended");
         },
         () => {
-          if (this.status.state === "suspending") this.moveTo({ state: "idle", vm });
+          if (this.status.state !== "suspending") return;
+          // A failed suspend leaves the sandbox running, unless its VM died under it (QEMU killed
+          // mid-save): then it is lost, as a death while idle is, rather than idle with no VM to answer.
+          const exit = this.exitWhileSuspending;
+          this.exitWhileSuspending = undefined;
+          this.moveTo({ state: "idle", vm });
+          if (exit) this.died(exit);
         },
       )
       .finally(() => {
@@ -456,11 +463,20 @@ export class Sandbox {
   }
 
   private onVmExit(exit: VmExit): void {
-    if (this.status.state === "suspending") return; // a suspend ends the VM itself
+    // A suspend ends the VM itself; should that suspend fail, the exit was a death (see suspendNow).
+    if (this.status.state === "suspending") return void (this.exitWhileSuspending = exit);
+    this.died(exit);
+  }
+
+  /** The VM exited when nothing here ended it: what the sandbox held is gone. */
+  private died(exit: VmExit): void {
     const detail = exitDetail(exit);
     events.sandboxCrash.publish({ server: this.server, sandboxId: this.id, detail });
     void this.destroy(detail, new GuestExitedError(`the guest died: ${detail}`));
   }
+
+  /** How the VM exited while it was being suspended, in case the suspend then fails. */
+  private exitWhileSuspending: VmExit | undefined;
 
   /** The destroy under way or done: resolves once the sandbox's VMM process is gone. */
   private ended: Promise<void> | undefined;
