@@ -61,7 +61,7 @@ test("churn: sessions come and go while sandboxes suspend, resume and are killed
     clearTimeout(timer);
     if (!outcome) hung.push(what);
     // No call here takes seconds: one answered only by its own deadline waited on a guest that could not answer.
-    else if (outcome.error?.includes("CALL_TIMEOUT")) hung.push(`${what} (answered only by its callMs deadline)`);
+    else if ("error" in outcome && outcome.error.includes("CALL_TIMEOUT")) hung.push(`${what} (answered only by its callMs deadline)`);
     return outcome ?? { ok: false, error: "hung" };
   };
   const names = async (session: RawMcpClient, what: string): Promise<string[] | undefined> => {
