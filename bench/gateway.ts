@@ -22,12 +22,12 @@
  *
  * Usage: npm run bench:gateway [-- --calls 1000 --warmup 100 --window 5 --load-warmup 1 --clients 1,8,32 --sdk on|off]
  */
+import { freePort } from "../test/services/free-port.js";
 import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { subscribe } from "node:diagnostics_channel";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer as createHttpServer, type Server } from "node:http";
-import { createServer } from "node:net";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -123,16 +123,6 @@ class LoadChild {
 }
 
 // ---- supergateway -------------------------------------------------------------------------------------
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function descendants(pid: number): number[] {
   try {

@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -16,6 +15,7 @@ import { scratchDir } from "./scratch-dir.js";
 import { startDnsServer, type DnsServer } from "./services/dns-server.js";
 import { startHttpsUpstream, startHttpUpstream, type HttpsUpstream, type HttpUpstream } from "./services/https-upstream.js";
 import { startPostgres, type Postgres } from "./services/postgres.js";
+import { freePort } from "./services/free-port.js";
 
 const SECRET = "s3cr3t-egress-token-4711";
 process.env.MCPVISOR_TEST_EGRESS_TOKEN = SECRET;
@@ -30,13 +30,6 @@ let gateway: Gateway;
 let gatewayPort: number;
 let auditFile: string;
 
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await new Promise((r) => server.once("listening", r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 /** Runs a module snippet in the probe's guest and returns what it printed, parsed as JSON. */
 async function probe<T>(client: Client, code: string): Promise<T> {

@@ -1,19 +1,11 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { RawMcpClient } from "../bench/raw-mcp-client.js";
 import { REPO_ROOT } from "../src/main.js";
 import { eventually, serversDirWith } from "./helpers.js";
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+import { freePort } from "./services/free-port.js";
 
 /**
  * The gateway as users run it: its own process, so it can be killed with SIGKILL. Its log is dropped
