@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { stat } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { RawMcpClient } from "../bench/raw-mcp-client.js";
+import type { StoredSession } from "../src/router/session-store.js";
 import { events, type SandboxTransitionRecord } from "../src/telemetry/events.js";
 import { connect, eventually, nextEvent, runningVmms, serversDirWith, sh, startReadyGateway, testConfig } from "./helpers.js";
 
@@ -59,4 +60,43 @@ test("a session ended while its sandbox resumes from disk leaves no VM running, 
     await gateway.close();
   }
   assert.deepEqual(runningVmms(), [], "no VM outlives the gateway");
+});
+
+test("a saved session comes back only over the very template bytes it was saved against, not another build under the same key", { timeout: 180_000 }, async () => {
+  const serversDir = await serversDirWith({ memory: (m) => ({ timeouts: { ...m.timeouts, idleSuspendMs: 500 } }) });
+  const config = { servers: ["memory"], serversDir };
+  const recordOf = (client: RawMcpClient) => join(testConfig().cacheDir, "sessions", `${client.sessionId}.json`);
+  const names = async (client: RawMcpClient) => {
+    const result = (await client.request("tools/call", { name: "read_graph", arguments: {} })) as { structuredContent?: { entities: { name: string }[] } };
+    return (result.structuredContent?.entities ?? []).map((e) => e.name).filter((n) => n !== "warm-up");
+  };
+  let gateway = await startReadyGateway(config, { pool: { prestarted: 1, warm: 0 } });
+  const kept = new RawMcpClient(gateway.url("memory"));
+  const other = new RawMcpClient(gateway.url("memory"));
+  try {
+    for (const [client, name] of [[kept, "kept"], [other, "other"]] as const) {
+      await client.initialize();
+      await client.request("tools/call", { name: "create_entities", arguments: { entities: [{ name, entityType: "t", observations: ["x"] }] } });
+    }
+    const saved = (client: RawMcpClient) => readFile(recordOf(client)).then(() => true, () => false);
+    await eventually(async () => (await saved(kept)) && (await saved(other)), "both sessions to be suspended and saved", 15_000);
+  } finally {
+    await gateway.close();
+  }
+  // One record now names the same template key with other bytes: what a rebuild under that key (a refilled
+  // store, another node's build) would give. Its diff must not be loaded over this template.
+  const record = JSON.parse(await readFile(recordOf(other), "utf8")) as StoredSession;
+  const id = record.sandboxes.memory!.templateKey;
+  record.sandboxes.memory!.templateKey = `${id.slice(0, id.lastIndexOf("-"))}-${"0".repeat(16)}`;
+  await writeFile(recordOf(other), JSON.stringify(record));
+
+  gateway = await startReadyGateway(config, { pool: { prestarted: 1, warm: 0 } });
+  try {
+    kept.url = other.url = gateway.url("memory");
+    assert.deepEqual(await names(kept), ["kept"], "the untouched record is revived with its state");
+    await assert.rejects(names(other), /HTTP 404/, "the record naming other bytes is not");
+    await kept.close();
+  } finally {
+    await gateway.close();
+  }
 });

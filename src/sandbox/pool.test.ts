@@ -84,23 +84,6 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await pool.close();
   });
 
-  test("a saved sandbox is adopted only over the very template bytes it was saved against, not another build under the same key", async () => {
-    const { pool } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
-    const { lease, call } = leaseOn(pool, "s-bytes");
-    await call("remember", { key: "k", value: "v1" });
-    await lease.suspendIfIdle();
-    const ref = lease.savedRef!;
-    await lease.release({ keep: true });
-    const meta = await pool.template("fake");
-    const otherBytes = { ...ref, templateKey: templateIdOf({ ...meta, ramSha256: "0".repeat(64) }) };
-    assert.ok(otherBytes.templateKey.startsWith(`${meta.key}-`), "same key");
-    assert.equal(await pool.adopt({ scope: "session", server: "fake", session: "s-bytes" }, OWNER, otherBytes, IGNORE), undefined, "refused");
-    const adopted = await pool.adopt({ scope: "session", server: "fake", session: "s-bytes" }, OWNER, ref, IGNORE);
-    assert.ok(adopted, "the right bytes: adopted");
-    await adopted.release({ keep: false });
-    await pool.close();
-  });
-
   test("a destroy during a suspend takes the suspending -> destroyed edge and leaves no saved state", async () => {
     const { pool, driver } = await fakePool([fakeManifest({ timeouts: { callMs: 2_000, idleSuspendMs: 60_000 } })]);
     const { lease, call } = leaseOn(pool, "s3");
