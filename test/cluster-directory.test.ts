@@ -36,7 +36,7 @@ async function node(id: string, leaseMs = 10_000): Promise<{ lease: NodeLease; c
   const client = connectRedis(redis.url);
   client.on("error", () => undefined);
   await client.connect();
-  const lease = new NodeLease(client, { nodeId: id, url: `http://${id}.test:8080`, leaseMs, log, companions: [ClusterHolds.keyOf("sessions", id)] });
+  const lease = new NodeLease(client, { nodeId: id, url: `http://${id}.test:8080`, leaseMs, log, companions: [keys.holds("sessions", id)] });
   await lease.join();
   opened.push({ lease, client });
   return { lease, client, directory: new SessionDirectory(client, lease) };

@@ -47,11 +47,6 @@ export class ClusterHolds implements TenantHolds {
     private readonly what: string,
   ) {}
 
-  /** This node's holds key, kept alive by its lease renewals. */
-  static keyOf(kind: QuotaKind, node: string): string {
-    return keys.holds(kind, node);
-  }
-
   async count(tenant: string): Promise<number> {
     return Number(await this.redis.eval(COUNT, 0, tenant, keys.holds(this.kind, ""), keys.node("")));
   }

@@ -6,7 +6,7 @@ import { ClusterHolds } from "./cluster-holds.js";
 import { ClusterRateLimiter } from "./cluster-rate-limiter.js";
 import { NodeLease } from "./node-lease.js";
 import { PeerForwarding } from "./peer-forwarding.js";
-import { connectRedis, type Redis } from "./redis.js";
+import { connectRedis, keys, type Redis } from "./redis.js";
 import { SessionDirectory } from "./session-directory.js";
 
 /**
@@ -58,7 +58,8 @@ export class Cluster {
       url: config.nodeUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
       leaseMs: config.nodeLeaseMs,
       log,
-      companions: (["sessions", "streams", "sandboxes"] as const).map((kind) => ClusterHolds.keyOf(kind, nodeId)),
+      // This node's quota holds live as long as its lease: a dead node's holds go with it.
+      companions: (["sessions", "streams", "sandboxes"] as const).map((kind) => keys.holds(kind, nodeId)),
     });
     await lease.join();
     return new Cluster(redis, lease, config.nodeLeaseMs, config.clusterStore!, config.clusterSecret!, log);
