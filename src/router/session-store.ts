@@ -91,7 +91,7 @@ export class SessionStore implements SessionRecords {
 
   /** A running session has no record on disk: what was saved is older than what it holds. */
   async running(id: string): Promise<void> {
-    await this.delete(id);
+    await this.remove(id);
   }
 
   async claim(id: string, tenant: string, route: string): Promise<Claim> {
@@ -118,11 +118,16 @@ export class SessionStore implements SessionRecords {
   }
 
   async delete(id: string): Promise<StoredSession | undefined> {
-    if (!ID.test(id)) return undefined;
     const record = await this.load(id);
+    await this.remove(id);
+    return record;
+  }
+
+  /** Removes a record without reading it (a resume, on its path, has no use for it). */
+  private async remove(id: string): Promise<void> {
+    if (!ID.test(id)) return;
     await rm(this.path(id), { force: true });
     this.forget(id);
-    return record;
   }
 
   /** Removes records saved longer ago than `maxAgeMs`; returns them so their saved state can go too. */
