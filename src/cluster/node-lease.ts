@@ -38,6 +38,7 @@ export class NodeLease {
   private timer: NodeJS.Timeout | undefined;
   private fencing: Promise<void> | undefined;
   private closed = false;
+  private renewing = false;
   private readonly lostListeners: (() => Promise<void>)[] = [];
 
   constructor(
@@ -79,6 +80,9 @@ export class NodeLease {
   private async tick(): Promise<void> {
     if (this.fencing || this.closed) return;
     if (!this.held()) return this.fence("the lease ran out before it could be renewed");
+    // One renewal at a time: while Redis stalls, ticks only check the lease, they do not pile up requests.
+    if (this.renewing) return;
+    this.renewing = true;
     const { nodeId, leaseMs, companions } = this.options;
     const sent = performance.now();
     try {
@@ -87,6 +91,8 @@ export class NodeLease {
       else await this.fence("the lease was lost (it expired, and the node was declared gone)");
     } catch (err) {
       this.options.log.warn({ err: (err as Error).message }, "could not renew the node lease; retrying");
+    } finally {
+      this.renewing = false;
     }
   }
 
