@@ -150,7 +150,7 @@ describe("sandbox pool and leases (FaultInjectingDriver, no image)", () => {
     await pool.close();
   });
 
-  test("a sandbox whose VM dies during its suspend is reported lost, not left idle with a dead VM (found by the churn test)", async () => {
+  test("a sandbox whose VM dies during its suspend is reported lost, not left idle with a dead VM (the death put at a chosen point of the save, which real QEMU cannot be made to hit; the churn test meets it for real)", async () => {
     const { pool, driver, vms } = await fakePool([fakeManifest({ timeouts: { callMs: 30_000, idleSuspendMs: 60_000 } })]);
     const { lease, call, text } = leaseOn(pool, "s-dies-suspending");
     await call("remember", { key: "k", value: "v" });
